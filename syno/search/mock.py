@@ -1,0 +1,222 @@
+"""A small pure-Python synthesis space with known rewards, for testing and benchmarking search.
+
+State = the *set* of applied "atoms" (so different orders reach the same node: transpositions).
+Each atom has a primitive type from :data:`~syno.synth.protocol.NEXT_TYPES` and a hex key; some
+pairs of atoms conflict (cannot both be applied). A node with at least ``min_ops`` atoms and no
+"poison" atom has a ``Finalize`` child. Nodes from which no final can be reached are dead ends.
+
+Each final has a deterministic accuracy: a planted target set ``T`` (the best final) gives the
+maximum; accuracy grows with ``|S & T|`` and shrinks with atoms outside ``T``, plus a small
+hash-based jitter; a few finals "crash" (status ``error``). This has the structure MCTS can exploit
+(good partial states lead to good finals), while a blind random walk rarely hits ``T`` exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+from syno.synth.protocol import NEXT_TYPES, Next, Path
+
+from .base import EvalResult
+
+__all__ = ["MockSpace", "MockNode"]
+
+_OP_TYPES = tuple(t for t in NEXT_TYPES if t != "Finalize")
+
+
+def _digest(text: str, n: int = 8) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=n).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Atom:
+    index: int
+    type: str
+    key: str
+
+
+class MockNode:
+    """A node of :class:`MockSpace`; implements :class:`~syno.synth.protocol.SynthNode`."""
+
+    def __init__(self, space: MockSpace, atoms: frozenset[int], final: bool, path: Path):
+        self._space = space
+        self.atoms = atoms
+        self._final = final
+        self._path = path
+        self._children: list[tuple[Next, MockNode]] | None = None
+
+    @property
+    def key(self) -> str:
+        return ("F" if self._final else "P") + ",".join(str(a) for a in sorted(self.atoms))
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def depth(self) -> int:
+        return len(self._path)
+
+    @property
+    def is_final(self) -> bool:
+        return self._final
+
+    def is_dead_end(self) -> bool:
+        return not self._final and not self._space._reachable(self.atoms)
+
+    def children(self) -> Sequence[tuple[Next, MockNode]]:
+        if self._children is None:
+            sp = self._space
+            out: list[tuple[Next, MockNode]] = []
+            if not self._final:
+                if sp._can_finalize(self.atoms):
+                    nxt = Next("Finalize", sp.finalize_key(self.atoms))
+                    out.append((nxt, MockNode(sp, self.atoms, True, self._path + (nxt,))))
+                for a in sp._addable(self.atoms):
+                    nxt = Next(sp.atoms[a].type, sp.atoms[a].key)
+                    out.append((nxt, MockNode(sp, self.atoms | {a}, False, self._path + (nxt,))))
+            out.sort(key=lambda c: (NEXT_TYPES.index(c[0].type), c[0].key))
+            self._children = out
+        return self._children
+
+    def operator(self):
+        raise NotImplementedError("mock nodes have no IR operator; use MockSpace.evaluate(path)")
+
+    def __repr__(self) -> str:
+        return f"MockNode({self.key})"
+
+
+class MockSpace:
+    """See the module docstring. Deterministic for a given ``seed``.
+
+    ``n_atoms`` atoms, at most ``max_ops`` per operator, finals need ``>= min_ops`` atoms; the
+    planted optimum has ``target_size`` atoms; ``conflict_prob`` of atom pairs conflict;
+    ``poison`` atoms forbid finalization; ``crash_prob`` of finals fail when evaluated.
+    """
+
+    def __init__(self, n_atoms: int = 14, max_ops: int = 6, min_ops: int = 2, target_size: int = 5,
+                 conflict_prob: float = 0.08, poison: int = 1, crash_prob: float = 0.05, seed: int = 0):
+        if not (1 <= min_ops <= target_size <= max_ops <= n_atoms):
+            raise ValueError("need 1 <= min_ops <= target_size <= max_ops <= n_atoms")
+        rng = random.Random(f"mock-space-{seed}")
+        self.seed = seed
+        self.max_ops, self.min_ops = max_ops, min_ops
+        self.crash_prob = crash_prob
+        self.atoms = tuple(_Atom(i, _OP_TYPES[rng.randrange(len(_OP_TYPES))], _digest(f"{seed}/atom/{i}"))
+                           for i in range(n_atoms))
+        order = list(range(n_atoms))
+        rng.shuffle(order)
+        self.target = frozenset(order[:target_size])
+        self.poison = frozenset(order[target_size:target_size + poison])
+        conflicts: set[frozenset[int]] = set()
+        for a, b in itertools.combinations(range(n_atoms), 2):
+            if {a, b} <= self.target:
+                continue  # the planted optimum stays reachable
+            if rng.random() < conflict_prob:
+                conflicts.add(frozenset((a, b)))
+        self.conflicts = conflicts
+        self._reach_memo: dict[frozenset[int], bool] = {}
+        self.evaluations = 0
+
+    # -- structure -------------------------------------------------------------------------
+    def finalize_key(self, atoms: frozenset[int]) -> str:
+        return _digest(f"{self.seed}/final/{sorted(atoms)}")
+
+    def _can_finalize(self, atoms: frozenset[int]) -> bool:
+        return len(atoms) >= self.min_ops and not (atoms & self.poison)
+
+    def _addable(self, atoms: frozenset[int]) -> list[int]:
+        if len(atoms) >= self.max_ops:
+            return []
+        return [a for a in range(len(self.atoms))
+                if a not in atoms and not any(frozenset((a, b)) in self.conflicts for b in atoms)]
+
+    def _reachable(self, atoms: frozenset[int]) -> bool:
+        memo = self._reach_memo.get(atoms)
+        if memo is None:
+            memo = self._can_finalize(atoms) or any(self._reachable(atoms | {a}) for a in self._addable(atoms))
+            self._reach_memo[atoms] = memo
+        return memo
+
+    # -- SynthSpace protocol ----------------------------------------------------------------
+    def root(self) -> MockNode:
+        return MockNode(self, frozenset(), False, ())
+
+    def node_from_path(self, path: Path) -> MockNode:
+        node = self.root()
+        for nxt in path:
+            for edge, child in node.children():
+                if edge == nxt:
+                    node = child
+                    break
+            else:
+                raise ValueError(f"edge {nxt} does not exist at {node.key!r}")
+        return node
+
+    def random_final(self, node: MockNode, rng: random.Random, max_tries: int = 64) -> MockNode | None:
+        """Random walk: a uniformly random child *type*, then a uniformly random key of that type."""
+        if node.is_final:
+            return node
+        for _ in range(max_tries):
+            cur = node
+            while not cur.is_final:
+                kids = cur.children()
+                if not kids:
+                    break
+                types = sorted({n.type for n, _ in kids}, key=NEXT_TYPES.index)
+                t = types[rng.randrange(len(types))]
+                options = [c for n, c in kids if n.type == t]
+                cur = options[rng.randrange(len(options))]
+            if cur.is_final:
+                return cur
+        return None
+
+    # -- ground truth --------------------------------------------------------------------------
+    def accuracy_of(self, atoms: frozenset[int]) -> float:
+        hit = len(atoms & self.target) / len(self.target)
+        extra = len(atoms - self.target) / self.max_ops
+        jitter = int(self.finalize_key(atoms)[:4], 16) / 0xFFFF * 0.04 - 0.02
+        exact = 0.08 if atoms == self.target else 0.0
+        return max(0.01, min(0.99, 0.2 + 0.6 * hit - 0.3 * extra + jitter + exact))
+
+    def crashes(self, atoms: frozenset[int]) -> bool:
+        if atoms == self.target:
+            return False
+        return int(self.finalize_key(atoms)[4:8], 16) / 0xFFFF < self.crash_prob
+
+    def evaluate(self, path: Path) -> EvalResult:
+        """The known result of the final reached by ``path`` (counts evaluations)."""
+        node = self.node_from_path(path)
+        if not node.is_final:
+            raise ValueError("not a final node")
+        self.evaluations += 1
+        if self.crashes(node.atoms):
+            return EvalResult(status="error", accuracy=0.0, message="mock crash")
+        return EvalResult(status="ok", accuracy=self.accuracy_of(node.atoms), flops=len(node.atoms),
+                          params=len(node.atoms))
+
+    @cached_property
+    def best_accuracy(self) -> float:
+        return self.accuracy_of(self.target)
+
+    def all_finals(self) -> list[frozenset[int]]:
+        """Every reachable final (exhaustive; for tests on small spaces)."""
+        seen: set[frozenset[int]] = set()
+        out: list[frozenset[int]] = []
+        stack = [frozenset()]
+        visited: set[frozenset[int]] = set()
+        while stack:
+            s = stack.pop()
+            if s in visited:
+                continue
+            visited.add(s)
+            if self._can_finalize(s) and s not in seen:
+                seen.add(s)
+                out.append(s)
+            stack.extend(s | {a} for a in self._addable(s))
+        return out
