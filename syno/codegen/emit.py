@@ -1,0 +1,325 @@
+"""Plan -> Python source (torch only). The reference ("einsum") emitter.
+
+:func:`emit_forward` writes ``def forward(x, w1, ...)`` that executes a :class:`~syno.ir.lowering.Plan`
+step by step with plain torch ops: ``reshape``/``permute`` for Split/Merge, ``torch.roll`` for
+Shift, ``::s`` slicing for Stride, ``F.pad`` + ``Tensor.unfold`` (a strided view, no copy) for
+Unfold, ``torch.diagonal``, ``torch.einsum`` for contractions, ``sum`` for reductions.
+
+The generated function reads dynamic sizes (e.g. the batch ``N``) from ``x.shape`` and checks the
+static ones, so one module serves any batch size and ``torch.compile(fullgraph=True)`` traces it
+without graph breaks (no data-dependent Python control flow, no ``.item()``).
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from typing import Sequence
+
+from syno.ir.lowering import Plan, Step
+
+LETTERS = string.ascii_letters
+
+
+def ident(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return out if out[:1].isalpha() else "v_" + out
+
+
+class Emitter:
+    """Tracks axis orders of named tensors and writes torch code lines."""
+
+    def __init__(self, plan: Plan, fn_name: str = "forward"):
+        self.plan = plan
+        self.fn_name = fn_name
+        self.lines: list[str] = []
+        self.axes: dict[str, list[int]] = {}
+        an = plan.analysis
+        self.dyn_cls = {cid: "v_" + ident(v) for v, (_, cid) in an.dynamic.items()}
+        self.counter = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def fresh(self, base: str = "t") -> str:
+        self.counter += 1
+        return f"{base}{self.counter}"
+
+    def size_expr(self, classes: Sequence[int]) -> str:
+        static = 1
+        dyn = []
+        for c in classes:
+            if c in self.dyn_cls:
+                dyn.append(self.dyn_cls[c])
+            else:
+                static *= self.plan.values[c]
+        if not dyn:
+            return str(static)
+        return "*".join(dyn + ([str(static)] if static != 1 else []))
+
+    def shape_expr(self, groups: Sequence[Sequence[int]]) -> str:
+        parts = [self.size_expr(g) for g in groups]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+    def cname(self, c: int) -> str:
+        return self.plan.classes[c].name
+
+    def comment(self, text: str) -> None:
+        self.emit("# " + text)
+
+    def permute_to(self, name: str, order: Sequence[int]) -> str:
+        axes = self.axes[name]
+        if list(order) == axes:
+            return name
+        perm = [axes.index(c) for c in order]
+        dst = self.fresh()
+        self.emit(f"{dst} = {name}.permute({', '.join(map(str, perm))})")
+        self.axes[dst] = list(order)
+        return dst
+
+    def reshape(self, name: str, groups: Sequence[Sequence[int]], new_axes: Sequence[int]) -> str:
+        """Reshape ``name`` (axes already ordered as the flattened groups) into ``new_axes``."""
+        dst = self.fresh()
+        self.emit(f"{dst} = {name}.reshape{self.shape_expr(groups)}")
+        self.axes[dst] = list(new_axes)
+        return dst
+
+    # -- header ----------------------------------------------------------------------------
+    def header(self) -> None:
+        plan = self.plan
+        names = plan.input_names
+        self.lines.append(f"def {self.fn_name}({', '.join(names)}):")
+        an = plan.analysis
+        for v, (axis, _) in an.dynamic.items():
+            self.emit(f"v_{ident(v)} = x.shape[{axis}]")
+        static = [(i, plan.values[c]) for i, c in enumerate(an.tensors[0])
+                  if c not in self.dyn_cls]
+        cond = " or ".join(f"x.shape[{i}] != {v}" for i, v in static)
+        expect = ", ".join(self.size_expr([c]) for c in an.tensors[0])
+        self.emit(f"if x.dim() != {len(an.tensors[0])}" + (f" or {cond}" if cond else "") + ":")
+        self.emit(f"    raise ValueError('input must have shape ({expect}), got ' + str(tuple(x.shape)))")
+        for n, axes in zip(names, an.tensors):
+            self.axes[n] = list(axes)
+
+    # -- steps -----------------------------------------------------------------------------
+    def run(self) -> str:
+        self.header()
+        alias: dict[str, str] = {n: n for n in self.plan.input_names}
+        for step in self.plan.steps:
+            srcs = [alias[s] for s in step.srcs]
+            out = getattr(self, "step_" + step.kind)(step, srcs)
+            alias[step.dst] = out
+        return "\n".join(self.lines) + "\n"
+
+    def _view_comment(self, step: Step) -> None:
+        f = self.plan.analysis.fops[step.fop]
+        self.comment(f"{step.kind} {','.join(map(self.cname, f.tops))} -> {','.join(map(self.cname, f.bottoms))}")
+
+    def step_split(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        axes = self.axes[name]
+        i = axes.index(f.tops[0])
+        groups = [[c] for c in axes[:i]] + [[f.bottoms[0]], [f.bottoms[1]]] + [[c] for c in axes[i + 1:]]
+        new = axes[:i] + list(f.bottoms) + axes[i + 1:]
+        return self.reshape(name, groups, new)
+
+    def step_merge(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        major, minor = f.tops
+        b = f.bottoms[0]
+        axes = self.axes[name]
+        if major in axes and minor in axes:
+            order = [c for c in axes if c != minor]
+            order.insert(order.index(major) + 1, minor)
+            name = self.permute_to(name, order)
+        else:  # broadcast the missing part (repeat_interleave / tile)
+            present = major if major in axes else minor
+            missing = minor if present == major else major
+            i = axes.index(present) + (1 if present == major else 0)
+            shape = axes[:i] + [missing] + axes[i:]
+            dst = self.fresh()
+            self.emit(f"{dst} = {name}.unsqueeze({i}).expand{self.shape_expr([[c] for c in shape])}")
+            self.axes[dst] = shape
+            name = dst
+        axes = self.axes[name]
+        i = axes.index(major)
+        groups = [[c] for c in axes[:i]] + [[major, minor]] + [[c] for c in axes[i + 2:]]
+        return self.reshape(name, groups, axes[:i] + [b] + axes[i + 2:])
+
+    def step_inv_split(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        l, r = f.bottoms
+        axes = self.axes[name]
+        order = [c for c in axes if c != r]
+        order.insert(order.index(l) + 1, r)
+        name = self.permute_to(name, order)
+        axes = self.axes[name]
+        i = axes.index(l)
+        groups = [[c] for c in axes[:i]] + [[l, r]] + [[c] for c in axes[i + 2:]]
+        return self.reshape(name, groups, axes[:i] + [f.tops[0]] + axes[i + 2:])
+
+    def step_inv_merge(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        axes = self.axes[name]
+        i = axes.index(f.bottoms[0])
+        groups = [[c] for c in axes[:i]] + [[f.tops[0]], [f.tops[1]]] + [[c] for c in axes[i + 1:]]
+        return self.reshape(name, groups, axes[:i] + list(f.tops) + axes[i + 1:])
+
+    def step_shift(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        axes = self.axes[name]
+        i = axes.index(f.tops[0])
+        dst = self.fresh()
+        self.emit(f"{dst} = torch.roll({name}, -1, {i})")
+        self.axes[dst] = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
+        return dst
+
+    def step_stride(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        axes = self.axes[name]
+        i = axes.index(f.tops[0])
+        s = self.plan.values[f.tops[0]] // self.plan.values[f.bottoms[0]]
+        dst = self.fresh()
+        self.emit(f"{dst} = {name}[{':, ' * i}::{s}]")
+        self.axes[dst] = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
+        return dst
+
+    def unfold_code(self, name: str, axis: int, k: int) -> str:
+        """pad + unfold along ``axis``: main index stays at ``axis``, window appended last."""
+        ndim = len(self.axes[name])
+        lo, hi = k // 2, k - 1 - k // 2
+        pad = [0, 0] * (ndim - 1 - axis) + [lo, hi]
+        return f"F.pad({name}, {pad}).unfold({axis}, {k}, 1)"
+
+    def step_unfold(self, step: Step, srcs) -> str:
+        self._view_comment(step)
+        name = srcs[0]
+        f = self.plan.analysis.fops[step.fop]
+        axes = self.axes[name]
+        i = axes.index(f.tops[0])
+        k = self.plan.values[f.bottoms[1]]
+        dst = self.fresh()
+        self.emit(f"{dst} = {self.unfold_code(name, i, k)}")
+        self.axes[dst] = axes[:i] + [f.bottoms[0]] + axes[i + 1:] + [f.bottoms[1]]
+        return dst
+
+    def step_diag(self, step: Step, srcs) -> str:
+        name = srcs[0]
+        c = step.classes[0]
+        axes = self.axes[name]
+        i = axes.index(c)
+        j = axes.index(c, i + 1)
+        dst = self.fresh()
+        self.comment(f"diagonal over {self.cname(c)}")
+        self.emit(f"{dst} = torch.diagonal({name}, 0, {i}, {j})")
+        self.axes[dst] = [a for k, a in enumerate(axes) if k not in (i, j)] + [c]
+        return dst
+
+    def einsum(self, a: str, b: str | None, out_axes: Sequence[int]) -> str:
+        letters: dict[int, str] = {}
+
+        def sub(axes):
+            s = ""
+            for c in axes:
+                if c not in letters:
+                    if len(letters) >= len(LETTERS):
+                        raise ValueError("too many distinct axes for one einsum")
+                    letters[c] = LETTERS[len(letters)]
+                s += letters[c]
+            return s
+
+        sa = sub(self.axes[a])
+        sb = sub(self.axes[b]) if b is not None else None
+        so = sub(out_axes)
+        eq = f"{sa},{sb}->{so}" if b is not None else f"{sa}->{so}"
+        dst = self.fresh()
+        args = f"{a}, {b}" if b is not None else a
+        self.emit(f"{dst} = torch.einsum('{eq}', {args})")
+        self.axes[dst] = list(out_axes)
+        return dst
+
+    def step_contract(self, step: Step, srcs) -> str:
+        self.comment("contract" + (" summing " + ",".join(map(self.cname, step.summed)) if step.summed else "")
+                     + f" ({step.macs} MACs)")
+        return self.einsum(srcs[0], srcs[1], step.dst_axes)
+
+    def step_sum(self, step: Step, srcs) -> str:
+        name = srcs[0]
+        axes = self.axes[name]
+        dims = [axes.index(c) for c in step.summed]
+        dst = self.fresh()
+        self.comment(f"sum over {','.join(map(self.cname, step.summed))} ({step.macs} MACs)")
+        self.emit(f"{dst} = {name}.sum(dim={tuple(dims)})")
+        self.axes[dst] = [c for c in axes if c not in step.summed]
+        return dst
+
+    def step_output(self, step: Step, srcs) -> str:
+        name = srcs[0]
+        out = list(step.dst_axes)
+        held = [c for c in out if c not in step.broadcast]
+        name = self.permute_to(name, held)
+        if step.broadcast:
+            idx = ", ".join("None" if c in step.broadcast else ":" for c in out)
+            dst = self.fresh()
+            self.emit(f"{dst} = {name}[{idx}].expand{self.shape_expr([[c] for c in out])}.contiguous()")
+            self.axes[dst] = out
+            name = dst
+        if self.plan.scale != 1:
+            dst = self.fresh()
+            self.emit(f"{dst} = {name} * {self.plan.scale}")
+            self.axes[dst] = out
+            name = dst
+        self.emit(f"return {name}")
+        return name
+
+
+def emit_forward(plan: Plan, fn_name: str = "forward") -> str:
+    """Source of ``def forward(x, w1, ...)`` executing ``plan`` with einsum (the reference path)."""
+    return Emitter(plan, fn_name).run()
+
+
+def macs_expr(plan: Plan, var_of_axis: str = "x") -> tuple[list[str], str]:
+    """Lines reading the dynamic variables from ``var_of_axis`` and an expression for the MACs."""
+    an = plan.analysis
+    lines = [f"v_{ident(v)} = {var_of_axis}.shape[{axis}]" for v, (axis, _) in an.dynamic.items()]
+    names = [f"v_{ident(v)}" for v in an.dynamic]
+    terms = []
+    for exps, coef in sorted(plan.macs_polynomial().items()):
+        factors = [str(coef)] + [n if e == 1 else f"{n}**{e}" for n, e in zip(names, exps) if e]
+        terms.append("*".join(factors))
+    return lines, " + ".join(terms) if terms else "0"
+
+
+def init_bounds(plan: Plan) -> list[float]:
+    """Uniform init bound of each weight (see docs/codegen.md, "Initialization").
+
+    With T weights and R = product of the (non-free) reduction sizes, each weight is drawn from
+    U(-b, b) with prod_j Var(w_j) = 1 / (3 R s^2) (s: product of free reduction sizes, which
+    scale the output). For T = 1 this is PyTorch's conv/linear default, b = 1/sqrt(fan_in).
+    """
+    n_w = len(plan.op.weights)
+    if n_w == 0:
+        return []
+    r = 1
+    for c in plan.classes:
+        if c.role == "reduce" and not c.free:
+            r *= plan.values[c.id]
+    target = 1.0 / (3.0 * r * plan.scale ** 2)
+    var_each = target ** (1.0 / n_w)
+    return [math.sqrt(3.0 * var_each)] * n_w
+
+
+__all__ = ["Emitter", "emit_forward", "macs_expr", "init_bounds", "ident"]

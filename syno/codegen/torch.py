@@ -1,0 +1,161 @@
+"""``nn.Module`` s from operators.
+
+:func:`build_module` lowers an operator (:func:`syno.ir.lowering.plan_for`), emits plain-torch
+source for the plan (:mod:`syno.codegen.emit`) and wraps it in a :class:`SynoModule`:
+
+* parameters ``weight1``, ``weight2``, ... (shapes = the operator's weight shapes), initialised
+  with a fan-in scaled uniform law that reduces to PyTorch's conv default for one weight;
+* ``forward(x)`` reads the batch size (and any other dynamic size) from ``x``; autograd, AMP
+  autocast, channels_last inputs and ``torch.compile(fullgraph=True)`` all work;
+* ``count_macs(input, output)`` (the model zoo's FLOPs protocol) and ``.plan``;
+* on CUDA, an autotuned fast implementation (:mod:`syno.codegen.fast`) is picked per
+  (device, dtype) the first time the module runs eagerly there; the einsum path stays the
+  reference (``module.implementation = "einsum"`` forces it).
+
+The module pickles as (operator JSON, mapping) plus its state, and the generated code is
+rebuilt on load.
+"""
+
+from __future__ import annotations
+
+import linecache
+import math
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from syno.ir.graph import Operator
+from syno.ir.lowering import Plan, plan_for
+
+from .emit import emit_forward, init_bounds, macs_expr
+
+_SOURCE_COUNTER = [0]
+
+
+def compile_source(source: str, fn_name: str, tag: str = "syno") -> Callable:
+    """exec generated source (registered with linecache so tracebacks and inspect work)."""
+    _SOURCE_COUNTER[0] += 1
+    filename = f"<{tag}-generated-{_SOURCE_COUNTER[0]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch, "F": F, "math": math}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[fn_name]
+
+
+class SynoModule(nn.Module):
+    """A generated operator module. Build with :func:`build_module`."""
+
+    def __init__(self, op: Operator, mapping: Mapping[str, int], plan: Plan | None = None,
+                 implementation: str = "auto"):
+        super().__init__()
+        self.op = op
+        self.mapping = dict(mapping)
+        self.plan = plan or plan_for(op, self.mapping)
+        shapes = [tuple(self.plan.values[c] for c in t) for t in self.plan.analysis.tensors[1:]]
+        for j, shape in enumerate(shapes, start=1):
+            self.register_parameter(f"weight{j}", nn.Parameter(torch.empty(shape)))
+        self.n_weights = len(shapes)
+        #: "auto" (autotuned fast path on CUDA, einsum elsewhere), "einsum", or a fast variant name
+        self.implementation = implementation
+        self._setup_code()
+        self.reset_parameters()
+
+    # -- code ------------------------------------------------------------------------------
+    def _setup_code(self) -> None:
+        self.source = emit_forward(self.plan, "forward")
+        self._reference = compile_source(self.source, "forward")
+        lines, expr = macs_expr(self.plan, "inp")
+        self._macs_src = "def count_macs(inp):\n" + "".join(f"    {l}\n" for l in lines) + f"    return {expr}\n"
+        self._macs_fn = compile_source(self._macs_src, "count_macs")
+        self._impls: dict[str, Callable] = {"einsum": self._reference}
+        self._choice: dict[tuple[str, str], str] = {}
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for j, b in enumerate(init_bounds(self.plan), start=1):
+                getattr(self, f"weight{j}").uniform_(-b, b)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [getattr(self, f"weight{j}") for j in range(1, self.n_weights + 1)]
+
+    def extra_repr(self) -> str:
+        return (f"{self.op.name or self.op.hash}, mapping={self.mapping}, macs={self.plan.flops}, "
+                f"implementation={self.implementation!r}")
+
+    # -- execution -------------------------------------------------------------------------
+    def _select(self, x: torch.Tensor) -> Callable:
+        impl = self.implementation
+        if impl == "einsum" or (impl == "auto" and x.device.type != "cuda"):
+            return self._reference
+        if impl != "auto":
+            fn = self._impls.get(impl)
+            if fn is None:
+                from .fast import build_variant
+                fn = self._impls[impl] = build_variant(self, impl)
+            return fn
+        key = (str(x.device), str(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype))
+        name = self._choice.get(key)
+        if name is None:
+            if torch.compiler.is_compiling():
+                name = "einsum"
+                from .fast import default_variant
+                name = default_variant(self)
+            else:
+                from .fast import autotune
+                name = autotune(self, x)
+            self._choice[key] = name
+        fn = self._impls.get(name)
+        if fn is None:
+            from .fast import build_variant
+            fn = self._impls[name] = build_variant(self, name)
+        return fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._select(x)(x, *self.weights)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reference(x, *self.weights)
+
+    def count_macs(self, input: torch.Tensor, output: torch.Tensor | None = None) -> int:
+        """MACs of one forward call on ``input`` (whole batch) as executed by the plan."""
+        return int(self._macs_fn(input))
+
+    # -- pickling --------------------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for k in ("_reference", "_macs_fn", "_impls", "plan", "op"):
+            state.pop(k, None)
+        state["_op_json"] = self.op.to_json()
+        state["_weights_first"] = self.plan.weights_first
+        return state
+
+    def __setstate__(self, state):
+        op = Operator.from_json(state.pop("_op_json"))
+        wf = state.pop("_weights_first", False)
+        self.__dict__.update(state)
+        self.op = op
+        self.plan = plan_for(op, self.mapping, weights_first=wf)
+        self._setup_code()
+
+
+def build_module(op: Operator, mapping: Mapping[str, int], *, implementation: str = "auto",
+                 weights_first: bool = False) -> SynoModule:
+    """An ``nn.Module`` computing ``op`` for inputs shaped by ``mapping`` (any batch size)."""
+    plan = plan_for(op, mapping, weights_first=weights_first)
+    return SynoModule(op, mapping, plan, implementation)
+
+
+def operator_factory(op: Operator, **kwargs) -> Callable[[Mapping[str, int]], nn.Module]:
+    """``mapping -> nn.Module`` for model placeholders (``fill_placeholders``)."""
+
+    def factory(mapping: Mapping[str, int]) -> nn.Module:
+        return build_module(op, mapping, **kwargs)
+
+    factory.operator = op  # type: ignore[attr-defined]
+    return factory
+
+
+__all__ = ["SynoModule", "build_module", "operator_factory", "compile_source"]

@@ -1,0 +1,772 @@
+"""Lowering: from an :class:`~syno.ir.graph.Operator` to an execution plan over whole tensors.
+
+The loop nest of an operator is ``out[i] = sum_r prod_t T_t[index_t(i, r)]``. A *plan* computes
+it with tensor-level steps instead: view primitives (reshape, permute, roll, slice, pad+unfold,
+broadcast), pairwise contractions (einsum) and sums. Codegen (:mod:`syno.codegen`) turns the plan
+into PyTorch code; :attr:`Plan.flops` is what :meth:`Operator.flops` reports.
+
+Letter classes
+--------------
+A ``Share`` says that its bottom, its data side and its weight side take the same index value, so
+union-find over Shares groups dims into *classes*: one einsum letter each. Every class has
+
+* a *forward producer*: the non-Share primitive whose bottom is the class's top-most data-side
+  dim (forward, that primitive creates the class), or none when that dim is an input axis, or
+  *broadcast* when it is consumed by an ``Expand`` (the data side does not depend on it);
+* a *forward consumer*: the primitive whose top is the class's lowest dim, or none when that dim is
+  an output iterator (the class survives to the output) or a reduction (the class is summed).
+
+Forward, a primitive maps its top classes to its bottom classes (``Split``: t -> (l, r) reshape;
+``Merge``: (major, minor) -> b, permute + reshape; ``Shift``: roll; ``Stride``: slice ``::s``;
+``Unfold``: u -> (main, window), pad + ``Tensor.unfold``). A class is *free* when its data side is
+broadcast and no weight holds it (e.g. the ``C_out/g`` part of a grouped conv's output channel).
+
+Search
+------
+A state is a multiset of tensors (each: a set of classes, and whether it descends from the data
+input) plus the set of primitives not applied yet. Actions:
+
+* **forward view** of a primitive whose top classes are all produced: applied to *every* tensor
+  holding one of its top classes (each must hold all of them; free tops are broadcast in). Views
+  are gathers with a 0/1 mask, so they distribute over the elementwise product of the holders.
+  A view that creates a class the tensor already holds takes the diagonal.
+* **inverse view** of a bijective reshape (``Split``/``Merge``) on the holders of its bottom
+  classes: e.g. reshape a grouped conv's weight ``C_out -> (g, C_out/g)`` so that the group index
+  becomes an einsum batch letter instead of broadcasting the input ``C_out/g`` times.
+* **contraction** of two tensors: einsum over the union of their classes; every reduction class
+  that no other tensor holds (and whose producer has run) is summed inside the einsum.
+* **sum** of the summable reduction classes of one tensor.
+
+Views that never increase numel (Split, Merge without broadcast, Shift, Stride) are applied
+eagerly; Unfold and broadcasting Merges (numel-increasing) are search decisions, as are the order
+of contractions and sums. A best-first (Dijkstra) search minimizes MACs: a contraction costs the
+numel of the union of its operands' classes, a standalone sum the numel of its input, views cost
+none; ties go to the smaller peak intermediate numel, then fewer steps. Operators too big for the
+exhaustive search (rare; over ``max_states``) fall back to a greedy plan that is still exact.
+
+The winning action sequence is replayed with concrete axis orders into :class:`Plan` steps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterable, Mapping, Sequence
+
+from .graph import Operator
+from .primitives import (Dim, Expand, IRError, IteratorDim, Merge, Op, ReduceDim, Share, Shift,
+                         Split, Stride, TopDim, Unfold)
+from .sizes import Bindings, Size
+
+_FWD_KIND = {Split: "split", Merge: "merge", Shift: "shift", Stride: "stride", Unfold: "unfold"}
+#: Views that never increase numel: applied as soon as they can be (no search branching).
+_EAGER = ("split", "merge", "shift", "stride")
+
+
+class LoweringError(IRError):
+    """The operator cannot be lowered under the given mapping."""
+
+
+# --------------------------------------------------------------------------------------------
+# Static analysis of an operator (independent of the mapping)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DimClass:
+    id: int
+    size: Size
+    role: str                 # "output" | "reduce" | "inner"
+    index: int                # output index, or -1
+    producer: int | None      # forward op index creating the data side; None: input axis / broadcast
+    broadcast: bool           # the data side is broadcast (Expand, or produced by a free op)
+    weights: tuple[int, ...]  # weight ids (1-based) that hold the class
+    in_input: bool
+    name: str                 # short label used in plans and generated code comments
+
+    @property
+    def free(self) -> bool:
+        """Held by no tensor ever: pure broadcast (output axis) or a constant factor (reduction)."""
+        return self.broadcast and not self.weights and not self.in_input
+
+
+@dataclass(frozen=True)
+class FwdOp:
+    index: int
+    kind: str                  # split | merge | shift | stride | unfold
+    tops: tuple[int, ...]      # classes consumed (forward)
+    bottoms: tuple[int, ...]   # classes produced (forward)
+    param: Size | None         # Stride's stride, Merge's block
+    op: Op
+
+
+@dataclass
+class Analysis:
+    op: Operator
+    classes: tuple[DimClass, ...]
+    class_of: dict[Dim, int]
+    fops: tuple[FwdOp, ...]
+    free_ops: frozenset[int]
+    tensors: tuple[tuple[int, ...], ...]       # input, weight 1, ... as class ids in axis order
+    outputs: tuple[int, ...]                   # class id of each output iterator
+    dynamic: dict[str, tuple[int, int]]        # dynamic variable -> (input axis, class id)
+
+    def producer_of(self, c: int) -> int | None:
+        return self.classes[c].producer
+
+
+def analyze(op: Operator) -> Analysis:
+    """Letter classes, forward ops and initial tensors of ``op`` (cached on the operator)."""
+    cached = op._analysis.get("lowering")
+    if cached is not None:
+        return cached
+    dims = list(op.all_dims)
+    for e in op.expanded:
+        if e not in dims:
+            dims.append(e)
+    parent: dict[Dim, Dim] = {d: d for d in dims}
+
+    def find(d: Dim) -> Dim:
+        while parent[d] is not d:
+            parent[d] = parent[parent[d]]
+            d = parent[d]
+        return d
+
+    for o in op.ops:
+        if isinstance(o, Share):
+            for t in o.tops:
+                ra, rb = find(o.bottoms[0]), find(t)
+                if ra is not rb:
+                    parent[rb] = ra
+    groups: dict[Dim, list[Dim]] = {}
+    for d in dims:
+        groups.setdefault(find(d), []).append(d)
+    consumer = op.consumer
+    fwd_ops = [o for o in op.ops if type(o) in _FWD_KIND]
+    fop_index = {o: i for i, o in enumerate(fwd_ops)}
+    input_set = set(op.input)
+
+    # Deterministic class order: output iterators, reductions, then by first appearance.
+    order: list[Dim] = []
+    seen_roots: set[Dim] = set()
+    for d in list(op.outputs) + list(op.reductions) + dims:
+        r = find(d)
+        if r not in seen_roots:
+            seen_roots.add(r)
+            order.append(r)
+    class_of: dict[Dim, int] = {}
+    raw = []
+    for cid, root in enumerate(order):
+        members = groups[root]
+        for m in members:
+            class_of[m] = cid
+        lowest = [m for m in members if not (isinstance(m, TopDim) and isinstance(m.op, Share))]
+        if len(lowest) != 1:
+            raise LoweringError(f"malformed share chain around {members!r}")
+        low = lowest[0]
+        if isinstance(low, IteratorDim):
+            role, index = "output", low.index
+        elif isinstance(low, ReduceDim):
+            role, index = "reduce", -1
+        else:
+            role, index = "inner", -1
+        data = [m for m in members
+                if not (isinstance(m, TopDim) and isinstance(m.op, Share) and m.slot == 1)
+                and not isinstance(consumer.get(m), Share)]
+        if len(data) != 1:
+            raise LoweringError(f"class {members!r} has {len(data)} data-side dims")
+        dm = data[0]
+        c = consumer.get(dm)
+        producer, broadcast = None, False
+        if c is None:
+            if dm not in input_set:
+                raise LoweringError(f"dim {dm!r} is neither consumed nor an input axis")
+        elif isinstance(c, Expand):
+            broadcast = True
+        else:
+            producer = fop_index[c]
+        weights = tuple(sorted({m.op.weight for m in members
+                                if isinstance(m, TopDim) and isinstance(m.op, Share) and m.slot == 1}))
+        raw.append(dict(id=cid, size=low.size, role=role, index=index, producer=producer,
+                        broadcast=broadcast, weights=weights, in_input=dm in input_set))
+    fops = []
+    for i, o in enumerate(fwd_ops):
+        kind = _FWD_KIND[type(o)]
+        param = o.params[0] if o.params and isinstance(o.params[0], Size) else None
+        fops.append(FwdOp(i, kind, tuple(class_of[t] for t in o.tops),
+                          tuple(class_of[b] for b in o.bottoms), param, o))
+    # Free ops: all their top classes are free; their bottoms' data side is broadcast.
+    free_ops: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for f in fops:
+            if f.index in free_ops:
+                continue
+            if all(raw[t]["broadcast"] and not raw[t]["weights"] and not raw[t]["in_input"] for t in f.tops):
+                free_ops.add(f.index)
+                for b in f.bottoms:
+                    raw[b]["broadcast"] = True
+                changed = True
+    names = _class_names(op, raw, class_of)
+    classes = tuple(DimClass(name=names[r["id"]], **r) for r in raw)
+    tensors = tuple(tuple(class_of[d] for d in t) for t in op.tensors)
+    outputs = tuple(class_of[d] for d in op.outputs)
+    an = Analysis(op, classes, class_of, tuple(fops), frozenset(free_ops), tensors, outputs, {})
+    an.dynamic = _dynamic_variables(an)
+    op._analysis["lowering"] = an
+    return an
+
+
+def _class_names(op: Operator, raw, class_of) -> list[str]:
+    names = [""] * len(raw)
+    n_red = 0
+    for r in raw:
+        if r["role"] == "output":
+            names[r["id"]] = f"i{r['index']}"
+        elif r["role"] == "reduce":
+            names[r["id"]] = f"r{n_red}"
+            n_red += 1
+    k = 0
+    for r in raw:
+        if not names[r["id"]]:
+            names[r["id"]] = f"d{k}"
+            k += 1
+    return names
+
+
+def _dynamic_variables(an: Analysis) -> dict[str, tuple[int, int]]:
+    """Primary variables read from the input at run time (e.g. the batch N).
+
+    A variable is dynamic when every class whose size involves it has exactly that size, it is
+    an axis of the input, and no view primitive or weight touches those classes (they pass
+    straight through the plan, so no reshape needs their value).
+    """
+    space = an.op.space
+    touched = {c for f in an.fops for c in f.tops + f.bottoms}
+    params = [f.param for f in an.fops if f.param is not None]
+    out = {}
+    for v in space.primary:
+        vs = space.var(v.name)
+        idx = space.index(v.name)
+        involved = [c for c in an.classes if c.size.exps[idx] != 0]
+        if not involved or any(c.size != vs for c in involved):
+            continue
+        if any(p.exps[idx] != 0 for p in params):
+            continue
+        if any(c.id in touched or c.weights for c in involved):
+            continue
+        axis = next((i for i, c in enumerate(an.tensors[0]) if an.classes[c].size == vs), None)
+        if axis is None:
+            continue
+        out[v.name] = (axis, an.tensors[0][axis])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Search
+# --------------------------------------------------------------------------------------------
+Tensor = tuple  # (frozenset[int] classes, bool data)
+
+
+def _key(t: Tensor):
+    return (tuple(sorted(t[0])), t[1])
+
+
+def _canon(tensors: Iterable[Tensor]) -> tuple[Tensor, ...]:
+    return tuple(sorted(tensors, key=_key))
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str                      # fwd | inv | contract | sum
+    fop: int = -1
+    a: Tensor | None = None
+    b: Tensor | None = None
+    summed: frozenset = frozenset()
+    macs: int = 0
+
+
+class _Searcher:
+    def __init__(self, an: Analysis, values: Sequence[int], weights_first: bool = False,
+                 max_states: int = 20000):
+        self.an = an
+        self.values = values
+        self.weights_first = weights_first
+        self.max_states = max_states
+        self.output_set = frozenset(c for c in an.outputs if not an.classes[c].free)
+        self.is_reduce = [c.role == "reduce" and not c.free for c in an.classes]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def numel(self, classes: Iterable[int]) -> int:
+        n = 1
+        for c in classes:
+            n *= self.values[c]
+        return n
+
+    def produced(self, c: int, pending: frozenset) -> bool:
+        p = self.an.classes[c].producer
+        return p is None or p not in pending
+
+    def summable(self, c: int, holders: int, pending: frozenset) -> bool:
+        return self.is_reduce[c] and holders == 1 and self.produced(c, pending)
+
+    # -- views -----------------------------------------------------------------------------
+    def view(self, tensors: tuple[Tensor, ...], pending: frozenset, fi: int, inverse: bool):
+        """Apply forward op ``fi`` (or its inverse) to all holders; None if not applicable.
+        Returns (new tensors, max numel created, increasing?)."""
+        f = self.an.fops[fi]
+        src, dst = (f.bottoms, f.tops) if inverse else (f.tops, f.bottoms)
+        held = [c for c in src if any(c in t[0] for t in tensors)]
+        if inverse:
+            if f.kind not in ("split", "merge") or len(held) != len(src):
+                return None
+            # only useful when a top class is (or will be) held by a tensor outside the holders
+            holders = [t for t in tensors if any(c in t[0] for c in src)]
+            others = [t for t in tensors if t not in holders]
+            if not any(self.an.classes[c].producer in pending or any(c in t[0] for t in others)
+                       for c in dst):
+                return None
+        else:
+            if not all(self.produced(c, pending) for c in src):
+                return None
+            for c in src:
+                if c not in held and not self.an.classes[c].free:
+                    return None  # produced but held by nobody: cannot happen in valid states
+            if not held:
+                return None
+        out, peak, increasing = [], 0, False
+        for t in tensors:
+            if not any(c in t[0] for c in held):
+                out.append(t)
+                continue
+            if not all(c in t[0] for c in held):
+                return None
+            new = (t[0] - set(src)) | set(dst)
+            n_new = self.numel(new)
+            if len(held) < len(src) or f.kind == "unfold":
+                increasing = True
+                peak = max(peak, self.numel(t[0]) * math.prod(self.values[c] for c in src if c not in held))
+            peak = max(peak, n_new)
+            out.append((frozenset(new), t[1]))
+        return _canon(out), peak, increasing
+
+    def closure(self, tensors, pending):
+        """Apply eager (numel non-increasing) forward views to a fixpoint."""
+        actions = []
+        peak = 0
+        progress = True
+        while progress:
+            progress = False
+            for fi in sorted(pending):
+                f = self.an.fops[fi]
+                if f.kind not in _EAGER:
+                    continue
+                r = self.view(tensors, pending, fi, False)
+                if r is None or r[2]:
+                    continue
+                tensors, p, _ = r
+                peak = max(peak, p)
+                pending = pending - {fi}
+                actions.append(Action("fwd", fi))
+                progress = True
+        return tensors, pending, actions, peak
+
+    # -- successors ------------------------------------------------------------------------
+    def successors(self, tensors, pending):
+        holders: dict[int, int] = {}
+        for t in tensors:
+            for c in t[0]:
+                holders[c] = holders.get(c, 0) + 1
+        # increasing forward views and inverse reshapes
+        for fi in sorted(pending):
+            f = self.an.fops[fi]
+            r = self.view(tensors, pending, fi, False)
+            if r is not None and (r[2] or f.kind not in _EAGER):
+                yield Action("fwd", fi), r[0], pending - {fi}, 0, r[1]
+            if f.kind in ("split", "merge"):
+                r = self.view(tensors, pending, fi, True)
+                if r is not None:
+                    yield Action("inv", fi), r[0], pending, 0, r[1]
+        # standalone sums
+        for i, t in enumerate(tensors):
+            s = frozenset(c for c in t[0] if self.summable(c, holders[c], pending))
+            if s:
+                n = self.numel(t[0])
+                new = (t[0] - s, t[1])
+                rest = tensors[:i] + tensors[i + 1:] + (new,)
+                yield Action("sum", a=t, summed=s, macs=n), _canon(rest), pending, n, self.numel(new[0])
+        # contractions
+        n_weight_tensors = sum(1 for t in tensors if not t[1])
+        for i, j in itertools.combinations(range(len(tensors)), 2):
+            a, b = tensors[i], tensors[j]
+            if self.weights_first and n_weight_tensors > 1 and (a[1] or b[1]):
+                continue
+            union = a[0] | b[0]
+            cnt = dict(holders)
+            for c in a[0] & b[0]:
+                cnt[c] -= 1
+            s = frozenset(c for c in union if self.summable(c, cnt[c], pending))
+            n = self.numel(union)
+            new = (frozenset(union - s), a[1] or b[1])
+            rest = tuple(t for k, t in enumerate(tensors) if k not in (i, j)) + (new,)
+            if a[1] or (not b[1] and len(a[0]) >= len(b[0])):
+                pa, pb = a, b
+            else:
+                pa, pb = b, a
+            yield (Action("contract", a=pa, b=pb, summed=s, macs=n), _canon(rest), pending, n,
+                   self.numel(new[0]))
+
+    def is_goal(self, tensors, pending) -> bool:
+        return not pending and len(tensors) == 1 and tensors[0][0] == self.output_set
+
+    # -- drivers ---------------------------------------------------------------------------
+    def initial(self):
+        ts = _canon((frozenset(t), k == 0) for k, t in enumerate(self.an.tensors))
+        pending = frozenset(range(len(self.an.fops))) - self.an.free_ops
+        return ts, pending
+
+    def search(self) -> tuple[list[Action], int, int, bool]:
+        """Returns (actions, macs, peak, exhaustive)."""
+        ts, pending = self.initial()
+        ts, pending, eager, p0 = self.closure(ts, pending)
+        counter = itertools.count()
+        start = (ts, pending)
+        best = {start: (0, p0)}
+        parent: dict = {start: None}
+        heap = [(0, p0, 0, next(counter), start)]
+        popped = 0
+        while heap:
+            macs, peak, nsteps, _, state = heapq.heappop(heap)
+            if best.get(state, (None,))[:2] != (macs, peak):
+                continue
+            if self.is_goal(*state):
+                return eager + self._path(parent, state), macs, peak, True
+            popped += 1
+            if popped > self.max_states:
+                break
+            for action, nts, npend, cost, created in self.successors(*state):
+                nts, npend, more, p2 = self.closure(nts, npend)
+                ns = (nts, npend)
+                cand = (macs + cost, max(peak, created, p2))
+                old = best.get(ns)
+                if old is None or cand < old:
+                    best[ns] = cand
+                    parent[ns] = (state, [action] + more)
+                    heapq.heappush(heap, (cand[0], cand[1], nsteps + 1, next(counter), ns))
+        acts, macs, peak = self.greedy(start, eager, p0)
+        return acts, macs, peak, False
+
+    @staticmethod
+    def _path(parent, state) -> list[Action]:
+        out = []
+        while parent[state] is not None:
+            prev, acts = parent[state]
+            out = acts + out
+            state = prev
+        return out
+
+    def greedy(self, start, eager, p0):
+        """Always-terminating fallback: cheapest next action (no inverse views)."""
+        actions = list(eager)
+        ts, pending = start
+        macs, peak = 0, p0
+        while not self.is_goal(ts, pending):
+            options = [s for s in self.successors(ts, pending) if s[0].kind != "inv"]
+            if not options:
+                raise LoweringError("lowering got stuck (no applicable step)")
+            # prefer views, then sums, then the cheapest contraction
+            rank = {"fwd": 0, "sum": 1, "contract": 2}
+            action, ts, pending, cost, created = min(options, key=lambda s: (rank[s[0].kind], s[3], s[4]))
+            ts, pending, more, p2 = self.closure(ts, pending)
+            actions += [action] + more
+            macs += cost
+            peak = max(peak, created, p2)
+        return actions, macs, peak
+
+
+# --------------------------------------------------------------------------------------------
+# Plan: concrete steps with axis orders
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """One plan step over named tensors. ``kind``:
+
+    * ``split`` / ``merge`` / ``shift`` / ``stride`` / ``unfold``: forward view of primitive
+      ``fop`` on ``srcs[0]``; ``inv_split`` / ``inv_merge``: inverse reshape;
+    * ``diag``: take the diagonal of the two axes holding class ``classes[0]``;
+    * ``contract``: einsum of ``srcs[0]``, ``srcs[1]`` summing ``summed``;
+    * ``sum``: sum ``srcs[0]`` over ``summed``;
+    * ``output``: permute ``srcs[0]`` to the output order, broadcast free output axes, scale.
+    """
+
+    kind: str
+    srcs: tuple[str, ...]
+    dst: str
+    src_axes: tuple[tuple[int, ...], ...]
+    dst_axes: tuple[int, ...]
+    fop: int = -1
+    summed: tuple[int, ...] = ()
+    broadcast: tuple[int, ...] = ()
+    classes: tuple[int, ...] = ()
+    macs: int = 0
+    data: bool = False            # the result descends from the data input
+
+
+@dataclass
+class Plan:
+    op: Operator
+    mapping: dict[str, int]
+    analysis: Analysis
+    values: tuple[int, ...]               # concrete size of every class
+    steps: tuple[Step, ...]
+    flops: int                            # MACs (multiply-accumulates) of the steps
+    peak: int                             # largest intermediate numel
+    exhaustive: bool                      # found by the exhaustive search (else greedy)
+    weights_first: bool = False
+    scale: int = 1                        # product of free reduction sizes
+    _mac_classes: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
+
+    @property
+    def classes(self) -> tuple[DimClass, ...]:
+        return self.analysis.classes
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("x",) + tuple(f"w{j}" for j in range(1, len(self.op.weights) + 1))
+
+    def size(self, c: int) -> int:
+        return self.values[c]
+
+    def macs_polynomial(self) -> dict[tuple[int, ...], int]:
+        """MACs as a polynomial in the dynamic variables: {exponents (in ``dynamic`` order): coefficient}."""
+        dyn = list(self.analysis.dynamic)
+        dyn_cls = {cid: k for k, (_, cid) in enumerate(self.analysis.dynamic.values())}
+        poly: dict[tuple[int, ...], int] = {}
+        for cls in self._mac_classes:
+            exps = [0] * len(dyn)
+            coef = 1
+            for c in cls:
+                if c in dyn_cls:
+                    exps[dyn_cls[c]] += 1
+                else:
+                    coef *= self.values[c]
+            key = tuple(exps)
+            poly[key] = poly.get(key, 0) + coef
+        return poly
+
+    def macs_for(self, **dynamic: int) -> int:
+        """MACs with the dynamic variables (e.g. ``N``) set to other values."""
+        names = list(self.analysis.dynamic)
+        total = 0
+        for exps, coef in self.macs_polynomial().items():
+            term = coef
+            for name, e in zip(names, exps):
+                term *= dynamic.get(name, self.mapping[name]) ** e
+            total += term
+        return total
+
+    def describe(self) -> str:
+        cl = self.classes
+
+        def ax(axes):
+            return "[" + ", ".join(f"{cl[c].name}:{self.values[c]}" for c in axes) + "]"
+
+        lines = [f"plan for {self.op.name or self.op.hash} {self.mapping}: {self.flops} MACs, "
+                 f"peak numel {self.peak}{'' if self.exhaustive else ' (greedy)'}"]
+        for s in self.steps:
+            srcs = ", ".join(f"{n}{ax(a)}" for n, a in zip(s.srcs, s.src_axes))
+            extra = ""
+            if s.summed:
+                extra = " sum " + ",".join(cl[c].name for c in s.summed)
+            if s.macs:
+                extra += f"  ({s.macs} MACs)"
+            lines.append(f"  {s.dst}{ax(s.dst_axes)} = {s.kind}({srcs}){extra}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Plan({self.op.name or self.op.hash}, {self.mapping}, flops={self.flops}, steps={len(self.steps)})"
+
+
+def _replay(an: Analysis, values, actions: Sequence[Action], output_order: Sequence[int]) -> tuple[list[Step], list]:
+    live: dict[str, list] = {}     # name -> [axes list, data]
+    steps: list[Step] = []
+    mac_classes: list[tuple[int, ...]] = []
+    names = itertools.count()
+    for k, axes in enumerate(an.tensors):
+        live["x" if k == 0 else f"w{k}"] = [list(axes), k == 0]
+
+    def fresh() -> str:
+        return f"t{next(names)}"
+
+    def find(ref: Tensor) -> str:
+        for n, (axes, data) in live.items():
+            if frozenset(axes) == ref[0] and data == ref[1] and len(set(axes)) == len(axes):
+                return n
+        raise LoweringError(f"replay: no live tensor {sorted(ref[0])}")
+
+    def dedup(name: str):
+        """Take diagonals until every class appears once."""
+        while True:
+            axes, data = live[name]
+            dup = next((c for c in axes if axes.count(c) > 1), None)
+            if dup is None:
+                return name
+            i = axes.index(dup)
+            j = axes.index(dup, i + 1)
+            new_axes = [c for k, c in enumerate(axes) if k not in (i, j)] + [dup]
+            dst = fresh()
+            steps.append(Step("diag", (name,), dst, (tuple(axes),), tuple(new_axes), classes=(dup,),
+                              data=data))
+            del live[name]
+            live[dst] = [new_axes, data]
+            name = dst
+
+    for n in list(live):
+        dedup(n)
+
+    for ai, act in enumerate(actions):
+        if act.kind in ("fwd", "inv"):
+            f = an.fops[act.fop]
+            inverse = act.kind == "inv"
+            src = f.bottoms if inverse else f.tops
+            targets = [n for n, (axes, _) in live.items() if any(c in axes for c in src)]
+            for n in targets:
+                axes, data = live[n]
+                new = list(axes)
+                bc: tuple[int, ...] = ()
+                if not inverse and f.kind in ("split",):
+                    i = new.index(f.tops[0])
+                    new[i:i + 1] = list(f.bottoms)
+                    kind = "split"
+                elif not inverse and f.kind == "merge":
+                    major, minor = f.tops
+                    bc = tuple(c for c in (major, minor) if c not in axes)
+                    if major in new:
+                        i = new.index(major)
+                        new = [c for c in new if c != minor]
+                        new[new.index(major)] = f.bottoms[0]
+                    else:
+                        new[new.index(minor)] = f.bottoms[0]
+                    kind = "merge"
+                elif not inverse and f.kind in ("shift", "stride"):
+                    new[new.index(f.tops[0])] = f.bottoms[0]
+                    kind = f.kind
+                elif not inverse and f.kind == "unfold":
+                    i = new.index(f.tops[0])
+                    new[i] = f.bottoms[0]
+                    new.append(f.bottoms[1])
+                    kind = "unfold"
+                elif inverse and f.kind == "split":
+                    l, r = f.bottoms
+                    new = [c for c in new if c != r]
+                    new[new.index(l)] = f.tops[0]
+                    kind = "inv_split"
+                elif inverse and f.kind == "merge":
+                    i = new.index(f.bottoms[0])
+                    new[i:i + 1] = list(f.tops)
+                    kind = "inv_merge"
+                else:
+                    raise LoweringError(f"cannot replay {act}")
+                dst = fresh()
+                steps.append(Step(kind, (n,), dst, (tuple(axes),), tuple(new), fop=act.fop,
+                                  broadcast=bc, data=data))
+                del live[n]
+                live[dst] = [new, data]
+                dedup(dst)
+        elif act.kind == "sum":
+            n = find(act.a)
+            axes, data = live[n]
+            new = [c for c in axes if c not in act.summed]
+            dst = fresh()
+            summed = tuple(c for c in axes if c in act.summed)
+            steps.append(Step("sum", (n,), dst, (tuple(axes),), tuple(new), summed=summed,
+                              macs=act.macs, data=data))
+            mac_classes.append(tuple(axes))
+            del live[n]
+            live[dst] = [new, data]
+        elif act.kind == "contract":
+            na, nb = find(act.a), find(act.b)
+            (aa, da), (ab, db) = live[na], live[nb]
+            union = list(aa) + [c for c in ab if c not in aa]
+            kept = [c for c in union if c not in act.summed]
+            if ai == len(actions) - 1:
+                order = [c for c in output_order if c in kept]
+                kept = order + [c for c in kept if c not in order]
+            dst = fresh()
+            summed = tuple(c for c in union if c in act.summed)
+            steps.append(Step("contract", (na, nb), dst, (tuple(aa), tuple(ab)), tuple(kept),
+                              summed=summed, macs=act.macs, data=da or db))
+            mac_classes.append(tuple(union))
+            del live[na], live[nb]
+            live[dst] = [kept, da or db]
+        else:
+            raise LoweringError(f"unknown action {act.kind}")
+    if len(live) != 1:
+        raise LoweringError(f"replay ended with {len(live)} tensors")
+    (name, (axes, data)), = live.items()
+    bc = tuple(c for c in output_order if an.classes[c].free)
+    steps.append(Step("output", (name,), "y", (tuple(axes),), tuple(output_order), broadcast=bc,
+                      data=data))
+    return steps, mac_classes
+
+
+_CACHE: dict[tuple, Plan] = {}
+_LOCK = threading.Lock()
+
+
+def class_values(op: Operator, mapping: Mapping[str, int] | Bindings) -> tuple[int, ...]:
+    an = analyze(op)
+    b = mapping if isinstance(mapping, Bindings) else op.space.bind(dict(mapping))
+    out = []
+    for c in an.classes:
+        v = b.values(c.size)[0]
+        if v.denominator != 1 or v < 1:
+            raise LoweringError(f"size {c.size} of class {c.name} is {v} under {b.mapping(0)}: "
+                                "not a positive integer")
+        out.append(int(v))
+    for f in an.fops:
+        if f.param is not None:
+            v = b.values(f.param)[0]
+            if v.denominator != 1:
+                raise LoweringError(f"{f.kind} parameter {f.param} is {v}: not an integer")
+    return tuple(out)
+
+
+def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = False,
+             max_states: int = 20000) -> Plan:
+    """The minimal-MAC plan of ``op`` under ``mapping`` (cached).
+
+    ``weights_first``: contract all weights together before touching the data (e.g. fold a
+    factorized operator back into one dense conv weight); used by the autotuner as a candidate.
+    """
+    b = op.space.bind(dict(mapping))
+    full = b.mapping(0)
+    key = (op.hash, tuple(sorted(full.items())), weights_first, max_states)
+    with _LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    an = analyze(op)
+    values = class_values(op, b)
+    searcher = _Searcher(an, values, weights_first=weights_first, max_states=max_states)
+    actions, macs, peak, exhaustive = searcher.search()
+    steps, mac_classes = _replay(an, values, actions, an.outputs)
+    scale = 1
+    for c in an.classes:
+        if c.role == "reduce" and c.free:
+            scale *= values[c.id]
+    plan = Plan(op, full, an, values, tuple(steps), macs, peak, exhaustive, weights_first, scale,
+                tuple(mac_classes))
+    assert plan.flops == sum(s.macs for s in plan.steps)
+    with _LOCK:
+        if len(_CACHE) > 4096:
+            _CACHE.clear()
+        _CACHE[key] = plan
+    return plan
+
+
+__all__ = ["Plan", "Step", "Analysis", "DimClass", "FwdOp", "LoweringError", "analyze", "plan_for",
+           "class_values"]
