@@ -50,8 +50,12 @@ def baseline(
         if epochs is not None:
             given["epochs"] = epochs
         options = VisionTrainOptions(**common, **given)
-    record = run_baseline(model, dataset, out, options, data_dir=data_dir, image_size=image_size,
-                          model_kwargs=kwargs)
+    try:
+        record = run_baseline(model, dataset, out, options, data_dir=data_dir, image_size=image_size,
+                              model_kwargs=kwargs)
+    except (FileNotFoundError, ValueError, TypeError) as e:  # missing data, unknown names: one clear line
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     metric = "loss" if dataset == "lm1b" else "accuracy"
     typer.echo(json.dumps({k: record[k] for k in ("model", "dataset", metric, "flops", "params", "time_s", "status")}))
 
