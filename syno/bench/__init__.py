@@ -1,1 +1,40 @@
-"""syno.bench"""
+"""syno.bench: end-to-end and layer-wise latency, Inductor tuning, optional TVM.
+
+Python API::
+
+    from syno.bench import BenchOptions, bench_model, resolve_operator, write_csv, print_tables
+    rows = bench_model("resnet18", [resolve_operator("operator1")],
+                       BenchOptions(device="cuda", batches=(1, 128), backends=("eager", "inductor")))
+    write_csv(rows, "bench.csv"); print_tables(rows)
+
+Names are imported lazily (so ``syno --help`` does not import torch). See docs/bench.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "core": ["BACKENDS", "BenchOptions", "BenchRow", "bench_layers", "bench_model", "build_baseline",
+             "build_substituted", "example_input", "layer_sites", "LayerSite"],
+    "manual": ["MANUAL_FACTORIES", "Operator1", "StackedConv", "conv2d_module", "manual_factory"],
+    "operators": ["BASELINE", "OperatorSpec", "codegen_available", "find_kernels", "resolve_operator"],
+    "report": ["print_tables", "read_csv", "render_tables", "write_csv"],
+    "timing": ["Timing", "TimingOptions", "device_name", "measure"],
+    "tune": ["CompileConfig", "TuneCache", "TuneResult", "compile_module", "default_grid", "parse_grid", "tune_inductor"],
+    "tvm_backend": ["compile_tvm", "tvm_available"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
