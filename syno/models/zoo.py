@@ -72,6 +72,4 @@ def input_spec(model: nn.Module) -> tuple[tuple[int, ...], torch.dtype]:
 def sample_input(model: nn.Module, batch_size: int = 1, device: str | torch.device = "cpu") -> torch.Tensor:
     """A zero input batch of the model's input shape (token ids for gpt2, images otherwise)."""
     shape, dtype = input_spec(model)
-    if dtype.is_floating_point:
-        return torch.zeros((batch_size, *shape), dtype=dtype, device=device)
     return torch.zeros((batch_size, *shape), dtype=dtype, device=device)
