@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .placeholder import OperatorFactory, Placeholder, fill_placeholders, placeholders
+from .placeholder import OperatorFactory, fill_placeholders, placeholders
 
 __all__ = ["ModelProfile", "FillReport", "profile", "profile_fill", "module_macs"]
 
