@@ -2,8 +2,7 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
-from typer.main import get_group
+from typer.testing import CliRunner
 
 from syno.cli import app
 from syno.data import TokenData, load_tokens, tokenize_texts
@@ -107,9 +106,8 @@ def test_baseline_rejects_mismatches(tmp_path):
 
 def test_cli_baseline_writes_baseline_json(tmp_path):
     out = tmp_path / "bl"
-    # get_group: `syno` as a command group (typer collapses a one-command app into that command)
-    result = CliRunner().invoke(get_group(app), ["baseline", "tiny", "digits", "--epochs", "1", "--out", str(out),
-                                                 "--no-progress", "--batch-size", "64"])
+    result = CliRunner().invoke(app, ["baseline", "tiny", "digits", "--epochs", "1", "--out", str(out),
+                                      "--no-progress", "--batch-size", "64"])
     assert result.exit_code == 0, result.output
     rec = json.loads((out / "baseline.json").read_text())
     assert rec["model"] == "tiny" and rec["dataset"] == "digits" and rec["status"] == "ok"
@@ -118,8 +116,8 @@ def test_cli_baseline_writes_baseline_json(tmp_path):
 
 
 def test_cli_missing_dataset_dir_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(get_group(app), ["baseline", "resnet18", "cifar100", "--data-dir",
-                                                 str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(app, ["baseline", "resnet18", "cifar100", "--data-dir",
+                                      str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "cifar-100-python" in result.output and str(tmp_path / "none") in result.output
 
