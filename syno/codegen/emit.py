@@ -60,6 +60,8 @@ class Emitter:
 
     def shape_expr(self, groups: Sequence[Sequence[int]]) -> str:
         parts = [self.size_expr(g) for g in groups]
+        if not parts:
+            return "(())"
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
     def cname(self, c: int) -> str:
@@ -101,11 +103,16 @@ class Emitter:
         self.emit(f"    raise ValueError('input must have shape ({expect}), got ' + str(tuple(x.shape)))")
         for n, axes in zip(names, an.tensors):
             self.axes[n] = list(axes)
+        for k, c in enumerate(an.consts, start=1):
+            self.emit(f"c{k} = torch.ones({plan.values[c]}, dtype=x.dtype, device=x.device)"
+                      f"  # broadcast dim {self.cname(c)}, unfolded below")
+            self.axes[f"c{k}"] = [c]
 
     # -- steps -----------------------------------------------------------------------------
     def run(self) -> str:
         self.header()
         alias: dict[str, str] = {n: n for n in self.plan.input_names}
+        alias.update({f"c{k}": f"c{k}" for k in range(1, len(self.plan.analysis.consts) + 1)})
         for step in self.plan.steps:
             srcs = [alias[s] for s in step.srcs]
             out = getattr(self, "step_" + step.kind)(step, srcs)

@@ -85,11 +85,12 @@ class DimClass:
     weights: tuple[int, ...]  # weight ids (1-based) that hold the class
     in_input: bool
     name: str                 # short label used in plans and generated code comments
+    in_const: bool = False    # held by a constant ones tensor (broadcast dim that is unfolded)
 
     @property
     def free(self) -> bool:
         """Held by no tensor ever: pure broadcast (output axis) or a constant factor (reduction)."""
-        return self.broadcast and not self.weights and not self.in_input
+        return self.broadcast and not self.weights and not self.in_input and not self.in_const
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Analysis:
     tensors: tuple[tuple[int, ...], ...]       # input, weight 1, ... as class ids in axis order
     outputs: tuple[int, ...]                   # class id of each output iterator
     dynamic: dict[str, tuple[int, int]]        # dynamic variable -> (input axis, class id)
+    consts: tuple[int, ...] = ()               # classes of the 1-D ones tensors "c1", "c2", ...
 
     def producer_of(self, c: int) -> int | None:
         return self.classes[c].producer
@@ -197,24 +199,33 @@ def analyze(op: Operator) -> Analysis:
         param = o.params[0] if o.params and isinstance(o.params[0], Size) else None
         fops.append(FwdOp(i, kind, tuple(class_of[t] for t in o.tops),
                           tuple(class_of[b] for b in o.bottoms), param, o))
-    # Free ops: all their top classes are free; their bottoms' data side is broadcast.
+    # Free ops: all their top classes are free; their bottoms' data side is broadcast. An Unfold
+    # of a broadcast dim is not free (its zero padding makes a 0/1 mask): the broadcast dim is
+    # then held by a constant ones tensor that gets unfolded like any other.
     free_ops: set[int] = set()
     changed = True
     while changed:
         changed = False
         for f in fops:
-            if f.index in free_ops:
+            if f.index in free_ops or f.kind == "unfold":
                 continue
             if all(raw[t]["broadcast"] and not raw[t]["weights"] and not raw[t]["in_input"] for t in f.tops):
                 free_ops.add(f.index)
                 for b in f.bottoms:
                     raw[b]["broadcast"] = True
                 changed = True
+    consts = []
+    for f in fops:
+        t = raw[f.tops[0]]
+        if f.kind == "unfold" and t["broadcast"] and not t["weights"] and not t["in_input"]:
+            t["in_const"] = True
+            consts.append(t["id"])
     names = _class_names(op, raw, class_of)
     classes = tuple(DimClass(name=names[r["id"]], **r) for r in raw)
     tensors = tuple(tuple(class_of[d] for d in t) for t in op.tensors)
     outputs = tuple(class_of[d] for d in op.outputs)
-    an = Analysis(op, classes, class_of, tuple(fops), frozenset(free_ops), tensors, outputs, {})
+    an = Analysis(op, classes, class_of, tuple(fops), frozenset(free_ops), tensors, outputs, {},
+                  tuple(consts))
     an.dynamic = _dynamic_variables(an)
     op._analysis["lowering"] = an
     return an
@@ -291,10 +302,11 @@ class Action:
 
 class _Searcher:
     def __init__(self, an: Analysis, values: Sequence[int], weights_first: bool = False,
-                 max_states: int = 20000):
+                 max_states: int = 20000, allow_diag: bool = True):
         self.an = an
         self.values = values
         self.weights_first = weights_first
+        self.allow_diag = allow_diag
         self.max_states = max_states
         self.output_set = frozenset(c for c in an.outputs if not an.classes[c].free)
         self.is_reduce = [c.role == "reduce" and not c.free for c in an.classes]
@@ -343,6 +355,8 @@ class _Searcher:
                 out.append(t)
                 continue
             if not all(c in t[0] for c in held):
+                return None
+            if not self.allow_diag and any(c in t[0] for c in dst if c not in src):
                 return None
             new = (t[0] - set(src)) | set(dst)
             n_new = self.numel(new)
@@ -424,7 +438,8 @@ class _Searcher:
 
     # -- drivers ---------------------------------------------------------------------------
     def initial(self):
-        ts = _canon((frozenset(t), k == 0) for k, t in enumerate(self.an.tensors))
+        ts = _canon([(frozenset(t), k == 0) for k, t in enumerate(self.an.tensors)]
+                    + [(frozenset([c]), False) for c in self.an.consts])
         pending = frozenset(range(len(self.an.fops))) - self.an.free_ops
         return ts, pending
 
@@ -526,6 +541,7 @@ class Plan:
     peak: int                             # largest intermediate numel
     exhaustive: bool                      # found by the exhaustive search (else greedy)
     weights_first: bool = False
+    allow_diag: bool = True
     scale: int = 1                        # product of free reduction sizes
     _mac_classes: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
 
@@ -597,13 +613,15 @@ def _replay(an: Analysis, values, actions: Sequence[Action], output_order: Seque
     names = itertools.count()
     for k, axes in enumerate(an.tensors):
         live["x" if k == 0 else f"w{k}"] = [list(axes), k == 0]
+    for k, c in enumerate(an.consts, start=1):
+        live[f"c{k}"] = [[c], False]
 
     def fresh() -> str:
         return f"t{next(names)}"
 
-    def find(ref: Tensor) -> str:
+    def find(ref: Tensor, exclude: str = "") -> str:
         for n, (axes, data) in live.items():
-            if frozenset(axes) == ref[0] and data == ref[1] and len(set(axes)) == len(axes):
+            if n != exclude and frozenset(axes) == ref[0] and data == ref[1] and len(set(axes)) == len(axes):
                 return n
         raise LoweringError(f"replay: no live tensor {sorted(ref[0])}")
 
@@ -688,7 +706,8 @@ def _replay(an: Analysis, values, actions: Sequence[Action], output_order: Seque
             del live[n]
             live[dst] = [new, data]
         elif act.kind == "contract":
-            na, nb = find(act.a), find(act.b)
+            na = find(act.a)
+            nb = find(act.b, exclude=na)
             (aa, da), (ab, db) = live[na], live[nb]
             union = list(aa) + [c for c in ab if c not in aa]
             kept = [c for c in union if c not in act.summed]
@@ -736,30 +755,38 @@ def class_values(op: Operator, mapping: Mapping[str, int] | Bindings) -> tuple[i
 
 
 def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = False,
-             max_states: int = 20000) -> Plan:
+             allow_diag: bool = True, max_states: int = 20000) -> Plan:
     """The minimal-MAC plan of ``op`` under ``mapping`` (cached).
 
-    ``weights_first``: contract all weights together before touching the data (e.g. fold a
-    factorized operator back into one dense conv weight); used by the autotuner as a candidate.
+    Variants used by the autotuner as candidates: ``weights_first`` contracts all weights
+    together before touching the data (e.g. folds a factorized operator back into one dense conv
+    weight); ``allow_diag=False`` forbids views that create a class the tensor already holds
+    (diagonals), unless the operator cannot be lowered otherwise.
     """
     b = op.space.bind(dict(mapping))
     full = b.mapping(0)
-    key = (op.hash, tuple(sorted(full.items())), weights_first, max_states)
+    key = (op.hash, tuple(sorted(full.items())), weights_first, allow_diag, max_states)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
     an = analyze(op)
     values = class_values(op, b)
-    searcher = _Searcher(an, values, weights_first=weights_first, max_states=max_states)
-    actions, macs, peak, exhaustive = searcher.search()
+    searcher = _Searcher(an, values, weights_first=weights_first, max_states=max_states,
+                         allow_diag=allow_diag)
+    try:
+        actions, macs, peak, exhaustive = searcher.search()
+    except LoweringError:
+        if allow_diag:
+            raise
+        return plan_for(op, mapping, weights_first=weights_first, max_states=max_states)
     steps, mac_classes = _replay(an, values, actions, an.outputs)
     scale = 1
     for c in an.classes:
         if c.role == "reduce" and c.free:
             scale *= values[c.id]
-    plan = Plan(op, full, an, values, tuple(steps), macs, peak, exhaustive, weights_first, scale,
-                tuple(mac_classes))
+    plan = Plan(op, full, an, values, tuple(steps), macs, peak, exhaustive, weights_first,
+                allow_diag, scale, tuple(mac_classes))
     assert plan.flops == sum(s.macs for s in plan.steps)
     with _LOCK:
         if len(_CACHE) > 4096:

@@ -1,0 +1,563 @@
+"""Fast path: map convolution-like plan stages to cuDNN / cuBLAS, and autotune per operator.
+
+:class:`FastEmitter` executes the same :class:`~syno.ir.lowering.Plan` as the reference emitter,
+but
+
+* Unfolds of data tensors are *lazy*: nothing is materialised until a consumer needs it;
+* a contraction of a (lazily unfolded) data tensor with a weight-side tensor is mapped to
+  ``F.conv1d/2d/3d`` when it has convolution structure, classifying every letter class:
+
+  ========================  ===========================================================
+  class in                  role in the convolution
+  ========================  ===========================================================
+  data, weight, result      group (``groups=``)
+  data, weight, summed      input channel
+  weight, result            output channel
+  unfold window, summed     kernel tap (the unfold's top is a conv spatial axis)
+  unfold window, kept       output channel with a delta kernel (``W[.., w] * eye[w, tap]``)
+  data, result              batch (before the channels) or a kernel-1 spatial axis (after)
+  ========================  ===========================================================
+
+  Without any window and without spatial axes the contraction is an ``F.linear``. Unfolds that
+  do not fit (windows on the diagonal, nested windows whose main is summed, ...) are materialised
+  with pad + ``Tensor.unfold`` and the contraction goes through ``torch.einsum``;
+* intermediate results are laid out ``[batch, channels, spatial]`` (classes ranked by their role
+  and by the input axis they come from), so consecutive conv stages need no copies and
+  channels_last inputs stay channels_last.
+
+:func:`autotune` measures the candidate implementations (reference einsum or fast, each on the
+min-MAC plan, the plan without diagonal views, and the weights-first plan) on the real input and
+picks the fastest; results are cached on disk, keyed by (operator hash, mapping incl. batch,
+device name, dtype, torch version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from syno.ir.lowering import Plan, Step, plan_for
+
+from .emit import LETTERS, Emitter
+
+#: plan options of each plan name used in variant names ("<emitter>:<plan>")
+PLAN_OPTIONS = {
+    "min": {},
+    "nodiag": {"allow_diag": False},
+    "wfirst": {"weights_first": True},
+}
+EMITTERS = ("einsum", "fast")
+
+
+# --------------------------------------------------------------------------------------------
+# Layout: preferred axis order of intermediate tensors
+# --------------------------------------------------------------------------------------------
+def layout_keys(plan: Plan) -> dict[int, tuple]:
+    """Sort key of every class: (rank, origin, id). rank 0: dynamic (batch) classes; 1: channels;
+    2: spatial (connected to an Unfold's main axis). origin: the input axis a class descends from
+    (Split's minor part after its major), or the output axis for weight-only classes."""
+    an = plan.analysis
+    spatial: set[int] = set()
+    for f in an.fops:
+        if f.kind == "unfold":
+            spatial.update((f.tops[0], f.bottoms[0]))
+    changed = True
+    while changed:
+        changed = False
+        for f in an.fops:
+            if f.kind == "unfold":
+                continue
+            group = set(f.tops) | set(f.bottoms)
+            if group & spatial and not group <= spatial:
+                spatial |= group
+                changed = True
+    origin: dict[int, tuple] = {c: (float(i),) for i, c in enumerate(an.tensors[0])}
+    for _ in range(len(an.fops) + 1):
+        for f in an.fops:
+            if not all(t in origin for t in f.tops):
+                continue
+            o = origin[f.tops[0]]
+            if f.kind == "split":
+                origin.setdefault(f.bottoms[0], o + (0.0,))
+                origin.setdefault(f.bottoms[1], o + (1.0,))
+            elif f.kind == "unfold":
+                origin.setdefault(f.bottoms[0], o)
+                origin.setdefault(f.bottoms[1], o + (1.0,))
+            else:
+                for b in f.bottoms:
+                    origin.setdefault(b, o)
+    dyn = {cid for _, cid in an.dynamic.values()}
+    keys = {}
+    for c in an.classes:
+        rank = 0 if c.id in dyn else (2 if c.id in spatial else 1)
+        o = origin.get(c.id)
+        if o is None:
+            o = (float(c.index),) if c.role == "output" else (math.inf,)
+        keys[c.id] = (rank, o, c.id)
+    return keys
+
+
+@dataclass
+class Lazy:
+    base: str
+    unfolds: list = field(default_factory=list)   # [u, m, w, K, diag]
+
+
+class FastEmitter(Emitter):
+    def __init__(self, plan: Plan, fn_name: str = "forward"):
+        super().__init__(plan, fn_name)
+        self.keys = layout_keys(plan)
+        self.lazy: dict[str, Lazy] = {}
+        self.is_data: dict[str, bool] = {}
+        self.final_src = plan.steps[-1].srcs[0]
+        self.stats = {"conv": 0, "linear": 0, "einsum": 0, "materialized_unfolds": 0}
+
+    def desired(self, classes) -> list[int]:
+        return sorted(classes, key=self.keys.__getitem__)
+
+    # -- lazy unfolds ----------------------------------------------------------------------
+    def materialize(self, name: str, only: Sequence[int] | None = None) -> str:
+        """Emit pad+unfold(+diagonal) for the pending unfolds of ``name`` (all, or indices ``only``)."""
+        lz = self.lazy.get(name)
+        if lz is None:
+            return name
+        cur = lz.base
+        rest = []
+        for k, (u, m, w, K, diag) in enumerate(lz.unfolds):
+            if only is not None and k not in only:
+                rest.append([u, m, w, K, diag])
+                continue
+            axes = self.axes[cur]
+            i = axes.index(u)
+            dst = self.fresh()
+            self.emit(f"{dst} = {self.unfold_code(cur, i, K)}")
+            new = axes[:i] + [m] + axes[i + 1:] + [w]
+            self.axes[dst] = new
+            self.stats["materialized_unfolds"] += 1
+            self.is_data[dst] = True
+            cur = dst
+            if diag:
+                j = new.index(w)
+                dst = self.fresh()
+                self.emit(f"{dst} = torch.diagonal({cur}, 0, {j}, {len(new) - 1})")
+                self.axes[dst] = [c for q, c in enumerate(new) if q not in (j, len(new) - 1)] + [w]
+                self.is_data[dst] = True
+                cur = dst
+        if only is None or not rest:
+            return cur
+        self.lazy[cur] = Lazy(cur, rest)
+        self.is_data[cur] = True
+        return cur
+
+    def logical_axes(self, name: str) -> list[int]:
+        lz = self.lazy.get(name)
+        if lz is None:
+            return self.axes[name]
+        axes = list(self.axes[lz.base])
+        for u, m, w, K, diag in lz.unfolds:
+            axes[axes.index(u)] = m
+            if not diag:
+                axes.append(w)
+        return axes
+
+    # -- driver ----------------------------------------------------------------------------
+    def run(self) -> str:
+        self.header()
+        alias = {n: n for n in self.plan.input_names}
+        alias.update({f"c{k}": f"c{k}" for k in range(1, len(self.plan.analysis.consts) + 1)})
+        self.is_data = {n: n == "x" for n in alias}
+        for step in self.plan.steps:
+            srcs = [alias[s] for s in step.srcs]
+            if step.kind == "unfold" and self.is_data[srcs[0]]:
+                out = self.lazy_unfold(step, srcs[0])
+            elif step.kind == "diag" and srcs[0] in self.lazy and self.lazy_diag(step, srcs[0]):
+                out = srcs[0]
+            elif step.kind == "contract":
+                out = self.contract(step, srcs)
+            else:
+                srcs = [self.materialize(s) for s in srcs]
+                out = getattr(self, "step_" + step.kind)(step, srcs)
+                self.is_data[out] = any(self.is_data.get(s, False) for s in srcs)
+            alias[step.dst] = out
+        return "\n".join(self.lines) + "\n"
+
+    def lazy_unfold(self, step: Step, src: str) -> str:
+        f = self.plan.analysis.fops[step.fop]
+        lz = self.lazy.get(src)
+        new = Lazy(lz.base if lz else src, [list(x) for x in lz.unfolds] if lz else [])
+        new.unfolds.append([f.tops[0], f.bottoms[0], f.bottoms[1], self.plan.values[f.bottoms[1]], False])
+        name = self.fresh("lz")
+        self.lazy[name] = new
+        self.is_data[name] = True
+        self.comment(f"lazy unfold {self.cname(f.tops[0])} -> {self.cname(f.bottoms[0])},{self.cname(f.bottoms[1])}")
+        return name
+
+    def lazy_diag(self, step: Step, src: str) -> bool:
+        lz = self.lazy[src]
+        c = step.classes[0]
+        last = lz.unfolds[-1]
+        if last[2] == c and not last[4] and c in self.axes[lz.base]:
+            last[4] = True
+            return True
+        return False
+
+    # -- contractions ----------------------------------------------------------------------
+    def contract(self, step: Step, srcs: list[str]) -> str:
+        data = [s for s in srcs if self.is_data.get(s)]
+        out = None
+        if len(data) == 1:
+            d = data[0]
+            w = srcs[1] if srcs[0] == d else srcs[0]
+            w = self.materialize(w)
+            out = self.try_conv(step, d, w)
+        if out is None:
+            a, b = (self.materialize(s) for s in srcs)
+            self.comment(f"contract (einsum){' summing ' + ','.join(map(self.cname, step.summed)) if step.summed else ''}")
+            order = list(step.dst_axes) if step.dst == self.final_src else self.desired(step.dst_axes)
+            out = self.einsum(a, b, order)
+            self.stats["einsum"] += 1
+        self.is_data[out] = bool(data)
+        return out
+
+    def try_conv(self, step: Step, d: str, w: str) -> str | None:
+        summed = set(step.summed)
+        result = set(step.dst_axes)
+        wax = list(self.axes[w])
+        wset = set(wax)
+        lz = self.lazy.get(d)
+        unfolds = lz.unfolds if lz else []
+        base_axes = self.axes[lz.base] if lz else self.axes[d]
+        conv_idx, keep_idx = [], []
+        for k, (u, m, wd, K, diag) in enumerate(unfolds):
+            ok = (not diag and wd in wset and m in result and m not in wset and u not in wset
+                  and all(m != q[0] for q in unfolds[k + 1:]))
+            if ok and len(conv_idx) < 3:
+                conv_idx.append(k)
+        # everything else must be materialised first
+        mat = [k for k in range(len(unfolds)) if k not in conv_idx]
+        conv = [unfolds[k] for k in conv_idx]
+        a_axes = list(base_axes)
+        for k in mat:
+            u, m, wd, K, diag = unfolds[k]
+            a_axes[a_axes.index(u)] = m
+            if not diag:
+                a_axes.append(wd)
+        conv_u = {q[0]: q for q in conv}
+        conv_w = {q[2]: q for q in conv}
+        roles: dict[int, str] = {}
+        for c in a_axes:
+            if c in conv_u:
+                roles[c] = "spatial"
+            elif c in wset and c in result:
+                roles[c] = "group"
+            elif c in wset and c in summed:
+                roles[c] = "cin"
+            elif c not in wset and c in result:
+                roles[c] = "batch"
+            elif c not in wset and c in summed:
+                roles[c] = "asum"
+            else:
+                return None
+        for c in wax:
+            if c in roles:
+                continue
+            if c in conv_w:
+                roles[c] = "tap" if c in summed else ("keep" if c in result else None)
+                if roles[c] is None:
+                    return None
+            elif c in result:
+                roles[c] = "cout"
+            elif c in summed:
+                roles[c] = "bsum"
+            else:
+                return None
+        expect = ({c for c, r in roles.items() if r in ("batch", "group", "cout", "keep")}
+                  | {q[1] for q in conv})
+        if expect != result:
+            return None
+        group = [c for c in a_axes if roles[c] == "group"]
+        cin = [c for c in a_axes if roles[c] == "cin"]
+        if not cin and not conv:
+            return None  # elementwise / outer product: einsum does it without a reduction
+        chan_pos = [i for i, c in enumerate(a_axes) if roles[c] in ("group", "cin")]
+        first_chan = min(chan_pos) if chan_pos else len(a_axes)
+        lead = [c for i, c in enumerate(a_axes) if roles[c] == "batch" and i < first_chan]
+        spx = [c for i, c in enumerate(a_axes) if (roles[c] == "batch" and i >= first_chan) or roles[c] == "spatial"]
+        # spatial dims: each conv axis alone, consecutive kernel-1 axes merged
+        dims: list[list[int]] = []
+        for c in spx:
+            if c in conv_u or not dims or dims[-1][0] in conv_u:
+                dims.append([c])
+            else:
+                dims[-1].append(c)
+        if len(dims) > 3:
+            return None
+        cout = [c for c in wax if roles[c] == "cout"] + [q[2] for q in conv if roles[q[2]] == "keep"]
+        cout = self.desired(cout)
+        use_linear = not dims
+        if use_linear and group:
+            return None
+        # ---- emit: data operand ----------------------------------------------------------
+        self.comment(("linear" if use_linear else f"conv{len(dims)}d") + " stage"
+                     + (f" summing {','.join(map(self.cname, step.summed))}" if step.summed else ""))
+        if lz:
+            src = self.materialize(d, only=mat) if mat else lz.base
+            if src in self.lazy:
+                src = self.lazy[src].base
+        else:
+            src = d
+        asum = [c for c in self.axes[src] if roles.get(c) == "asum"]
+        if asum:
+            dst = self.fresh()
+            self.emit(f"{dst} = {src}.sum(dim={tuple(self.axes[src].index(c) for c in asum)})")
+            self.axes[dst] = [c for c in self.axes[src] if c not in asum]
+            src = dst
+        target = lead + group + cin + spx
+        src = self.permute_to(src, target)
+        if use_linear:
+            groups_shape = [lead, cin]
+        else:
+            groups_shape = [lead, group + cin] + dims
+        dst = self.fresh()
+        self.emit(f"{dst} = {src}.reshape{self.shape_expr(groups_shape)}")
+        inp = dst
+        # ---- emit: weight ----------------------------------------------------------------
+        taps = {}
+        letters: dict[int, str] = {}
+
+        def let(c) -> str:
+            if c not in letters:
+                letters[c] = LETTERS[len(letters)]
+            return letters[c]
+
+        operands = [(w, "".join(let(c) for c in wax))]
+        eyes = []
+        for q in conv:
+            u, m, wd, K, _ = q
+            if roles[wd] == "keep":
+                tap = ("tap", wd)
+                taps[u] = tap
+                operands.append((f"torch.eye({K}, dtype={w}.dtype, device={w}.device)", let(wd) + let(tap)))
+            else:
+                taps[u] = wd
+        kernel = []
+        for dgrp in dims:
+            kernel.append(taps[dgrp[0]] if dgrp[0] in conv_u else None)
+        w_out = group + cout + cin + [k for k in kernel if k is not None]
+        eq = ",".join(s for _, s in operands) + "->" + "".join(let(c) for c in w_out)
+        wt = self.fresh("wt")
+        if eq.split("->")[0] == eq.split("->")[1] and len(operands) == 1:
+            self.emit(f"{wt} = {w}")
+        else:
+            self.emit(f"{wt} = torch.einsum('{eq}', {', '.join(o for o, _ in operands)})")
+        size = self.plan.values
+        g_size = math.prod(size[c] for c in group)
+        if use_linear:
+            self.emit(f"{wt} = {wt}.reshape({math.prod(size[c] for c in cout)}, {math.prod(size[c] for c in cin)})")
+            out = self.fresh()
+            self.emit(f"{out} = torch.nn.functional.linear({inp}, {wt})")
+            self.stats["linear"] += 1
+        else:
+            kshape = [size[k[1]] if isinstance(k, tuple) else size[k] if k is not None else 1 for k in kernel]
+            self.emit(f"{wt} = {wt}.reshape({g_size * math.prod(size[c] for c in cout)}, "
+                      f"{math.prod(size[c] for c in cin)}, {', '.join(map(str, kshape))})")
+            pads = []
+            explicit = False
+            for dgrp in dims:
+                if dgrp[0] in conv_u:
+                    K = conv_u[dgrp[0]][3]
+                    lo, hi = K // 2, K - 1 - K // 2
+                    explicit |= lo != hi
+                    pads.append((lo, hi))
+                else:
+                    pads.append((0, 0))
+            if explicit:
+                flat = [p for lo_hi in reversed(pads) for p in lo_hi]
+                dst = self.fresh()
+                self.emit(f"{dst} = F.pad({inp}, {flat})")
+                inp = dst
+                padding = [0] * len(dims)
+            else:
+                padding = [lo for lo, _ in pads]
+            out = self.fresh()
+            self.emit(f"{out} = F.conv{len(dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {g_size})")
+            self.stats["conv"] += 1
+        # ---- result axes -----------------------------------------------------------------
+        out_spx = [conv_u[c][1] if c in conv_u else c for c in spx]
+        res_axes = lead + group + cout + out_spx
+        dst = self.fresh()
+        self.emit(f"{dst} = {out}.reshape{self.shape_expr([[c] for c in res_axes])}")
+        self.axes[dst] = res_axes
+        if step.dst == self.final_src:
+            return dst
+        return self.permute_to(dst, self.desired(res_axes))
+
+
+def emit_fast(plan: Plan, fn_name: str = "forward") -> tuple[str, dict]:
+    em = FastEmitter(plan, fn_name)
+    return em.run(), em.stats
+
+
+# --------------------------------------------------------------------------------------------
+# Variants and autotuning
+# --------------------------------------------------------------------------------------------
+def variant_plan(module, name: str) -> Plan:
+    _, plan_name = name.split(":") if ":" in name else (name, "min")
+    return plan_for(module.op, module.mapping, **PLAN_OPTIONS[plan_name])
+
+
+def variant_source(module, name: str) -> str:
+    emitter = name.split(":")[0]
+    plan = variant_plan(module, name)
+    if emitter == "einsum":
+        from .emit import emit_forward
+        return emit_forward(plan)
+    if emitter == "fast":
+        return emit_fast(plan)[0]
+    raise ValueError(f"unknown implementation {name!r}; use '<einsum|fast>:<{'|'.join(PLAN_OPTIONS)}>'")
+
+
+def build_variant(module, name: str) -> Callable:
+    from .torch import compile_source
+    return compile_source(variant_source(module, name), "forward", tag=name.replace(":", "-"))
+
+
+def candidate_variants(module) -> list[str]:
+    """Distinct candidates (identical plans are measured once)."""
+    out, seen = [], set()
+    for plan_name in PLAN_OPTIONS:
+        plan = variant_plan(module, plan_name)
+        sig = tuple((s.kind, s.srcs, s.src_axes, s.dst_axes) for s in plan.steps)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        for em in EMITTERS:
+            out.append(f"{em}:{plan_name}")
+    return out
+
+
+def default_variant(module) -> str:
+    return "fast:min"
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+def cache_path() -> Path:
+    root = os.environ.get("SYNO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "syno")
+    return Path(root) / "autotune.json"
+
+
+def _load_cache() -> dict:
+    p = cache_path()
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _store_cache(key: str, value: dict) -> None:
+    p = cache_path()
+    with _CACHE_LOCK:
+        data = _load_cache()
+        data[key] = value
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, p)
+        except OSError:
+            pass
+
+
+def tune_key(module, x: torch.Tensor, backward: bool) -> str:
+    dev = torch.cuda.get_device_name(x.device) if x.device.type == "cuda" else x.device.type
+    dtype = (torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype)
+    mapping = dict(module.mapping)
+    for v, (axis, _) in module.plan.analysis.dynamic.items():
+        mapping[v] = int(x.shape[axis])
+    cl = x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4 and not x.is_contiguous()
+    return json.dumps([module.op.hash, sorted(mapping.items()), dev, str(dtype), torch.__version__,
+                       "cl" if cl else "c", "fwdbwd" if backward else "fwd"])
+
+
+def time_fn(fn: Callable[[], object], warmup: int = 3, reps: int = 10, device: str = "cuda") -> float:
+    """Median milliseconds of ``fn`` (CUDA events on GPU, perf_counter elsewhere)."""
+    import time
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(reps):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e))
+    else:
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def measure_variants(module, x: torch.Tensor, names: Sequence[str] | None = None,
+                     backward: bool | None = None, reps: int = 10) -> dict[str, float]:
+    names = list(names or candidate_variants(module))
+    weights = module.weights
+    if backward is None:
+        backward = torch.is_grad_enabled() and any(w.requires_grad for w in weights)
+    out = {}
+    for name in names:
+        fn = module._impls.get(name)
+        if fn is None:
+            fn = module._impls[name] = build_variant(module, name)
+
+        def run(fn=fn):
+            y = fn(x, *weights)
+            if backward:
+                y.backward(torch.ones_like(y))  # grads accumulate; harmless for timing
+            return y
+
+        try:
+            with torch.no_grad() if not backward else torch.enable_grad():
+                out[name] = time_fn(run, reps=reps, device=x.device.type)
+        except RuntimeError as exc:  # e.g. out of memory for a huge materialisation
+            out[name] = math.inf
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+    if backward:
+        for w in weights:
+            w.grad = None
+    return out
+
+
+def autotune(module, x: torch.Tensor) -> str:
+    """Fastest variant for ``x``'s device/dtype/shape (disk-cached); runs the candidates."""
+    backward = torch.is_grad_enabled() and any(w.requires_grad for w in module.weights)
+    key = tune_key(module, x, backward)
+    hit = _load_cache().get(key)
+    if hit and hit.get("choice") in candidate_variants(module):
+        return hit["choice"]
+    times = measure_variants(module, x.detach(), backward=backward)
+    choice = min(times, key=times.get)
+    _store_cache(key, {"choice": choice, "ms": times})
+    return choice
+
+
+__all__ = ["FastEmitter", "emit_fast", "layout_keys", "autotune", "measure_variants",
+           "candidate_variants", "build_variant", "variant_source", "default_variant", "time_fn",
+           "PLAN_OPTIONS", "cache_path", "tune_key"]
