@@ -220,3 +220,50 @@ class MockSpace:
                 out.append(s)
             stack.extend(s | {a} for a in self._addable(s))
         return out
+
+
+@dataclass
+class MockJob:
+    """Picklable evaluation recipe for :class:`MockSpace` (see :mod:`syno.search.evaluator`).
+
+    ``delay`` seconds per kernel; finals are selected by a hash of their key to ``hang`` (sleep
+    forever: the evaluator's timeout must kill them), ``die`` (the worker process exits) or
+    ``raise_`` (an exception) with the given probabilities. The planted optimum always succeeds.
+    """
+
+    space_kwargs: dict
+    delay: float = 0.0
+    hang: float = 0.0
+    die: float = 0.0
+    raise_: float = 0.0
+
+    def setup(self, slot: int) -> None:
+        self.space = MockSpace(**self.space_kwargs)
+
+    def behaviour(self, atoms: frozenset[int]) -> str:
+        if atoms == self.space.target:
+            return "ok"
+        u = int(_digest(f"behaviour/{sorted(atoms)}")[:8], 16) / 0xFFFFFFFF
+        for name, p in (("hang", self.hang), ("die", self.die), ("raise", self.raise_)):
+            if u < p:
+                return name
+            u -= p
+        return "ok"
+
+    def evaluate(self, path: str) -> EvalResult:
+        import os
+        import time
+
+        from syno.synth.protocol import path_from_str
+
+        node = self.space.node_from_path(path_from_str(path))
+        what = self.behaviour(node.atoms)
+        if what == "hang":
+            time.sleep(1e6)
+        if what == "die":
+            os._exit(7)
+        if what == "raise":
+            raise RuntimeError("mock kernel failure")
+        if self.delay:
+            time.sleep(self.delay)
+        return self.space.evaluate(path_from_str(path))

@@ -1,0 +1,426 @@
+"""Search sessions: a directory that holds every evaluated kernel, a checkpoint, and resumes.
+
+Layout of ``results/<model>-session/`` (configurable)::
+
+    session.json         options of the search (written once; checked on resume)
+    state.json           algorithm checkpoint (tree statistics, RNG, in-flight receipts), atomic
+    inflight.json        paths being evaluated right now, atomic, rewritten on every change
+    <acc5>_<hash>/       one directory per evaluated kernel: meta.json, operator.json, loop.txt,
+    ERROR_<hash>/        graph.dot, kernel.py (standalone module), whatever the problem provides
+
+``<acc5>`` is ``int(accuracy * 10000)`` zero-padded to 5 digits (loss target: ``int(loss * 1000)``);
+``<hash>`` is the operator's stable hash. Kernel directories are written atomically (a temporary
+directory renamed into place), and they are the source of truth: on resume every kernel directory
+the checkpoint does not know is replayed into the algorithm with the same reward formula, paths
+that were in flight at the kill are submitted again, and no kernel with a directory is evaluated
+twice. A damaged file stops the session with one :class:`SessionError` naming the file; nothing is
+deleted or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path as FsPath
+from typing import Any, Callable, Iterable, Mapping
+
+from syno.synth.protocol import path_from_str, path_to_str
+
+from .base import EvalResult, RewardConfig, SearchAlgorithm
+from .evaluator import Evaluator
+
+__all__ = ["SessionError", "SessionStore", "KernelRecord", "SearchRunner", "RunSummary", "kernel_dir_name",
+           "write_json_atomic"]
+
+SESSION_FILE = "session.json"
+STATE_FILE = "state.json"
+INFLIGHT_FILE = "inflight.json"
+META_FILE = "meta.json"
+STATE_FORMAT = "syno.session.state/1"
+_KERNEL_DIR = re.compile(r"^(?:\d{5,}|ERROR)_[0-9A-Za-z]+$")
+
+
+class SessionError(RuntimeError):
+    """A session file is missing, damaged or inconsistent (the message names the file)."""
+
+
+def write_json_atomic(path: FsPath, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = FsPath(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: FsPath) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SessionError(f"{path}: file is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{path}: not valid JSON ({exc}); the file is damaged. Nothing was changed; "
+                           f"repair or move the file away and resume again") from None
+
+
+def kernel_dir_name(result: EvalResult, kernel_hash: str, target: str = "accuracy") -> str:
+    if not result.ok:
+        return f"ERROR_{kernel_hash}"
+    if target == "loss":
+        value = result.loss if math.isfinite(result.loss) else 99.999
+        return f"{max(0, int(value * 1000)):05d}_{kernel_hash}"
+    acc = result.accuracy if math.isfinite(result.accuracy) else 0.0
+    return f"{max(0, int(acc * 10000)):05d}_{kernel_hash}"
+
+
+@dataclass
+class KernelRecord:
+    """One evaluated kernel as stored on disk."""
+
+    dir: FsPath
+    path: str
+    hash: str
+    result: EvalResult
+    reward: float | None
+    time: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+
+class SessionStore:
+    """Files of one session directory (no search logic)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = FsPath(root)
+
+    # -- session.json ------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / SESSION_FILE).exists()
+
+    def create(self, info: Mapping[str, Any]) -> None:
+        if self.exists():
+            raise SessionError(f"{self.root / SESSION_FILE}: a session already exists here; resume it "
+                               f"(--resume) or choose another directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        leftovers = [p.name for p in self.root.iterdir() if _KERNEL_DIR.match(p.name)]
+        if leftovers:
+            raise SessionError(f"{self.root}: holds kernel directories ({leftovers[0]}, ...) but no "
+                               f"{SESSION_FILE}; refusing to mix sessions")
+        write_json_atomic(self.root / SESSION_FILE, {**info, "created": _now()})
+
+    def info(self) -> dict[str, Any]:
+        data = read_json(self.root / SESSION_FILE)
+        if not isinstance(data, dict) or "options" not in data:
+            raise SessionError(f"{self.root / SESSION_FILE}: not a syno session file (no 'options')")
+        return data
+
+    # -- state.json / inflight.json --------------------------------------------------------------
+    def save_state(self, state: Mapping[str, Any]) -> None:
+        write_json_atomic(self.root / STATE_FILE, {"format": STATE_FORMAT, "saved": _now(), **state})
+
+    def load_state(self) -> dict[str, Any] | None:
+        p = self.root / STATE_FILE
+        if not p.exists():
+            return None
+        data = read_json(p)
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT or "algorithm" not in data:
+            raise SessionError(f"{p}: not a syno session checkpoint (format {STATE_FORMAT!r} expected). Nothing "
+                               f"was changed; move the file away to rebuild the search state from the kernel "
+                               f"directories")
+        return data
+
+    def save_inflight(self, paths: Iterable[str]) -> None:
+        write_json_atomic(self.root / INFLIGHT_FILE, {"paths": list(paths)})
+
+    def load_inflight(self) -> list[str]:
+        p = self.root / INFLIGHT_FILE
+        if not p.exists():
+            return []
+        data = read_json(p)
+        if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
+            raise SessionError(f"{p}: expected {{\"paths\": [...]}}")
+        return [str(x) for x in data["paths"]]
+
+    # -- kernel directories ------------------------------------------------------------------------
+    def kernel_dirs(self) -> list[FsPath]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and _KERNEL_DIR.match(p.name))
+
+    def kernels(self) -> list[KernelRecord]:
+        """Every kernel directory, in evaluation order (meta ``time``)."""
+        out = []
+        for d in self.kernel_dirs():
+            meta_path = d / META_FILE
+            meta = read_json(meta_path)
+            try:
+                res = EvalResult.from_dict(meta["result"])
+                rec = KernelRecord(d, str(meta["path"]), str(meta["hash"]), res, meta.get("reward"),
+                                   float(meta["time"]), meta)
+                path_from_str(rec.path)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SessionError(f"{meta_path}: damaged kernel metadata ({type(exc).__name__}: {exc})") from None
+            out.append(rec)
+        out.sort(key=lambda r: (r.time, r.name))
+        return out
+
+    def clean_tmp(self) -> None:
+        """Remove half-written kernel directories left by a kill (their kernels are re-evaluated)."""
+        if self.root.exists():
+            for p in self.root.iterdir():
+                if p.name.startswith(".tmp-") and p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def write_kernel(self, name: str, meta: Mapping[str, Any], files: Mapping[str, str]) -> FsPath:
+        final = self.root / name
+        if final.exists():  # an existing kernel directory is never rewritten
+            return final
+        tmp = self.root / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for fname, text in files.items():
+            (tmp / fname).write_text(text)
+        with open(tmp / META_FILE, "w") as f:
+            json.dump(meta, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        return final
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+@dataclass
+class RunSummary:
+    evaluated: int          # kernel directories in the session after the run
+    new: int                # evaluated by this run
+    reissued: int           # in-flight paths from an interrupted run that were submitted again
+    best: KernelRecord | None
+    elapsed: float          # session time (all runs)
+    stop_reason: str
+
+
+class SearchRunner:
+    """Drives ``algorithm`` with ``evaluator`` and records every kernel in ``store``.
+
+    ``problem`` supplies ``identify(path) -> hash`` and ``artifacts(path) -> (files, meta)``; see
+    :mod:`syno.search.problem`. Call :meth:`restore` (resume) before :meth:`run`.
+    ``on_event(kind, data)`` receives ``"kernel"`` (a :class:`KernelRecord`) and ``"tick"`` events.
+    """
+
+    def __init__(self, store: SessionStore, problem, algorithm: SearchAlgorithm, evaluator: Evaluator,
+                 reward: RewardConfig, *, checkpoint_interval: float = 30.0,
+                 on_event: Callable[[str, Any], None] | None = None, info: Mapping[str, Any] | None = None):
+        self.store = store
+        self.problem = problem
+        self.algo = algorithm
+        self.evaluator = evaluator
+        self.reward = reward
+        self.checkpoint_interval = checkpoint_interval
+        self.on_event = on_event or (lambda kind, data: None)
+        self.info = dict(info or {})
+        self.records: list[KernelRecord] = []
+        self.by_hash: dict[str, KernelRecord] = {}
+        self.inflight: dict[str, str] = {}      # path -> hash
+        self.inflight_hash: dict[str, str] = {}  # hash -> path
+        self.reissue: deque[str] = deque()
+        self.elapsed_offset = 0.0
+        self._t0 = time.monotonic()
+        self._last_ckpt = time.monotonic()
+        self._hash_cache: dict[str, str] = {}
+        self.new = 0
+        self.reissued = 0
+
+    # -- resume ------------------------------------------------------------------------------
+    def restore(self, rebuild_state: bool = False) -> dict[str, int]:
+        """Load the checkpoint, replay kernel directories it lacks, queue interrupted paths."""
+        self.store.clean_tmp()
+        records = self.store.kernels()
+        state = None if rebuild_state else self.store.load_state()
+        if state is not None:
+            try:
+                self.algo.load_state_dict(state["algorithm"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise SessionError(f"{self.store.root / STATE_FILE}: cannot restore the search state "
+                                   f"({type(exc).__name__}: {exc}). Nothing was changed; resume with "
+                                   f"--rebuild-state to rebuild it from the kernel directories") from None
+            self.elapsed_offset = float(state.get("elapsed", 0.0))
+        replayed = 0
+        for rec in records:
+            self._remember(rec)
+            try:
+                known = self.algo.is_evaluated(rec.path)
+            except ValueError as exc:
+                raise SessionError(f"{rec.dir / META_FILE}: its path does not exist in this session's "
+                                   f"synthesis space ({exc})") from None
+            if not known:
+                self.algo.report(rec.path, rec.result)
+                replayed += 1
+        if records:
+            self.elapsed_offset = max(self.elapsed_offset, max(r.time for r in records))
+        candidates = [path_to_str(p) for p in self.algo.pending] + self.store.load_inflight()
+        for p in candidates:
+            h = self._identify(p)
+            if h in self.by_hash or p in self.reissue or any(self._identify(q) == h for q in self.reissue):
+                continue
+            self.reissue.append(p)
+        self._t0 = time.monotonic()
+        return {"kernels": len(records), "replayed": replayed, "reissue": len(self.reissue)}
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_offset + (time.monotonic() - self._t0)
+
+    def _identify(self, path: str) -> str:
+        h = self._hash_cache.get(path)
+        if h is None:
+            h = self._hash_cache[path] = self.problem.identify(path)
+        return h
+
+    def _remember(self, rec: KernelRecord) -> None:
+        self.records.append(rec)
+        self.by_hash.setdefault(rec.hash, rec)
+
+    def best(self) -> KernelRecord | None:
+        ok = [r for r in self.records if r.reward is not None]
+        if not ok:
+            return None
+        return max(ok, key=lambda r: (r.reward, r.result.accuracy if self.reward.target == "accuracy" else -r.result.loss))
+
+    def checkpoint(self) -> None:
+        self.store.save_state({"algorithm": self.algo.state_dict(), "algorithm_name": self.algo.name,
+                               "elapsed": self.elapsed(), "evaluated": len(self.records),
+                               "stats": _jsonable(self.algo.stats())})
+        self._last_ckpt = time.monotonic()
+
+    def _submit(self, path: str) -> None:
+        h = self._identify(path)
+        self.evaluator.submit(path)
+        self.inflight[path] = h
+        self.inflight_hash[h] = path
+        self.store.save_inflight(self.inflight)
+
+    def _record(self, path: str, result: EvalResult) -> KernelRecord:
+        h = self.inflight.pop(path, None) or self._identify(path)
+        self.inflight_hash.pop(h, None)
+        reward = self.reward(result)
+        try:
+            files, extra = self.problem.artifacts(path)
+        except Exception as exc:  # noqa: BLE001 - artifacts are best effort; the result is what counts
+            files, extra = {}, {"artifact_error": f"{type(exc).__name__}: {exc}"}
+        meta = _jsonable({
+            "path": path, "hash": h, "status": result.status, "accuracy": result.accuracy, "loss": result.loss,
+            "flops": result.flops, "params": result.params, "time": self.elapsed(), "eval_time": result.time,
+            "reward": reward, "message": result.message, "algorithm": self.algo.name,
+            **self.info, **extra, "result": result.to_dict(),
+        })
+        d = self.store.write_kernel(kernel_dir_name(result, h, self.reward.target), meta, files)
+        rec = KernelRecord(d, path, h, result, reward, meta["time"], meta)
+        self._remember(rec)
+        self.new += 1
+        self.store.save_inflight(self.inflight)
+        try:
+            self.algo.report(path, result)
+        except ValueError:
+            pass  # the kernel is recorded; an algorithm that cannot place it just skips it
+        self.on_event("kernel", rec)
+        return rec
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self, max_evaluations: int | None = None, budget_seconds: float | None = None,
+            drain_seconds: float | None = None, max_idle_proposals: int = 50) -> RunSummary:
+        """Evaluate until ``max_evaluations`` kernels exist in the session, ``budget_seconds`` of this
+        run have passed, or the space is used up. Kernels still running at the deadline may finish
+        for ``drain_seconds`` more (None: wait for them); after that they are abandoned and will be
+        submitted again by the next resume."""
+        start = time.monotonic()
+        deadline = start + budget_seconds if budget_seconds is not None else None
+        stop_reason = ""
+        idle = 0
+        try:
+            while True:
+                now = time.monotonic()
+                total = len(self.records) + len(self.inflight)
+                if max_evaluations is not None and len(self.records) >= max_evaluations:
+                    stop_reason = f"reached {max_evaluations} kernels"
+                    if not self.inflight:
+                        break
+                if deadline is not None and now >= deadline:
+                    stop_reason = stop_reason or "time budget used"
+                    if not self.inflight:
+                        break
+                    if drain_seconds is not None and now >= deadline + drain_seconds:
+                        break
+                room = self.evaluator.capacity()
+                if max_evaluations is not None:
+                    room = min(room, max_evaluations - total)
+                if deadline is not None and now >= deadline:
+                    room = 0
+                submitted = 0
+                while room > 0 and self.reissue:
+                    p = self.reissue.popleft()
+                    if self._identify(p) in self.by_hash or self._identify(p) in self.inflight_hash:
+                        continue
+                    self._submit(p)
+                    self.reissued += 1
+                    room -= 1
+                    submitted += 1
+                if room > 0 and not self.algo.exhausted:
+                    for p in self.algo.propose(room):
+                        ps = path_to_str(p)
+                        h = self._identify(ps)
+                        if h in self.by_hash:  # same operator reached another way: reuse its result
+                            self.algo.report(ps, self.by_hash[h].result)
+                            continue
+                        if h in self.inflight_hash:
+                            continue
+                        self._submit(ps)
+                        submitted += 1
+                if not self.inflight:
+                    if self.algo.exhausted and not self.reissue:
+                        stop_reason = stop_reason or "search space exhausted"
+                        break
+                    if submitted == 0:
+                        idle += 1
+                        if idle >= max_idle_proposals:
+                            stop_reason = stop_reason or "no new kernel found"
+                            break
+                        continue
+                idle = 0
+                wait = 1.0
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic())) if time.monotonic() < deadline else 1.0
+                for path, res in self.evaluator.poll(timeout=wait):
+                    self._record(path, res)
+                self.on_event("tick", self)
+                if time.monotonic() - self._last_ckpt >= self.checkpoint_interval:
+                    self.checkpoint()
+        finally:
+            self.checkpoint()
+        return RunSummary(len(self.records), self.new, self.reissued, self.best(), self.elapsed(), stop_reason)
