@@ -64,6 +64,11 @@ from syno.bench.cli import bench as _bench  # noqa: E402  (light: heavy imports 
 
 app.command("bench")(_bench)
 
+from syno.report.cli import plot as _plot, report as _report  # noqa: E402  (matplotlib loads inside)
+
+app.command("plot")(_plot)
+app.command("report")(_report)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

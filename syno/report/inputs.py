@@ -1,0 +1,761 @@
+"""Collect everything the figures and the HTML report can use, tolerating partial and damaged inputs.
+
+:func:`collect` takes session directories and/or loose files and classifies what it finds:
+
+* **kernels**: every ``<acc5>_<hash>`` / ``ERROR_<hash>`` directory of a session (``meta.json``,
+  ``operator.json``, ``loop.txt``, ``graph.dot``, the standalone ``.py``);
+* **baselines**: ``baseline.json`` as ``syno baseline`` writes it (one record: ``model``,
+  ``dataset``, ``accuracy``/``loss``, ``flops``, ``params``, ``history``) or in the original's
+  keyed form ``{"<model>[-imagenet]": {"accuracy", "flops", "params"}, "gpt": {"loss", ...}}``;
+* **bench rows**: CSV files with the columns of :class:`syno.bench.core.BenchRow` (``syno bench --out``);
+* **reevaluations**: JSON files whose entries carry a kernel name/hash and a reevaluated
+  accuracy/loss (``reeval.json`` of ``syno.post``; see :func:`_reeval_entries` for the shapes read);
+* **loss curves**: JSON-lines logs of ``{"step", "time_s", "loss"}`` entries (the LM trainer's
+  ``metrics.jsonl``), the original's ``loss.log`` (a Python list of ``(loss, timestamp)``
+  tuples), the ``history`` of an LM ``baseline.json``, and the ``history`` a kernel's
+  ``meta.json`` may hold.
+
+Inside a session directory the files at its top level and in its non-kernel subdirectories (two
+levels deep) are classified the same way. Nothing here raises on bad input: an unreadable file
+becomes one line in :attr:`Inputs.problems`.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+__all__ = ["Kernel", "Session", "Baseline", "BenchRow", "ReevalEntry", "LossCurve", "Inputs", "collect",
+           "load_session", "KERNEL_DIR_RE", "BASELINE_VARIANT"]
+
+KERNEL_DIR_RE = re.compile(r"^(?P<acc>\d{5,}|ERROR)_(?P<hash>[0-9A-Za-z]+)$")
+OK_STATUSES = frozenset({"ok", "pruned"})
+BASELINE_VARIANT = "baseline"
+_SKIP_DIRS = {".post-cache", ".scheduler-cache", ".send-cache", "__pycache__", ".git"}
+_MAX_FILE_BYTES = 64 << 20
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _find_key(obj: Any, key: str, depth: int = 3) -> Any:
+    """First value of ``key`` in nested dicts (breadth first, up to ``depth`` levels)."""
+    level = [obj]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if isinstance(d, dict):
+                if key in d and d[key] not in (None, ""):
+                    return d[key]
+                nxt.extend(v for v in d.values() if isinstance(v, dict))
+        level = nxt
+    return None
+
+
+# ------------------------------------------------------------------------------------------ records
+@dataclass
+class Kernel:
+    """One kernel directory of a search session."""
+
+    dir: Path
+    session: Path
+    hash: str
+    error: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""                      #: why meta.json could not be read
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def _metric(self, key: str) -> float | None:
+        v = _num(self.meta.get(key))
+        if v is None and isinstance(self.meta.get("result"), dict):
+            v = _num(self.meta["result"].get(key))
+        return v
+
+    @property
+    def accuracy(self) -> float | None:
+        v = self._metric("accuracy")
+        if v is None and not self.meta and not self.error:  # meta missing: the directory name says it
+            m = KERNEL_DIR_RE.match(self.name)
+            if m and m.group("acc").isdigit():
+                v = int(m.group("acc")) / 10000
+        return v
+
+    @property
+    def loss(self) -> float | None:
+        return self._metric("loss")
+
+    @property
+    def flops(self) -> float | None:
+        return self._metric("flops")
+
+    @property
+    def params(self) -> float | None:
+        return self._metric("params")
+
+    @property
+    def time(self) -> float | None:
+        """Seconds since the session started when the result arrived."""
+        return _num(self.meta.get("time"))
+
+    @property
+    def eval_time(self) -> float | None:
+        v = _num(self.meta.get("eval_time"))
+        if v is None and isinstance(self.meta.get("result"), dict):
+            v = _num(self.meta["result"].get("time"))
+        return v
+
+    @property
+    def reward(self) -> float | None:
+        return _num(self.meta.get("reward"))
+
+    @property
+    def status(self) -> str:
+        s = self.meta.get("status")
+        if s is None and isinstance(self.meta.get("result"), dict):
+            s = self.meta["result"].get("status")
+        if self.error:
+            return str(s) if s and s not in OK_STATUSES else "error"
+        return str(s or ("unknown" if self.problem else "ok"))
+
+    @property
+    def message(self) -> str:
+        m = self.meta.get("message")
+        if not m and isinstance(self.meta.get("result"), dict):
+            m = self.meta["result"].get("message")
+        return str(m or self.problem or "")
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.status in OK_STATUSES and (self.accuracy is not None or self.loss is not None)
+
+    @property
+    def path(self) -> str:
+        return str(self.meta.get("path", ""))
+
+    @property
+    def model(self) -> str | None:
+        m = self.meta.get("model")
+        return str(m) if isinstance(m, str) and m else None
+
+    def text(self, name: str) -> str | None:
+        p = self.dir / name
+        try:
+            return p.read_text() if p.is_file() else None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    @property
+    def loop_text(self) -> str | None:
+        return self.text("loop.txt")
+
+    @property
+    def dot(self) -> str | None:
+        return self.text("graph.dot")
+
+    def operator_json(self) -> Any | None:
+        """The serialized operator (``meta["operator"]`` or ``operator.json``), or None."""
+        op = self.meta.get("operator")
+        if op is not None:
+            return op
+        txt = self.text("operator.json")
+        if txt is None:
+            return None
+        try:
+            return json.loads(txt)
+        except ValueError:
+            return None
+
+    def operator(self):
+        """:class:`syno.ir.graph.Operator` or None when there is none or it does not load."""
+        data = self.operator_json()
+        if data is None:
+            return None
+        try:
+            from syno.ir.graph import Operator
+
+            return Operator.from_json(data) if isinstance(data, str) else Operator.from_dict(data)
+        except Exception:  # noqa: BLE001 - a damaged operator is reported as missing
+            return None
+
+    def standalone_module(self) -> Path | None:
+        pys = sorted(p for p in self.dir.glob("*.py") if p.is_file())
+        return pys[0] if pys else None
+
+
+@dataclass
+class Session:
+    root: Path
+    info: dict[str, Any] = field(default_factory=dict)   #: session.json (empty if absent)
+    kernels: list[Kernel] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def model(self) -> str | None:
+        v = _find_key(self.info, "model")
+        if isinstance(v, dict):
+            v = v.get("name")
+        if isinstance(v, str) and v:
+            return v
+        models = {k.model for k in self.kernels if k.model}
+        if len(models) == 1:
+            return models.pop()
+        m = re.match(r"^(.+?)-session$", self.root.name)
+        return m.group(1) if m else None
+
+    @property
+    def dataset(self) -> str | None:
+        v = _find_key(self.info, "dataset")
+        if isinstance(v, dict):
+            v = v.get("name")
+        return v if isinstance(v, str) and v else None
+
+    @property
+    def target(self) -> str:
+        v = _find_key(self.info, "target")
+        if v in ("accuracy", "loss"):
+            return v
+        oks = [k for k in self.kernels if k.ok]
+        if oks and all(k.accuracy is None or (k.accuracy == 0 and k.loss is not None) for k in oks) \
+                and any(k.loss is not None for k in oks):
+            return "loss"
+        return "accuracy"
+
+    @property
+    def algorithm(self) -> str | None:
+        v = _find_key(self.info, "algorithm")
+        if isinstance(v, dict):
+            v = v.get("name")
+        if isinstance(v, str):
+            return v
+        algos = {k.meta.get("algorithm") for k in self.kernels if k.meta.get("algorithm")}
+        return ", ".join(sorted(map(str, algos))) or None
+
+    @property
+    def baseline_flops(self) -> float | None:
+        v = _num(_find_key(self.info, "baseline_flops"))
+        return v if v and v > 0 else None
+
+    def ranked(self) -> list[Kernel]:
+        """Successful kernels, best first (accuracy descending, or loss ascending), ties by FLOPs, name."""
+        ok = [k for k in self.kernels if k.ok]
+        if self.target == "loss":
+            key = lambda k: (k.loss if k.loss is not None else math.inf, k.flops or math.inf, k.name)  # noqa: E731
+        else:
+            key = lambda k: (-(k.accuracy if k.accuracy is not None else -math.inf), k.flops or math.inf,  # noqa: E731
+                             k.name)
+        return sorted(ok, key=key)
+
+    def metric(self, k: Kernel) -> float | None:
+        return k.loss if self.target == "loss" else k.accuracy
+
+
+@dataclass
+class Baseline:
+    model: str
+    dataset: str | None
+    accuracy: float | None
+    loss: float | None
+    flops: float | None
+    params: float | None
+    source: Path
+    status: str = "ok"
+
+
+@dataclass
+class BenchRow:
+    """One row of a ``syno bench`` CSV (only the fields the figures use; ``raw`` has them all)."""
+
+    scope: str
+    model: str
+    variant: str
+    op_hash: str
+    backend: str
+    device: str
+    device_name: str
+    batch: int
+    median_ms: float | None
+    speedup: float | None
+    layer: str
+    count: int
+    status: str
+    input_shape: str
+    source: Path
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.median_ms is not None and self.median_ms > 0
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.variant == BASELINE_VARIANT
+
+    @property
+    def scenario(self) -> str:
+        """Where and how it ran: ``<device name> <backend> N=<batch>``."""
+        dev = self.device_name or self.device or "?"
+        return f"{dev} · {self.backend} · N={self.batch}"
+
+
+@dataclass
+class ReevalEntry:
+    """A kernel's reevaluated result (e.g. trained on ImageNet after a CIFAR search)."""
+
+    name: str                   #: kernel directory name (may be empty)
+    hash: str                   #: operator hash (may be empty)
+    model: str | None
+    dataset: str | None
+    accuracy: float | None
+    loss: float | None
+    flops: float | None
+    params: float | None
+    source: Path
+    status: str = "ok"
+
+
+@dataclass
+class LossCurve:
+    label: str
+    role: str                   #: "baseline" or "kernel"
+    losses: list[float]
+    steps: list[float] | None   #: optimizer steps (None: use the entry index)
+    source: Path
+
+
+@dataclass
+class Inputs:
+    sessions: list[Session] = field(default_factory=list)
+    baselines: list[Baseline] = field(default_factory=list)
+    bench: list[BenchRow] = field(default_factory=list)
+    reevals: list[ReevalEntry] = field(default_factory=list)
+    loss_curves: list[LossCurve] = field(default_factory=list)
+    files: list[tuple[Path, str]] = field(default_factory=list)   #: (file, what it was read as)
+    problems: list[str] = field(default_factory=list)
+
+    # -- lookups used by the figures ---------------------------------------------------------
+    @property
+    def kernels(self) -> list[Kernel]:
+        return [k for s in self.sessions for k in s.kernels]
+
+    def session_of(self, kernel: Kernel) -> Session | None:
+        for s in self.sessions:
+            if s.root == kernel.session:
+                return s
+        return None
+
+    def find_kernel(self, name: str = "", op_hash: str = "", model: str | None = None) -> Kernel | None:
+        """The session kernel named ``name`` or with operator hash ``op_hash`` (preferring ``model``)."""
+        hits = []
+        for k in self.kernels:
+            if (name and k.name == name) or (op_hash and k.hash == op_hash):
+                hits.append(k)
+        if not hits:
+            return None
+        if model:
+            same = [k for k in hits if self.kernel_model(k) == model]
+            if same:
+                hits = same
+        ok = [k for k in hits if k.ok]
+        return (ok or hits)[0]
+
+    def kernel_model(self, k: Kernel) -> str | None:
+        if k.model:
+            return k.model
+        s = self.session_of(k)
+        return s.model if s else None
+
+    def baseline_for(self, model: str | None, dataset: str | None = None, *, metric: str = "accuracy"
+                     ) -> Baseline | None:
+        """The baseline of ``model`` (on ``dataset`` when given and known) that has ``metric``."""
+        if model is None:
+            return None
+        cands = [b for b in self.baselines if b.model == model and getattr(b, metric) is not None]
+        if dataset is not None:
+            same = [b for b in cands if b.dataset == dataset]
+            if same:
+                return same[-1]
+            cands = [b for b in cands if b.dataset is None]
+        return cands[-1] if cands else None
+
+    def reeval_for(self, k: Kernel) -> ReevalEntry | None:
+        for r in self.reevals:
+            if (r.name and r.name == k.name) or (r.hash and r.hash == k.hash):
+                return r
+        return None
+
+    def summary(self) -> str:
+        parts = [f"{len(self.sessions)} session(s) with {len(self.kernels)} kernel(s)",
+                 f"{len(self.baselines)} baseline(s)", f"{len(self.bench)} bench row(s)",
+                 f"{len(self.reevals)} reevaluation(s)", f"{len(self.loss_curves)} loss curve(s)"]
+        return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ readers
+def _load_kernel(d: Path, session: Path) -> Kernel:
+    m = KERNEL_DIR_RE.match(d.name)
+    k = Kernel(dir=d, session=session, hash=m.group("hash") if m else d.name,
+               error=bool(m and m.group("acc") == "ERROR"))
+    mp = d / "meta.json"
+    if not mp.is_file():
+        k.problem = "no meta.json"
+        return k
+    try:
+        meta = _read_json(mp)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        k.meta = meta
+        if isinstance(meta.get("hash"), str) and meta["hash"]:
+            k.hash = meta["hash"]
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        k.problem = f"unreadable meta.json ({exc})"
+    return k
+
+
+def load_session(root: str | Path, problems: list[str] | None = None) -> Session:
+    """A session directory: ``session.json`` (if any) and every kernel directory, in evaluation order."""
+    root = Path(root)
+    problems = problems if problems is not None else []
+    s = Session(root=root)
+    sj = root / "session.json"
+    if sj.is_file():
+        try:
+            info = _read_json(sj)
+            s.info = info if isinstance(info, dict) else {}
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{sj}: unreadable ({exc})")
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and KERNEL_DIR_RE.match(d.name):
+            k = _load_kernel(d, root)
+            if k.problem and k.problem != "no meta.json":
+                problems.append(f"{d / 'meta.json'}: {k.problem}")
+            elif k.problem:
+                problems.append(f"{d}: {k.problem}")
+            s.kernels.append(k)
+    s.kernels.sort(key=lambda k: (k.time if k.time is not None else math.inf, k.name))
+    return s
+
+
+def is_session_dir(p: Path) -> bool:
+    if not p.is_dir():
+        return False
+    if (p / "session.json").is_file():
+        return True
+    try:
+        return any(c.is_dir() and KERNEL_DIR_RE.match(c.name) for c in p.iterdir())
+    except OSError:
+        return False
+
+
+def _baselines_from(data: Any, source: Path) -> list[Baseline]:
+    if not isinstance(data, dict):
+        return []
+    if isinstance(data.get("model"), str) and ("accuracy" in data or "loss" in data):
+        return [Baseline(model=data["model"], dataset=data.get("dataset") if isinstance(data.get("dataset"), str)
+                         else None, accuracy=_num(data.get("accuracy")), loss=_num(data.get("loss")),
+                         flops=_num(data.get("flops")), params=_num(data.get("params")), source=source,
+                         status=str(data.get("status", "ok")))]
+    out = []
+    for key, rec in data.items():  # the original's {"resnet18": {...}, "resnet18-imagenet": {...}, "gpt": {...}}
+        if not isinstance(rec, dict) or not any(k in rec for k in ("accuracy", "loss")) or KERNEL_DIR_RE.match(key):
+            continue
+        model, dataset = key, None
+        if key.endswith("-imagenet"):
+            model, dataset = key[: -len("-imagenet")], "imagenet"
+        elif key == "gpt":
+            model, dataset = "gpt2", "lm1b"
+        out.append(Baseline(model=model, dataset=dataset, accuracy=_num(rec.get("accuracy")),
+                            loss=_num(rec.get("loss")), flops=_num(rec.get("flops")),
+                            params=_num(rec.get("params")), source=source))
+    return out
+
+
+def _history_curve(history: Any, label: str, role: str, source: Path) -> LossCurve | None:
+    if not isinstance(history, list):
+        return None
+    losses, steps = [], []
+    for e in history:
+        if isinstance(e, dict) and "loss" in e and ("step" in e or "time_s" in e) and "epoch" not in e:
+            v = _num(e.get("loss"))
+            if v is None:
+                continue
+            losses.append(v)
+            steps.append(_num(e.get("step")))
+    if len(losses) < 2:
+        return None
+    return LossCurve(label, role, losses, steps if all(s is not None for s in steps) else None, source)
+
+
+def _bench_rows(path: Path) -> list[BenchRow]:
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            try:
+                batch = int(float(raw.get("batch") or 0))
+                count = int(float(raw.get("count") or 1))
+            except ValueError:
+                batch, count = 0, 1
+            rows.append(BenchRow(
+                scope=(raw.get("scope") or "").strip(), model=(raw.get("model") or "").strip(),
+                variant=(raw.get("variant") or "").strip(), op_hash=(raw.get("op_hash") or "").strip(),
+                backend=(raw.get("backend") or "").strip(), device=(raw.get("device") or "").strip(),
+                device_name=(raw.get("device_name") or "").strip(), batch=batch,
+                median_ms=_num(raw.get("median_ms")), speedup=_num(raw.get("speedup")),
+                layer=(raw.get("layer") or "").strip(), count=count, status=(raw.get("status") or "ok").strip(),
+                input_shape=(raw.get("input_shape") or "").strip(), source=path, raw=dict(raw)))
+    return rows
+
+
+def _reeval_entries(data: Any, source: Path) -> list[ReevalEntry]:
+    """Entries of a reevaluation file. Read shapes: a list of entries, or a dict holding one under
+    ``kernels``/``results``/``entries``/``reevaluated``, or a dict keyed by kernel name. An entry
+    names its kernel by ``name``/``kernel``/``dir``/``original_dir``/``source_dir`` and/or
+    ``hash``/``operator_hash``/``op_hash``, and has ``accuracy`` or ``loss``; ``model``/``dataset``
+    are read from the entry or the file's top level."""
+    top: dict[str, Any] = data if isinstance(data, dict) else {}
+    items: list[Any] = []
+    if isinstance(data, list):
+        items = data
+    elif isinstance(data, dict):
+        for key in ("kernels", "results", "entries", "reevaluated", "reeval"):
+            if isinstance(data.get(key), list):
+                items = data[key]
+                break
+        else:
+            items = [dict(v, name=k) for k, v in data.items() if isinstance(v, dict) and KERNEL_DIR_RE.match(k)]
+    out = []
+    for e in items:
+        if not isinstance(e, dict):
+            continue
+        res = e.get("result") if isinstance(e.get("result"), dict) else {}
+        acc = _num(e.get("accuracy", res.get("accuracy")))
+        loss = _num(e.get("loss", res.get("loss")))
+        if acc is None and loss is None:
+            continue
+        name = ""
+        for key in ("name", "kernel", "original_dir", "source_dir", "dir", "kernel_dir"):
+            v = e.get(key)
+            if isinstance(v, str) and v:
+                cand = Path(v).name
+                if KERNEL_DIR_RE.match(cand):
+                    name = cand
+                    break
+                name = name or cand
+        h = ""
+        for key in ("operator_hash", "op_hash", "hash"):
+            if isinstance(e.get(key), str) and e[key]:
+                h = e[key]
+                break
+        if not h and KERNEL_DIR_RE.match(name):
+            h = KERNEL_DIR_RE.match(name).group("hash")
+        model = e.get("model", top.get("model"))
+        dataset = e.get("dataset", top.get("dataset"))
+        out.append(ReevalEntry(name=name, hash=h, model=model if isinstance(model, str) else None,
+                               dataset=dataset if isinstance(dataset, str) else None, accuracy=acc, loss=loss,
+                               flops=_num(e.get("flops", res.get("flops"))),
+                               params=_num(e.get("params", res.get("params"))), source=source,
+                               status=str(e.get("status", res.get("status", "ok")))))
+    return out
+
+
+def _parse_loss_log(text: str) -> tuple[list[float], list[float] | None] | None:
+    """The original's ``loss.log``: a Python list of ``(loss, timestamp)`` (or ``(time, loss)``) pairs,
+    or plain numbers."""
+    try:
+        data = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(data, (list, tuple)) or len(data) < 2:
+        return None
+    losses: list[float] = []
+    if all(isinstance(x, (int, float)) for x in data):
+        losses = [float(x) for x in data]
+    elif all(isinstance(x, (list, tuple)) and len(x) == 2 for x in data):
+        a = [float(x[0]) for x in data]
+        b = [float(x[1]) for x in data]
+        # A unix timestamp is ~1e9 and increasing; the loss is the other column.
+        losses = b if (min(a) > 1e6 and max(b) < 1e6) else a
+    else:
+        return None
+    return [v for v in losses if math.isfinite(v)], None
+
+
+def _classify_file(path: Path, inputs: Inputs, *, in_kernel: Kernel | None = None) -> None:
+    """Read one file into ``inputs`` if it is something the figures use."""
+    try:
+        if path.stat().st_size > _MAX_FILE_BYTES:
+            return
+    except OSError:
+        return
+    name = path.name
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if {"scope", "variant", "backend", "median_ms"} <= set(header):
+                rows = _bench_rows(path)
+                inputs.bench.extend(rows)
+                inputs.files.append((path, f"bench CSV ({len(rows)} rows)"))
+        elif suffix == ".jsonl":
+            entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            role = "baseline" if _looks_baseline(path) else "kernel"
+            label = _curve_label(path, in_kernel, role)
+            c = _history_curve(entries, label, role, path)
+            if c is not None:
+                inputs.loss_curves.append(c)
+                inputs.files.append((path, f"loss log ({len(c.losses)} entries)"))
+        elif suffix == ".json":
+            if name in ("meta.json", "operator.json", "session.json", "state.json", "inflight.json"):
+                return
+            data = _read_json(path)
+            got = False
+            bl = _baselines_from(data, path) if (name.startswith("baseline") or
+                                                 (isinstance(data, dict) and "model" in data)) else []
+            if bl:
+                inputs.baselines.extend(bl)
+                inputs.files.append((path, f"baseline ({', '.join(b.model for b in bl)})"))
+                got = True
+                if len(bl) == 1 and bl[0].loss is not None and isinstance(data, dict):
+                    c = _history_curve(data.get("history"), f"{bl[0].model} baseline", "baseline", path)
+                    if c is not None:
+                        inputs.loss_curves.append(c)
+            if not got and name != "selected.json":
+                ents = _reeval_entries(data, path)
+                if ents:
+                    inputs.reevals.extend(ents)
+                    inputs.files.append((path, f"reevaluation ({len(ents)} kernels)"))
+        elif suffix in (".log", ".txt") and ("loss" in name.lower()):
+            text = path.read_text()
+            parsed = _parse_loss_log(text)
+            if parsed is None:  # maybe JSON lines
+                entries = []
+                for line in text.splitlines():
+                    if line.strip():
+                        entries.append(json.loads(line))
+                role = "baseline" if _looks_baseline(path) else "kernel"
+                c = _history_curve(entries, _curve_label(path, in_kernel, role), role, path)
+            else:
+                losses, steps = parsed
+                role = "baseline" if _looks_baseline(path) else "kernel"
+                c = LossCurve(_curve_label(path, in_kernel, role), role, losses, steps, path) \
+                    if len(losses) >= 2 else None
+            if c is not None:
+                inputs.loss_curves.append(c)
+                inputs.files.append((path, f"loss log ({len(c.losses)} entries)"))
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        inputs.problems.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
+
+
+def _looks_baseline(path: Path) -> bool:
+    low = str(path).lower()
+    return "baseline" in low or "orig" in path.name.lower() or (path.parent / "baseline.json").is_file()
+
+
+def _curve_label(path: Path, kernel: Kernel | None, role: str) -> str:
+    if kernel is not None:
+        return kernel.name
+    if path.stem in ("metrics", "loss", "losses") and path.parent.name:
+        return path.parent.name
+    return path.stem
+
+
+def _walk_extra(root: Path, inputs: Inputs, depth: int) -> None:
+    try:
+        children = sorted(root.iterdir())
+    except OSError as exc:
+        inputs.problems.append(f"{root}: unreadable ({exc})")
+        return
+    for c in children:
+        if c.name in _SKIP_DIRS or c.name.startswith(".tmp-"):
+            continue
+        if c.is_file():
+            _classify_file(c, inputs)
+        elif c.is_dir() and depth > 0 and not KERNEL_DIR_RE.match(c.name):
+            if is_session_dir(c):
+                _add_session(c, inputs)
+            else:
+                _walk_extra(c, inputs, depth - 1)
+
+
+def _add_session(root: Path, inputs: Inputs) -> None:
+    if any(s.root == root for s in inputs.sessions):
+        return
+    s = load_session(root, inputs.problems)
+    inputs.sessions.append(s)
+    inputs.files.append((root, f"session ({len(s.kernels)} kernels)"))
+    for k in s.kernels:
+        # Loss histories a kernel may carry (LM searches) and loss logs written next to it.
+        hist = k.meta.get("history")
+        if hist is None and isinstance(k.meta.get("result"), dict):
+            extra = k.meta["result"].get("extra")
+            hist = extra.get("history") if isinstance(extra, dict) else None
+        c = _history_curve(hist, k.name, "kernel", k.dir / "meta.json")
+        if c is not None:
+            inputs.loss_curves.append(c)
+        for f in sorted(k.dir.iterdir()) if k.dir.is_dir() else []:
+            if f.is_file() and (f.suffix == ".jsonl" or (f.suffix in (".log", ".txt") and "loss" in f.name.lower())):
+                _classify_file(f, inputs, in_kernel=k)
+    _walk_extra(root, inputs, depth=2)
+
+
+def collect(paths: Iterable[str | Path]) -> Inputs:
+    """Read sessions and loose files (see the module docstring); never raises for bad content."""
+    inputs = Inputs()
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            inputs.problems.append(f"{p}: does not exist")
+        elif p.is_file():
+            _classify_file(p, inputs)
+        elif is_session_dir(p):
+            _add_session(p, inputs)
+        elif p.is_dir():
+            _walk_extra(p, inputs, depth=2)
+    # The same file can be reached twice (a session given together with one of its files).
+    seen: set[tuple] = set()
+    uniq = []
+    for c in inputs.loss_curves:
+        key = (str(c.source), c.label)
+        if key not in seen:
+            seen.add(key)
+            uniq.append(c)
+    inputs.loss_curves = uniq
+    seen_rows: set[tuple] = set()
+    rows = []
+    for r in inputs.bench:
+        key = (str(r.source.resolve()), tuple(sorted(r.raw.items())))
+        if key not in seen_rows:
+            seen_rows.add(key)
+            rows.append(r)
+    inputs.bench = rows
+    return inputs
+
+
+def group_by(items: Sequence[Any], key) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = {}
+    for it in items:
+        out.setdefault(key(it), []).append(it)
+    return out

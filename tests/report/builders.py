@@ -1,0 +1,240 @@
+"""Inputs for the report tests, written by the project's real writers.
+
+* a search session on the embedded digits task: the real search (``syno.search`` digits problem)
+  when its Python API is available, else :class:`syno.search.session.SearchRunner` driving real
+  trainings of hand-built operators in the tiny CNN (the session writer, kernel-dir names and
+  ``meta.json`` come from the search engineer's code either way);
+* ``baseline.json`` from :func:`syno.train.baseline.run_baseline` (tiny on digits, 2 epochs);
+* a bench CSV from :func:`syno.bench.core.bench_model` + :func:`syno.bench.report.write_csv`
+  (end to end on tiny with the session's kernels, layer-wise and end to end on a CIFAR-size
+  ResNet-18 with Operator 1 and the stacked conv; eager, tiny timing budgets);
+* LM loss logs from :func:`syno.train.lm.train_lm` (a 2-layer GPT on random tokens, baseline and
+  with the QKV projections replaced by an operator).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DIGITS_EPOCHS = 2
+# Short but real trainings (2 x 12 steps): ~2 s per kernel on one CPU thread, accuracies well above chance.
+TRAIN = dict(epochs=DIGITS_EPOCHS, batch_size=32, lr=0.3, max_steps_per_epoch=12, eval_batch_size=360,
+             device="cpu", progress=False, seed=0)
+
+
+# ------------------------------------------------------------------------------------- session
+def _hand_built_ops() -> dict[str, Any]:
+    from syno.ir.library import HAND_BUILT, conv2d, grouped_conv2d
+
+    # path keys cannot hold "_" (the path separator). Operator 1, the stacked conv, the g=32 grouped
+    # conv and the depthwise conv do not fit the tiny CNN's 16/32 channels: they become ERROR dirs.
+    ops = {name.replace("_", "-"): f() for name, f in HAND_BUILT.items() if name != "linear"}
+    ops["conv7x7"] = conv2d(k="k_2")
+    ops["grouped2-conv"] = grouped_conv2d(groups="s")
+    return ops
+
+
+class HandBuiltJob:
+    """Evaluates a hand-built operator: fill the tiny CNN's placeholders, train on digits."""
+
+    def setup(self, slot: int) -> None:
+        from syno.data import load_dataset
+
+        self.data = load_dataset("digits")
+        self.ops = _hand_built_ops()
+
+    def evaluate(self, path: str):
+        from syno.codegen.torch import operator_factory
+        from syno.models import build_model, fill_placeholders, profile, sample_input
+        from syno.search.base import EvalResult
+        from syno.train.classifier import train_classifier
+        from syno.train.options import VisionTrainOptions
+
+        op = self.ops[path.split(":", 1)[1]]
+        torch.manual_seed(0)
+        model = build_model("tiny", placeholders=True, mapping_batch=64)
+        fill_placeholders(model, operator_factory(op))  # raises for operators that do not fit (-> ERROR dir)
+        prof = profile(model, sample_input(model, 1, device="cpu"))
+        res = train_classifier(model, self.data, VisionTrainOptions(**TRAIN))
+        return EvalResult(status=res.status, accuracy=res.accuracy if res.accuracy is not None else math.nan,
+                          loss=res.loss if res.loss is not None else math.inf, flops=prof.macs,
+                          params=prof.params, time=res.wall_time_s, message=res.reason)
+
+
+class HandBuiltProblem:
+    """``Problem`` of :mod:`syno.search.problem` over the hand-built operators (path ``Finalize:<name>``)."""
+
+    def __init__(self):
+        self.ops = _hand_built_ops()
+        self.final_filter = None
+
+    def job(self):
+        return HandBuiltJob()
+
+    def identify(self, path: str) -> str:
+        return self.ops[path.split(":", 1)[1]].hash
+
+    def artifacts(self, path: str):
+        from syno.ir.dot import to_dot
+        from syno.ir.looptext import loop_text
+
+        op = self.ops[path.split(":", 1)[1]]
+        files = {"operator.json": op.to_json(), "loop.txt": loop_text(op) + "\n", "graph.dot": to_dot(op) + "\n"}
+        return files, {"operator": op.to_dict(), "model": "tiny", "dataset": "digits"}
+
+
+def _list_algorithm(paths: list[str]):
+    from syno.search.base import SearchAlgorithm
+    from syno.synth.protocol import path_from_str, path_to_str
+
+    class ListAlgorithm(SearchAlgorithm):
+        name = "list"
+
+        def __init__(self):
+            self.todo = list(paths)
+            self.done: dict[str, Any] = {}
+            self._pending: list[str] = []
+
+        def propose(self, k: int = 1):
+            out = []
+            while self.todo and len(out) < k:
+                p = self.todo.pop(0)
+                self._pending.append(p)
+                out.append(path_from_str(p))
+            return out
+
+        def report(self, path, result):
+            p = path if isinstance(path, str) else path_to_str(path)
+            self.done[p] = result
+            if p in self._pending:
+                self._pending.remove(p)
+            return None
+
+        def forget(self, path):
+            pass
+
+        @property
+        def exhausted(self):
+            return not self.todo
+
+        @property
+        def pending(self):
+            return [path_from_str(p) for p in self._pending]
+
+        def state_dict(self):
+            return {"todo": self.todo, "done": sorted(self.done)}
+
+        def load_state_dict(self, state):
+            self.todo = list(state["todo"])
+
+        def is_evaluated(self, path):
+            return (path if isinstance(path, str) else path_to_str(path)) in self.done
+
+    return ListAlgorithm()
+
+
+def _real_search(root: Path) -> bool:
+    """The search engineer's digits search with a tiny budget, when its API exists. Returns False when
+    it does not (yet)."""
+    try:
+        from syno.search import api  # noqa: F401  (the module the search engineer plans for run_search)
+    except ImportError:
+        return False
+    fn = getattr(api, "run_search", None)
+    if fn is None:
+        return False
+    fn(model="tiny", dataset="digits", session=str(root), max_evaluations=6, epochs=DIGITS_EPOCHS)
+    return True
+
+
+def build_session(root: Path) -> Path:
+    root = Path(root)
+    if _real_search(root):
+        return root
+    from syno.search.base import RewardConfig
+    from syno.search.evaluator import InlineEvaluator
+    from syno.search.session import SearchRunner, SessionStore
+
+    problem = HandBuiltProblem()
+    names = list(problem.ops)
+    store = SessionStore(root)
+    store.create({"options": {"model": "tiny", "dataset": "digits", "target": "accuracy", "algorithm": "list",
+                              "epochs": DIGITS_EPOCHS}})
+    runner = SearchRunner(store, problem, _list_algorithm([f"Finalize:{n}" for n in names]),
+                          InlineEvaluator(problem.job()), RewardConfig(power=1.0), info={"model": "tiny"})
+    runner.run(max_evaluations=len(names))
+    return root
+
+
+# ------------------------------------------------------------------------------------ baseline
+def build_baseline(out: Path) -> Path:
+    from syno.train.baseline import run_baseline
+    from syno.train.options import VisionTrainOptions
+
+    run_baseline("tiny", "digits", out, VisionTrainOptions(**TRAIN))
+    return Path(out) / "baseline.json"
+
+
+# --------------------------------------------------------------------------------------- bench
+def build_bench(session: Path, out_csv: Path) -> Path:
+    from syno.bench.core import BenchOptions, bench_model
+    from syno.bench.operators import find_kernels, resolve_operator
+    from syno.bench.report import write_csv
+    from syno.bench.timing import TimingOptions
+
+    timing = TimingOptions(warmup_ms=2, budget_ms=10, min_repeat=3, max_repeat=50)
+    kernels = [resolve_operator(kernel_dir=d, impl="codegen") for d in find_kernels(session, 3)]
+    tiny = BenchOptions(device="cpu", batches=(1,), backends=("eager",), timing=timing, threads=1, log=None)
+    rows = bench_model("tiny", kernels, tiny)
+    specs = [resolve_operator("operator1", impl="manual"), resolve_operator("stacked_conv", impl="manual")]
+    r18 = BenchOptions(device="cpu", batches=(1,), backends=("eager",), image_size=32, num_classes=10,
+                       timing=timing, layers=True, threads=1, log=None)
+    rows += bench_model("resnet18", specs, r18)
+    return write_csv(rows, out_csv)
+
+
+# ------------------------------------------------------------------------------------ LM logs
+def build_lm_logs(out: Path, steps: int = 60) -> list[Path]:
+    """metrics.jsonl of a baseline GPT and of one with its QKV projections replaced by ``linear``."""
+    from syno.codegen.torch import operator_factory
+    from syno.data.text import TokenData
+    from syno.ir.library import linear
+    from syno.models import build_model, fill_placeholders
+    from syno.train.lm import train_lm
+    from syno.train.options import LMTrainOptions
+
+    g = torch.Generator().manual_seed(0)
+    # A learnable stream: a noisy repeating pattern over 64 tokens.
+    base = torch.arange(4096) % 17
+    noise = torch.randint(0, 64, (4096,), generator=g)
+    tokens = torch.where(torch.rand(4096, generator=g) < 0.2, noise, base)
+    data = TokenData.from_tensor(tokens, vocab_size=64)
+    cfg = dict(vocab_size=64, seq_len=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    paths = []
+    for name, placeholders in (("baseline", False), ("kernel_linear", True)):
+        torch.manual_seed(0)
+        model = build_model("gpt2", placeholders=placeholders, **cfg)
+        if placeholders:
+            fill_placeholders(model, operator_factory(linear()))
+        log = Path(out) / name / "metrics.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+        train_lm(model, data, LMTrainOptions(max_iters=steps, batch_size=8, seq_len=32, lr=3e-3, log_every_steps=1,
+                                             device="cpu", progress=False, eval_batches=0, log_path=str(log)))
+        paths.append(log)
+    return paths
+
+
+def build_all(root: Path) -> dict[str, Path]:
+    t0 = time.perf_counter()
+    session = build_session(root / "tiny-session")
+    baseline = build_baseline(root / "baseline")
+    bench = build_bench(session, root / "bench" / "bench.csv")
+    logs = build_lm_logs(root / "lm")
+    return {"session": session, "baseline": baseline, "bench": bench, "lm": root / "lm", "lm_logs": logs[0],
+            "seconds": time.perf_counter() - t0}
