@@ -55,6 +55,10 @@ class BenchOptions:
     threads: int | None = None             #: CPU threads (torch.set_num_threads) during the run
     seed: int = 0
     log: Callable[[str], None] | None = print
+    #: ``time.monotonic()`` after which remaining measurements are recorded as skipped
+    deadline: float | None = None
+    #: called with each finished row (speedup filled in when its baseline came first), e.g. to stream a CSV
+    on_row: Callable[["BenchRow"], None] | None = None
 
 
 @dataclass
@@ -237,17 +241,27 @@ def _row(scope, model, variant, impl, op_hash, backend, device, batch, shape, **
                     input_shape="x".join(str(s) for s in shape), **kw)
 
 
-def _attempt(rows, make_row, fn, log, what):
-    try:
-        timing, label = fn()
-        rows.append(make_row(config=label, **timing))
+def _attempt(rows, make_row, fn, opts: BenchOptions, what):
+    log = opts.log
+    if opts.deadline is not None and time.monotonic() > opts.deadline:
+        row = make_row(status="skipped: time budget")
         if log:
-            log(f"{what} [{label}]: {timing['median_ms']:.3f} ms (compile {timing['compile_s']:.1f} s)")
-    except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the others
-        msg = f"error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-        rows.append(make_row(status=msg))
-        if log:
-            log(f"{what}: {msg}")
+            log(f"{what}: skipped (time budget)")
+    else:
+        try:
+            timing, label = fn()
+            row = make_row(config=label, **timing)
+            if log:
+                log(f"{what} [{label}]: {timing['median_ms']:.3f} ms (compile {timing['compile_s']:.1f} s)")
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the others
+            msg = f"error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            row = make_row(status=msg)
+            if log:
+                log(f"{what}: {msg}")
+    rows.append(row)
+    _fill_speedups(rows)
+    if opts.on_row is not None:
+        opts.on_row(row)
 
 
 # --------------------------------------------------------------------------------------- end to end
@@ -280,7 +294,7 @@ def bench_model(name: str, specs: Sequence[OperatorSpec], opts: BenchOptions | N
                                                  tuple(x.shape), **kw)
                         _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=h,
                                                                   cache_name=name, log=log),
-                                 log, f"{name} N={batch} {backend} {label}")
+                                 opts, f"{name} N={batch} {backend} {label}")
                         _cleanup(device)
             if opts.layers:
                 for s in specs:
@@ -376,7 +390,7 @@ def bench_layers(name: str, spec: OperatorSpec, batch: int, opts: BenchOptions |
                                              site.input_shape, layer=site.description, count=len(site.indices), **kw)
                     _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=h,
                                                               cache_name=f"{name}:{site.description}", log=log),
-                             log, f"{name} N={batch} {backend} {site.description} {label}")
+                             opts, f"{name} N={batch} {backend} {site.description} {label}")
                     _cleanup(device)
     _fill_speedups(rows)
     return rows

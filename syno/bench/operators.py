@@ -45,12 +45,15 @@ class OperatorSpec:
 
 
 def codegen_factory() -> Callable[[object], Factory] | None:
-    """``syno.codegen.operator_factory`` if it has landed, else None."""
-    try:
-        mod = importlib.import_module("syno.codegen")
-    except ImportError:
-        return None
-    return getattr(mod, "operator_factory", None)
+    """``syno.codegen.operator_factory`` (or ``syno.codegen.torch.operator_factory``) if it has landed, else None."""
+    for name in ("syno.codegen", "syno.codegen.torch"):
+        try:
+            fn = getattr(importlib.import_module(name), "operator_factory", None)
+        except ImportError:
+            continue
+        if fn is not None:
+            return fn
+    return None
 
 
 def codegen_available() -> bool:
@@ -74,12 +77,13 @@ def _manual_name_for(op) -> str | None:
     return None
 
 
-def _pick(op, manual_name: str | None, impl: str, what: str) -> tuple[Factory, str]:
+def _pick(op, manual_name: str | None, impl: str, what: str, codegen_options: dict | None = None
+          ) -> tuple[Factory, str]:
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
     gen = codegen_factory()
     if impl in ("auto", "codegen") and gen is not None and op is not None:
-        return gen(op), "codegen"
+        return gen(op, **(codegen_options or {})), "codegen"
     if impl == "codegen":
         raise RuntimeError(f"{what}: syno.codegen.operator_factory is not available (syno/codegen has not landed "
                            "or failed to import); use --impl manual where a hand-written version exists")
@@ -90,8 +94,12 @@ def _pick(op, manual_name: str | None, impl: str, what: str) -> tuple[Factory, s
 
 
 def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = None, *,
-                     impl: str = "auto") -> OperatorSpec:
-    """Exactly one of ``name`` (a key of ``syno.ir.library.HAND_BUILT``) or ``kernel_dir`` (holding ``operator.json``)."""
+                     impl: str = "auto", codegen_options: dict | None = None) -> OperatorSpec:
+    """Exactly one of ``name`` (a key of ``syno.ir.library.HAND_BUILT``) or ``kernel_dir`` (holding ``operator.json``).
+
+    ``codegen_options`` are passed to ``operator_factory(op, **codegen_options)`` (e.g.
+    ``{"implementation": "einsum"}``).
+    """
     if (name is None) == (kernel_dir is None):
         raise ValueError("give exactly one of an operator name or a kernel directory")
     if name is not None:
@@ -99,7 +107,8 @@ def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = No
         if name not in hb:
             raise ValueError(f"unknown operator {name!r}; hand-built operators: {sorted(hb)}")
         op = hb[name]()
-        factory, used = _pick(op, name if name in MANUAL_FACTORIES else None, impl, f"operator {name!r}")
+        factory, used = _pick(op, name if name in MANUAL_FACTORIES else None, impl, f"operator {name!r}",
+                              codegen_options)
         return OperatorSpec(label=name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=name)
 
     from syno.ir.graph import Operator
@@ -115,7 +124,7 @@ def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = No
             meta = json.loads((d / "meta.json").read_text())
         except json.JSONDecodeError:
             meta = {}
-    factory, used = _pick(op, _manual_name_for(op), impl, f"kernel {d}")
+    factory, used = _pick(op, _manual_name_for(op), impl, f"kernel {d}", codegen_options)
     return OperatorSpec(label=d.name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=str(d),
                         meta=meta)
 

@@ -39,40 +39,33 @@ def _x(v: float) -> str:
 
 def render_tables(rows: Sequence[BenchRow]):
     """rich Tables: one end-to-end table, one layer-wise table per (operator, backend, batch)."""
+    from rich.markup import escape
     from rich.table import Table
 
     tables = []
     model_rows = [r for r in rows if r.scope == "model"]
     if model_rows:
-        variants = list(dict.fromkeys(r.variant for r in model_rows if r.variant != BASELINE))
-        t = Table(title=f"end-to-end latency (median ms) on {model_rows[0].device_name}")
-        for c in ("model", "N", "backend", "baseline"):
-            t.add_column(c, justify="right" if c in ("N", "baseline") else "left")
-        for v in variants:
-            t.add_column(v, justify="right")
-            t.add_column("speedup", justify="right")
+        t = Table(title=f"end-to-end latency on {model_rows[0].device_name}")
+        for c in ("model", "N", "backend", "variant", "config", "median ms", "speedup"):
+            t.add_column(c, justify="right" if c in ("N", "median ms", "speedup") else "left")
         groups = dict.fromkeys((r.model, r.batch, r.backend) for r in model_rows)
-        for g in groups:
-            rs = {r.variant: r for r in model_rows if (r.model, r.batch, r.backend) == g}
-            b = rs.get(BASELINE)
-            cells = [g[0], str(g[1]), g[2] + (f" [{b.config}]" if b and b.config else ""),
-                     _ms(b.median_ms) if b and b.status == "ok" else (b.status[:30] if b else "-")]
-            for v in variants:
-                r = rs.get(v)
-                if r is None:
-                    cells += ["-", "-"]
-                elif r.status != "ok":
-                    cells += [r.status[:30], "-"]
-                else:
-                    cells += [_ms(r.median_ms) + ("" if not b or r.config == b.config else f" [{r.config}]"),
-                              _x(r.speedup)]
-            t.add_row(*cells)
+        for gi, g in enumerate(groups):
+            rs = [r for r in model_rows if (r.model, r.batch, r.backend) == g]
+            rs.sort(key=lambda r: r.variant != BASELINE)
+            for i, r in enumerate(rs):
+                ok = r.status == "ok"
+                t.add_row(g[0] if i == 0 else "", str(g[1]) if i == 0 else "", g[2] if i == 0 else "",
+                          escape(r.variant + (f" ({r.impl})" if r.impl not in ("torch", "") and r.impl not in r.variant
+                                              else "")),
+                          escape(r.config), _ms(r.median_ms) if ok else escape(r.status[:40]),
+                          _x(r.speedup) if ok else "-",
+                          end_section=i == len(rs) - 1 and gi < len(groups) - 1)
         tables.append(t)
     layer_rows = [r for r in rows if r.scope == "layer"]
     for key in dict.fromkeys((r.variant, r.backend, r.batch) for r in layer_rows if r.variant != BASELINE):
         var, backend, batch = key
-        t = Table(title=f"layer-wise: {var} vs original layer, {backend}, N={batch} (median ms)")
-        for c in ("layer", "count", "input", "original", var, "speedup"):
+        t = Table(title=escape(f"layer-wise: {var} vs original layer, {backend}, N={batch} (median ms)"))
+        for c in ("layer", "count", "input", "original", escape(var), "speedup"):
             t.add_column(c, justify="left" if c in ("layer", "input") else "right")
         base = {r.layer: r for r in layer_rows if r.variant == BASELINE and r.backend == backend and r.batch == batch}
         tot_b = tot_k = 0.0
@@ -80,8 +73,8 @@ def render_tables(rows: Sequence[BenchRow]):
             if (r.variant, r.backend, r.batch) != key:
                 continue
             b = base.get(r.layer)
-            t.add_row(r.layer, str(r.count), r.input_shape, _ms(b.median_ms) if b else "-",
-                      _ms(r.median_ms) if r.status == "ok" else r.status[:30], _x(r.speedup))
+            t.add_row(escape(r.layer), str(r.count), r.input_shape, _ms(b.median_ms) if b else "-",
+                      _ms(r.median_ms) if r.status == "ok" else escape(r.status[:30]), _x(r.speedup))
             if b and r.status == "ok" and b.status == "ok":
                 tot_b += b.median_ms * r.count
                 tot_k += r.median_ms * r.count

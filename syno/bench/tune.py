@@ -166,14 +166,19 @@ def compile_module(model: nn.Module, example: torch.Tensor, config: CompileConfi
                    backend: str = "inductor", warm_calls: int = 2) -> Compiled:
     """Prepare ``model`` for ``backend`` (``eager`` or ``inductor``) and run it ``warm_calls`` times.
 
-    For Inductor the first calls trigger compilation (timed as ``compile_s``, which therefore also
-    includes the first runs). Everything runs under ``torch.no_grad()``.
+    For Inductor the model runs once eagerly, then the first compiled calls trigger compilation
+    (timed as ``compile_s``, which therefore also includes the first runs). Everything runs under
+    ``torch.no_grad()``.
     """
     config = config or CompileConfig()
     model, x = prepare(model, example, config)
     if backend == "eager":
         fn: Callable = model
     elif backend == "inductor":
+        # One eager call first: modules that pick an implementation on their first eager run
+        # (syno.codegen's autotuned CUDA path) then trace the chosen one.
+        with torch.no_grad():
+            model(x)
         fn = torch.compile(model, backend="inductor", fullgraph=config.fullgraph, dynamic=False,
                            options=config.inductor_options())
     else:
