@@ -69,6 +69,12 @@ from syno.report.cli import plot as _plot, report as _report  # noqa: E402  (mat
 app.command("plot")(_plot)
 app.command("report")(_report)
 
+from syno.search.cli import demo as _demo, search as _search, show as _show  # noqa: E402  (torch loads inside)
+
+app.command("search")(_search)
+app.command("demo")(_demo)
+app.command("show")(_show)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -12,15 +12,17 @@ The session runner needs, besides a :class:`~syno.synth.protocol.SynthSpace`:
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any, Protocol
 
 from syno.synth.protocol import SynthSpace, path_from_str
 
-from .base import FinalFilter
+from .base import EvalResult, FinalFilter
 from .evaluator import Job
 from .mock import MockJob, MockSpace
 
-__all__ = ["Problem", "MockProblem"]
+__all__ = ["Problem", "MockProblem", "KernelProblem", "KernelJob", "FlopsRatioFilter", "evaluate_operator",
+           "kernel_macs", "make_problem"]
 
 
 class Problem(Protocol):
@@ -56,3 +58,207 @@ class MockProblem:
         node = self.space.node_from_path(path_from_str(path))
         atoms = sorted(node.atoms)
         return {"atoms.txt": " ".join(map(str, atoms)) + "\n"}, {"atoms": atoms}
+
+
+# ----------------------------------------------------------------------------------------------
+# the real problem: synthesized operators trained in a zoo model
+
+def _load_data(options):
+    """The proxy dataset of a search (same keyword rules as ``syno baseline``)."""
+    from syno.data import load_dataset
+
+    kw = dict(options.dataset_kwargs)
+    size = options.image_size
+    if size is not None:
+        if options.dataset == "digits":
+            kw.setdefault("image_size", size)
+        elif options.dataset == "cifar100" and size != 32:
+            kw.setdefault("resize", size)
+        elif options.dataset == "imagenet":
+            kw.setdefault("image_size", size)
+    return load_dataset(options.dataset, options.data_dir, **kw)
+
+
+def _distinct_mappings(mappings) -> list[tuple[dict, int]]:
+    rows: dict[tuple, int] = {}
+    for m in mappings:
+        key = tuple(sorted(m.items()))
+        rows[key] = rows.get(key, 0) + 1
+    return [(dict(k), r) for k, r in rows.items()]
+
+
+def kernel_macs(op, mappings) -> float:
+    """MACs per sample of ``op`` filled into every placeholder (the plan codegen executes)."""
+    total = 0.0
+    for m, repeats in _distinct_mappings(mappings):
+        (f,) = op.flops(op.bind(m))
+        total += repeats * f / max(1, int(m.get("N", 1)))
+    return total
+
+
+class FlopsRatioFilter:
+    """Reject finals whose model (kernels filled in) has MACs outside ``ratio`` x the original's
+    (reference §1.5): ``min(r_min F, F_raw) <= F_raw + sum(kernel MACs) <= r_max F``."""
+
+    def __init__(self, ratio: tuple[float, float], reference_macs: float, non_placeholder_macs: float, mappings):
+        self.lo = max(ratio[0] * reference_macs, non_placeholder_macs)
+        self.hi = ratio[1] * reference_macs
+        self.ratio = ratio
+        self.reference = reference_macs
+        self.raw = non_placeholder_macs
+        self.mappings = list(mappings)
+        self._cache: dict[str, str | None] = {}
+
+    def __call__(self, node) -> str | None:
+        got = self._cache.get(node.key, "?")
+        if got != "?":
+            return got
+        try:
+            total = self.raw + kernel_macs(node.operator(), self.mappings)
+        except Exception as exc:  # noqa: BLE001 - a final whose FLOPs cannot be planned is not evaluated
+            reason = f"cannot count MACs: {type(exc).__name__}: {exc}"
+        else:
+            reason = None
+            if not (self.lo <= total <= self.hi):
+                reason = (f"model MACs {total:.4g} = {total / self.reference:.3f} x original, outside "
+                          f"[{self.ratio[0]}, {self.ratio[1]}]")
+        self._cache[node.key] = reason
+        return reason
+
+
+def evaluate_operator(options, op, data, train_options) -> EvalResult:
+    """Train the search's model with ``op`` in every placeholder; returns the proxy result."""
+    import torch
+
+    from syno.codegen.torch import operator_factory
+    from syno.models.placeholder import fill_placeholders
+    from syno.train import train_classifier, train_lm
+
+    from .options import reference_model
+
+    torch.manual_seed(train_options.seed)  # same initial weights outside the kernels for every kernel
+    model = reference_model(options)
+    if options.model == "gpt2":
+        model = _gpt_for_data(options, data)
+    modules = fill_placeholders(model, operator_factory(op))
+    ref = options.reference
+    macs = float(ref.get("non_placeholder_macs", 0)) + sum(
+        float(m.plan.flops) / max(1, int(m.mapping.get("N", 1))) for m in modules)
+    params = sum(p.numel() for p in model.parameters())
+    if options.dataset == "lm1b":
+        tr = train_lm(model, data, train_options)
+    else:
+        tr = train_classifier(model, data, train_options)
+    status, message = tr.status, tr.reason
+    acc = tr.accuracy if tr.accuracy is not None else math.nan
+    loss = tr.loss if tr.loss is not None else math.inf
+    if status == "timeout":
+        # the original stopped slow kernels after an epoch and kept their best accuracy (reference §2.2)
+        status = "pruned" if tr.accuracy is not None or options.dataset == "lm1b" and tr.loss is not None else "timeout"
+    return EvalResult(status=status, accuracy=acc, loss=loss, flops=int(round(macs)), params=int(params),
+                      time=tr.wall_time_s, message=message,
+                      extra={"epochs": tr.epochs, "steps": tr.steps, "final_accuracy": tr.final_accuracy})
+
+
+def _gpt_for_data(options, data):
+    from syno.models import build_model
+
+    kwargs = dict(options.model_kwargs)
+    kwargs.setdefault("vocab_size", getattr(data, "vocab_size", 50257))
+    return build_model("gpt2", mapping_batch=1, **kwargs)
+
+
+class KernelJob:
+    """Evaluation recipe for :class:`~syno.search.evaluator.LocalPoolEvaluator` workers: rebuilds the
+    synthesis space and the dataset from the options, then trains one kernel per call. The operator
+    comes from replaying its path in the space (never from importing generated code)."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def setup(self, slot: int) -> None:
+        import torch
+
+        from syno.synth.space import SynthSpace
+
+        o = self.options
+        device = o.train.device
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{slot % torch.cuda.device_count()}"
+        elif device == "auto":
+            device = "cpu"
+        self.train_options = o.train.model_copy(update={"device": device, "progress": False})
+        self.space = SynthSpace(o.synth)
+        self.data = _load_data(o)
+
+    def evaluate(self, path: str) -> EvalResult:
+        node = self.space.node_from_path(path_from_str(path))
+        if not node.is_final:
+            raise ValueError(f"path {path!r} does not reach a final node")
+        return evaluate_operator(self.options, node.operator(), self.data, self.train_options)
+
+
+class KernelProblem:
+    """The search problem of :class:`~syno.search.options.SearchOptions` for a zoo model."""
+
+    def __init__(self, options):
+        from syno.synth.space import SynthSpace
+
+        self.options = options
+        self.space = SynthSpace(options.synth)
+        ref = options.reference
+        self.final_filter = None
+        if options.flops_ratio is not None and ref.get("macs"):
+            self.final_filter = FlopsRatioFilter(options.flops_ratio, float(ref["macs"]),
+                                                 float(ref["non_placeholder_macs"]), options.synth.mappings)
+        self._ops: dict[str, Any] = {}
+
+    def job(self) -> KernelJob:
+        return KernelJob(self.options)
+
+    def operator(self, path: str):
+        op = self._ops.get(path)
+        if op is None:
+            op = self._ops[path] = self.space.node_from_path(path_from_str(path)).operator()
+        return op
+
+    def identify(self, path: str) -> str:
+        return self.operator(path).hash
+
+    def artifacts(self, path: str) -> tuple[dict[str, str], dict[str, Any]]:
+        op = self.operator(path)
+        files: dict[str, str] = {"operator.json": op.to_json(indent=1) + "\n"}
+        errors = {}
+        try:
+            from syno.ir.looptext import loop_text
+
+            files["loop.txt"] = loop_text(op)
+        except Exception as exc:  # noqa: BLE001 - best effort
+            errors["loop.txt"] = f"{type(exc).__name__}: {exc}"
+        try:
+            from syno.ir.dot import to_dot
+
+            files["graph.dot"] = to_dot(op)
+        except Exception as exc:  # noqa: BLE001
+            errors["graph.dot"] = f"{type(exc).__name__}: {exc}"
+        mappings = _distinct_mappings(self.options.synth.mappings)
+        try:
+            from syno.codegen.export import module_source
+
+            for j, (m, _) in enumerate(mappings):
+                files[f"kernel_{j}.py"] = module_source(op, m)
+        except Exception as exc:  # noqa: BLE001
+            errors["kernel.py"] = f"{type(exc).__name__}: {exc}"
+        meta = {"operator": op.to_dict(), "operator_hash": op.hash,
+                "mappings": [m for m, _ in mappings], "model": self.options.model}
+        if errors:
+            meta["artifact_errors"] = errors
+        return files, meta
+
+
+def make_problem(options) -> Problem:
+    if options.model == "mock":
+        m = dict(options.mock or {})
+        return MockProblem(m.get("space"), delay=m.get("delay", 0.0), hang=m.get("hang", 0.0),
+                           die=m.get("die", 0.0), raise_=m.get("raise", 0.0))
+    return KernelProblem(options)

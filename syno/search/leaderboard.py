@@ -1,0 +1,103 @@
+"""The leaderboard of a session: its kernels ranked by reward, as rows or a rich table."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .session import KernelRecord, SessionStore
+
+__all__ = ["leaderboard_rows", "print_leaderboard", "session_summary"]
+
+
+def _ratio(rec: KernelRecord, ref: dict[str, Any], key: str) -> float | None:
+    base = ref.get(key)
+    val = rec.result.flops if key == "macs" else rec.result.params
+    if not base or not val:
+        return None
+    return val / base
+
+
+def leaderboard_rows(store: SessionStore, include_failed: bool = False) -> list[dict[str, Any]]:
+    """One dict per kernel, best first (failed kernels last, if included)."""
+    try:
+        ref = store.info().get("options", {}).get("reference", {}) or {}
+    except Exception:  # noqa: BLE001 - a leaderboard of kernel dirs still works without session.json
+        ref = {}
+    recs = store.kernels()
+    ok = sorted((r for r in recs if r.reward is not None),
+                key=lambda r: (-r.reward, -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0), r.time))
+    rows = []
+    for rank, r in enumerate(ok, start=1):
+        rows.append(_row(r, rank, ref))
+    if include_failed:
+        for r in sorted((r for r in recs if r.reward is None), key=lambda r: r.time):
+            rows.append(_row(r, None, ref))
+    return rows
+
+
+def _row(r: KernelRecord, rank: int | None, ref: dict[str, Any]) -> dict[str, Any]:
+    return {"rank": rank, "dir": r.name, "hash": r.hash, "status": r.result.status, "reward": r.reward,
+            "accuracy": r.result.accuracy, "loss": r.result.loss, "flops": r.result.flops,
+            "flops_ratio": _ratio(r, ref, "macs"), "params": r.result.params,
+            "params_ratio": _ratio(r, ref, "params"), "eval_time": r.result.time, "time": r.time, "path": r.path,
+            "message": r.result.message.splitlines()[0] if r.result.message else ""}
+
+
+def session_summary(store: SessionStore) -> dict[str, Any]:
+    recs = store.kernels()
+    status = Counter(r.result.status for r in recs)
+    ok = [r for r in recs if r.reward is not None]
+    best = max(ok, key=lambda r: r.reward) if ok else None
+    return {"kernels": len(recs), "status": dict(status), "rewarded": len(ok),
+            "best": best.name if best else None, "best_reward": best.reward if best else None,
+            "elapsed": max((r.time for r in recs), default=0.0)}
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, spec)
+
+
+def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool = False,
+                      console: Console | None = None, title: str | None = None) -> list[dict[str, Any]]:
+    console = console or Console()
+    rows = leaderboard_rows(store, include_failed=include_failed)
+    summ = session_summary(store)
+    try:
+        opts = store.info().get("options", {})
+    except Exception:  # noqa: BLE001
+        opts = {}
+    loss_target = (opts.get("reward") or {}).get("target") == "loss"
+    table = Table(title=title or f"{store.root}  ({summ['kernels']} kernels, "
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(summ["status"].items())) + ")")
+    table.add_column("#", justify="right")
+    table.add_column("loss" if loss_target else "accuracy", justify="right")
+    table.add_column("reward", justify="right")
+    table.add_column("MACs", justify="right")
+    table.add_column("MACs x", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("params x", justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("status")
+    table.add_column("kernel directory")
+    shown = rows if top <= 0 else [r for r in rows if r["rank"] is None or r["rank"] <= top]
+    for r in shown:
+        table.add_row(str(r["rank"] or "-"),
+                      _fmt(r["loss"], ".4f") if loss_target else _fmt(r["accuracy"], ".4f"),
+                      _fmt(r["reward"], ".4f"), _fmt(r["flops"] or None, ".3g"), _fmt(r["flops_ratio"], ".3f"),
+                      _fmt(r["params"] or None, ".3g"), _fmt(r["params_ratio"], ".3f"), _fmt(r["eval_time"], ".1f"),
+                      r["status"] if not r["message"] or r["status"] in ("ok", "pruned") else
+                      f"{r['status']}: {r['message'][:40]}",
+                      r["dir"])
+    console.print(table)
+    ref = opts.get("reference") or {}
+    if ref.get("macs"):
+        console.print(f"original model: {ref['macs']:.4g} MACs/sample, {ref.get('params', 0):.4g} params; "
+                      f"'x' columns are relative to it.")
+    return rows

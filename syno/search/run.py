@@ -1,0 +1,86 @@
+"""Start or resume a search session from :class:`~syno.search.options.SearchOptions`.
+
+:func:`run_search` is what ``syno search`` and ``syno demo`` call: it creates (or, with
+``resume``, reopens) the session directory, builds the problem, the algorithm and the evaluator from
+the options, replays the session's kernels, runs until the budget is used and returns a summary.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from syno import __version__
+
+from .base import SearchAlgorithm
+from .evaluator import Evaluator, InlineEvaluator, LocalPoolEvaluator
+from .mcts import MCTS
+from .options import RUN_FIELDS, SearchOptions, apply_overrides
+from .problem import make_problem
+from .random_search import RandomSearch
+from .session import RunSummary, SearchRunner, SessionError, SessionStore
+
+__all__ = ["run_search", "make_algorithm", "make_evaluator", "load_session_options", "resume_options"]
+
+
+def make_algorithm(options: SearchOptions, problem) -> SearchAlgorithm:
+    if options.algorithm == "mcts":
+        return MCTS(problem.space, options.mcts, reward=options.reward, final_filter=problem.final_filter)
+    return RandomSearch(problem.space, options.random, reward=options.reward, final_filter=problem.final_filter)
+
+
+def make_evaluator(options: SearchOptions, problem) -> Evaluator:
+    r = options.run
+    if r.workers == 0:
+        return InlineEvaluator(problem.job())
+    return LocalPoolEvaluator(problem.job(), workers=r.workers, timeout=r.kernel_timeout, threads=r.threads)
+
+
+def load_session_options(store: SessionStore) -> SearchOptions:
+    info = store.info()
+    try:
+        return SearchOptions.model_validate(info["options"])
+    except Exception as exc:  # noqa: BLE001 - pydantic's message is precise enough
+        raise SessionError(f"{store.root / 'session.json'}: the stored options are invalid: {exc}") from None
+
+
+def resume_options(stored: SearchOptions, overrides: Mapping[str, Any]) -> SearchOptions:
+    """The stored options with ``overrides`` applied; only ``run.*`` (and ``session_dir``) may change."""
+    bad = sorted(k for k in overrides if not (k.startswith("run.") and k[4:] in RUN_FIELDS) and k != "session_dir")
+    if bad:
+        raise SessionError(f"cannot change {', '.join(bad)} when resuming: the session's search space, reward and "
+                           f"trainer are fixed in session.json (only run.* options may change)")
+    data = stored.to_json_dict()
+    apply_overrides(data, overrides)
+    return SearchOptions.model_validate(data)
+
+
+def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: bool = False,
+               on_event: Callable[[str, Any], None] | None = None,
+               on_start: Callable[[SearchRunner, dict], None] | None = None) -> RunSummary:
+    """Run (or resume) the session ``options.directory``; see the module docstring."""
+    store = SessionStore(options.directory)
+    if resume:
+        if not store.exists():
+            raise SessionError(f"{store.root / 'session.json'}: no session to resume here")
+    else:
+        store.create({"options": options.to_json_dict(), "syno": __version__})
+    problem = make_problem(options)
+    algorithm = make_algorithm(options, problem)
+    evaluator = make_evaluator(options, problem)
+    try:
+        runner = SearchRunner(store, problem, algorithm, evaluator, options.reward,
+                              checkpoint_interval=options.run.checkpoint_interval, on_event=on_event,
+                              info={"model": options.model})
+        restored = runner.restore(rebuild_state=rebuild_state)
+        if on_start is not None:
+            on_start(runner, restored)
+        r = options.run
+        return runner.run(max_evaluations=r.max_evaluations, budget_seconds=r.budget_seconds,
+                          drain_seconds=r.drain_seconds)
+    finally:
+        evaluator.close()
+
+
+def options_json(options: SearchOptions) -> str:
+    return json.dumps(options.to_json_dict(), indent=1)
