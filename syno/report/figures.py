@@ -251,18 +251,21 @@ def fig_end_to_end(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
                             rotation=90, xytext=(0, 3), textcoords="offset points", color="white")
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(range(len(groups)), groups)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylabel("speedup over baseline")
-    fig.suptitle(f"End-to-end performance: fastest kernel with accuracy > baseline − {100 * tol:g} pt "
-                 f"(geomean over models)")
-    if unfiltered:
-        from matplotlib.patches import Patch
+    fig.suptitle(f"End-to-end speedup: fastest kernel with accuracy > baseline − {100 * tol:g} pt", fontsize=12)
+    from matplotlib.patches import Patch
 
-        handles, labs = ax.get_legend_handles_labels()
+    handles = [Patch(facecolor=color[sc]) for sc in scenarios]
+    labs = list(scenarios)
+    if unfiltered:
         handles.append(Patch(facecolor="lightgray", hatch="//", edgecolor="white"))
         labs.append("accuracy unknown (unfiltered)")
-        ax.legend(handles, labs, fontsize=8, loc="upper right")
-    else:
-        ax.legend(fontsize=8, loc="upper right")
+    ax.legend(handles, labs, fontsize=8, loc="upper right")
+    for i, m in enumerate(models):
+        if not any(k[0] == m for k in best):
+            ax.annotate(f"no kernel within\n{100 * tol:g} pt of the baseline", (i, 0), ha="center", va="bottom",
+                        fontsize=8, color="gray", xytext=(0, 6), textcoords="offset points")
     ymax = max([v for v, _ in best.values()] + [1.0])
     ax.set_ylim(0, ymax * 1.25)
 
@@ -306,6 +309,7 @@ class _Point:
     flops: float | None
     dataset: str | None
     reevaluated: bool
+    ref_flops: float | None = None      #: the original model's MACs recorded by the session
 
 
 def _accuracy_points(inputs: Inputs) -> dict[str, list[_Point]]:
@@ -329,7 +333,8 @@ def _accuracy_points(inputs: Inputs) -> dict[str, list[_Point]]:
             model = inputs.kernel_model(k) or "?"
             if model in reeval_models:
                 continue
-            pts.setdefault(model, []).append(_Point(model, k.name, k.hash, k.accuracy, k.flops, s.dataset, False))
+            pts.setdefault(model, []).append(_Point(model, k.name, k.hash, k.accuracy, k.flops, s.dataset, False,
+                                                    s.baseline_flops))
     return pts
 
 
@@ -376,15 +381,16 @@ def fig_imagenet_performance(inputs: Inputs, opts: PlotOptions | None = None) ->
         if b is None:
             notes.append(f"{m}: no baseline{' for ' + dataset if dataset else ''}")
         titles.append(f"{m}" + (f" · {dataset}" if dataset else "") + (" (reevaluated)" if reev else " (search proxy)"))
-        # row 0: MACs
-        rel = b is not None and b.flops is not None and b.flops > 0
+        # row 0: MACs (relative to the baseline's, or to the original model's recorded by the session)
+        ref = b.flops if (b is not None and b.flops) else next((p.ref_flops for p in P if p.ref_flops), None)
+        rel = ref is not None and ref > 0
         xy = []
         for p in kept:
             if p.flops is not None:
-                xy.append(((p.flops / b.flops) if rel else p.flops / 1e6, 100 * p.accuracy))
+                xy.append(((p.flops / ref) if rel else p.flops / 1e6, 100 * p.accuracy))
         base_xy = None
-        if b is not None and b.accuracy is not None and (rel or b.flops is not None):
-            base_xy = (1.0 if rel else b.flops / 1e6, 100 * b.accuracy)
+        if b is not None and b.accuracy is not None and rel:
+            base_xy = (b.flops / ref if b.flops else 1.0, 100 * b.accuracy)
         _pareto_panel(axes[0, i], xy, base_xy, "MACs / sample (× baseline)" if rel else "MACs / sample (M)")
         axes[0, i].set_title(titles[-1], fontsize=10)
         if not xy:

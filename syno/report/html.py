@@ -165,7 +165,7 @@ def _leaderboard(session: Session, inputs: Inputs, top: int) -> str:
     loss = session.target == "loss"
     b = inputs.baseline_for(session.model, session.dataset, metric="loss" if loss else "accuracy")
     bflops = (b.flops if b is not None and b.flops else None) or session.baseline_flops
-    bparams = b.params if b is not None and b.params else None
+    bparams = (b.params if b is not None and b.params else None) or session.baseline_params
     head = ["#", "kernel", "loss" if loss else "accuracy"]
     if b is not None:
         head.append("Δ vs baseline")

@@ -254,8 +254,20 @@ class Session:
         return ", ".join(sorted(map(str, algos))) or None
 
     @property
+    def reference(self) -> dict[str, Any]:
+        """The original model's profile recorded by the search (``options.reference``: macs, params)."""
+        v = _find_key(self.info, "reference")
+        return v if isinstance(v, dict) else {}
+
+    @property
     def baseline_flops(self) -> float | None:
-        v = _num(_find_key(self.info, "baseline_flops"))
+        """MACs per sample of the original model: ``baseline_flops`` or ``reference.macs`` in session.json."""
+        v = _num(_find_key(self.info, "baseline_flops")) or _num(self.reference.get("macs"))
+        return v if v and v > 0 else None
+
+    @property
+    def baseline_params(self) -> float | None:
+        v = _num(self.reference.get("params"))
         return v if v and v > 0 else None
 
     def ranked(self) -> list[Kernel]:
