@@ -51,7 +51,7 @@ class MCTSConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    exploration: float = Field(1.0, ge=0.0, description="UCB1-tuned constant C (original: 4*sqrt(2))")
+    exploration: float = Field(0.5, ge=0.0, description="UCB1-tuned constant C (original: 4*sqrt(2))")
     virtual_loss: float = Field(0.3, ge=0.0, description="UCB penalty per in-flight rollout through a child")
     widening_exponent: float = Field(0.8, gt=0.0, le=1.0, description="progressive widening b: floor(T**b) children")
     rave_cl: float = Field(3.0, gt=0.0, description="RAVE beta = c_l / (c_l + n_LRAVE)")

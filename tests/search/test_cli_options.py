@@ -1,0 +1,96 @@
+"""Options/presets and the `syno search` / `syno show` commands (mock model: no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from syno.cli import app
+from syno.search.options import SearchOptions, apply_overrides, build_options, parse_value
+from syno.search.run import resume_options
+from syno.search.session import SessionError, SessionStore
+
+runner = CliRunner()
+
+
+def test_parse_value_and_overrides():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("[0.1, 0.9]") == [0.1, 0.9] and parse_value("cpu") == "cpu" and parse_value("None") is None
+    d = apply_overrides({"a": {"b": 1}}, {"a.c": 2, "x.y.z": 3})
+    assert d == {"a": {"b": 1, "c": 2}, "x": {"y": {"z": 3}}}
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(ValueError, match="mcts"):
+        build_options("mock", {"mcts.no_such_knob": 1})
+    with pytest.raises(ValueError, match="unknown model"):
+        build_options("vgg")
+
+
+@pytest.mark.parametrize("model", ["tiny", "resnet18"])
+def test_vision_presets(model):
+    o = build_options(model, {"train.epochs": 2, "synth.depth": 7})
+    assert o.train.epochs == 2 and o.synth.depth == 7
+    assert o.synth.mappings and all({"N", "C_in", "C_out", "H"} <= set(m) for m in o.synth.mappings)
+    ref = o.reference
+    assert ref["macs"] > ref["non_placeholder_macs"] > 0
+    # the model-level FLOPs-ratio window becomes the space's window on the placeholders' MACs
+    lo, hi = o.flops_ratio
+    assert o.synth.max_flops == pytest.approx(hi * ref["macs"] - ref["non_placeholder_macs"])
+    assert o.synth.min_flops == pytest.approx(max(0.0, lo * ref["macs"] - ref["non_placeholder_macs"]))
+    again = SearchOptions.model_validate(json.loads(json.dumps(o.to_json_dict())))
+    assert again.to_json_dict() == o.to_json_dict()
+    if model == "resnet18":
+        assert len(o.synth.mappings) == 19 and o.reward.acc_lower == 0.4 and o.reward.power == 4
+
+
+def test_resume_allows_only_run_options():
+    o = build_options("mock")
+    assert resume_options(o, {"run.workers": 3}).run.workers == 3
+    with pytest.raises(SessionError, match="reward.power"):
+        resume_options(o, {"reward.power": 3})
+
+
+def test_cli_search_resume_show(tmp_path: Path):
+    s = str(tmp_path / "s")
+    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "12", "-w", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    assert len(SessionStore(s).kernels()) == 12
+    # an existing session is not overwritten
+    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "12", "-w", "0", "-q"])
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "20", "-w", "0", "-q", "--resume"])
+    assert r.exit_code == 0, r.output
+    recs = SessionStore(s).kernels()
+    assert len(recs) == 20 and len({x.hash for x in recs}) == 20
+    r = runner.invoke(app, ["search", "mock", "--session", s, "--resume", "--set", "reward.power=3"])
+    assert r.exit_code == 2 and "cannot change reward.power" in r.output
+    r = runner.invoke(app, ["show", s, "--json", "--top", "5"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [x["rank"] for x in rows] == [1, 2, 3, 4, 5]
+    assert rows[0]["reward"] >= rows[-1]["reward"]
+    r = runner.invoke(app, ["show", s, "--failed", "--top", "0"])
+    assert r.exit_code == 0 and "20 kernels" in r.output.replace("\n", " ")
+
+
+def test_cli_show_damaged_session(tmp_path: Path):
+    s = tmp_path / "s"
+    r = runner.invoke(app, ["search", "mock", "--session", str(s), "-n", "3", "-w", "0", "-q"])
+    assert r.exit_code == 0
+    meta = next(p for p in s.iterdir() if p.is_dir()) / "meta.json"
+    meta.write_text("{")
+    r = runner.invoke(app, ["show", str(s)])
+    assert r.exit_code == 2 and "meta.json" in r.output and "error:" in r.output
+    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "-n", "5", "-q"])
+    assert r.exit_code == 2 and "meta.json" in r.output
+
+
+def test_cli_show_options():
+    r = runner.invoke(app, ["search", "tiny", "--show-options", "--set", "train.epochs=3", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.output)
+    assert o["train"]["epochs"] == 3 and o["run"]["workers"] == 2 and o["dataset"] == "digits"
