@@ -24,7 +24,7 @@ from syno.ir.graph import Operator
 __all__ = ["KernelRecord", "scan_session", "load_kernel", "kernel_dir_name", "write_json", "read_json",
            "write_kernel_dir", "OK_STATUSES", "KERNEL_DIR_RE"]
 
-KERNEL_DIR_RE = re.compile(r"^(?P<acc>\d{5}|ERROR)_(?P<hash>[0-9A-Za-z]+)$")
+KERNEL_DIR_RE = re.compile(r"^(?P<acc>\d{5,}|ERROR)_(?P<hash>[0-9A-Za-z]+)$")
 OK_STATUSES = frozenset({"ok", "pruned"})
 
 
@@ -192,14 +192,16 @@ def kernel_dir_name(accuracy: float | None, op_hash: str) -> str:
 
 
 def write_kernel_dir(parent: str | Path, op: Operator, meta: dict[str, Any], *,
-                     accuracy: float | None) -> Path:
+                     accuracy: float | None, mappings: list[dict[str, int]] | None = None) -> Path:
     """Write a kernel directory like a search session's: meta.json (with the operator), operator.json,
-    loop.txt, graph.dot, and the standalone module ``<hash>.py`` when code generation can export one."""
+    loop.txt, graph.dot, and one standalone module ``kernel_<j>.py`` per distinct mapping."""
     d = Path(parent) / kernel_dir_name(accuracy, op.hash)
     d.mkdir(parents=True, exist_ok=True)
     op_dict = op.to_dict()
-    full = {"path": meta.get("path", ""), "accuracy": accuracy, "flops": None, "params": None, "time": None,
-            "loss": None, "status": "ok", **meta, "operator": op_dict}
+    full = {"path": meta.get("path", ""), "hash": op.hash, "accuracy": accuracy, "flops": None, "params": None,
+            "time": None, "loss": None, "status": "ok", **meta, "operator": op_dict, "operator_hash": op.hash}
+    if mappings:
+        full["mappings"] = mappings
     write_json(d / "meta.json", full)
     write_json(d / "operator.json", op_dict)
     try:
@@ -214,26 +216,14 @@ def write_kernel_dir(parent: str | Path, op: Operator, meta: dict[str, Any], *,
         (d / "graph.dot").write_text(to_dot(op) + "\n")
     except Exception as exc:  # noqa: BLE001
         (d / "graph.dot").write_text(f"// graph unavailable: {exc}\n")
-    export = _standalone_exporter()
-    if export is not None:
+    for j, m in enumerate(mappings or []):
         try:
-            export(op, d / f"{op.hash}.py")
-        except Exception:  # noqa: BLE001 - optional artefact; the IR in meta.json is authoritative
-            pass
+            from syno.codegen.export import module_source
+
+            (d / f"kernel_{j}.py").write_text(module_source(op, m))
+        except Exception as exc:  # noqa: BLE001 - optional artefact; the IR in meta.json is authoritative
+            (d / f"kernel_{j}.py").write_text(f"# standalone module unavailable: {type(exc).__name__}: {exc}\n")
     return d
-
-
-def _standalone_exporter():
-    """``syno.codegen``'s standalone-module writer, if code generation provides one."""
-    try:
-        import syno.codegen as cg
-    except ImportError:  # pragma: no cover
-        return None
-    for name in ("write_standalone", "export_standalone", "export_module"):
-        fn = getattr(cg, name, None)
-        if callable(fn):
-            return fn
-    return None
 
 
 def iter_usable(records: Iterable[KernelRecord]) -> list[KernelRecord]:

@@ -1,0 +1,286 @@
+"""Retrain chosen kernels on the full task (ImageNet, CIFAR-100, digits, or GPT-2 on lm1b tokens).
+
+For each kernel directory: rebuild the zoo model for the dataset, fill every placeholder with the
+kernel's operator (loaded from its serialized IR, built by :func:`syno.codegen.torch.operator_factory`),
+train with the dataset's recipe (:func:`recipe`), and write ``reeval.json`` into the kernel's
+output directory. Training state is checkpointed (``reeval-<dataset>/checkpoint.pt``) so a killed
+run continues with ``resume=True``; kernels already done for the dataset are skipped. A summary
+``reeval-<dataset>.json`` (+ ``.csv``) lists every kernel.
+
+``reeval.json`` holds ``{"kernels": [entry, ...]}``, one entry per dataset, each with ``name``,
+``hash``, ``model``, ``dataset``, ``status``, ``accuracy`` (the recipe's metric: final-epoch for
+ImageNet, best epoch otherwise), ``best_accuracy``, ``final_accuracy``, ``loss``, ``flops``,
+``params``, ``search_accuracy``, ``epochs``/``steps``, ``wall_time_s`` and the options used.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from syno.ir.graph import Operator
+from syno.train.options import LMTrainOptions, TrainResult, VisionTrainOptions
+
+from .select import SELECTED_FILE, load_selection
+from .session import KernelRecord, load_kernel, read_json, scan_session, write_json
+from .training import train_lm_resumable, train_vision_resumable
+
+__all__ = ["DATASETS", "recipe", "reevaluate", "train_operator", "build_filled_model", "pick_kernels",
+           "REEVAL_FILE"]
+
+DATASETS = ("imagenet", "cifar100", "digits", "lm1b")
+REEVAL_FILE = "reeval.json"
+
+
+def recipe(dataset: str, **overrides: Any) -> tuple[VisionTrainOptions | LMTrainOptions, dict[str, Any]]:
+    """Training options and evaluation settings of a full-task reevaluation.
+
+    * ``imagenet``: the original's recipe (reference §2.3): 90 epochs, batch 1024, SGD 0.9, linear
+      warm-up to lr 0.5 at epoch 2 then linear to 0, wd 5e-5, label smoothing 0.1, fp16 AMP, clip 1,
+      channels_last; metric = top-1 after the **final** epoch with horizontal-flip TTA.
+    * ``cifar100``: the search proxy's recipe (§2.1) for the full 100 epochs without the 60 s epoch
+      cutoff; metric = best epoch.
+    * ``digits``: 15 epochs, batch 64, lr 0.05 (CPU-sized); metric = best epoch.
+    * ``lm1b``: GPT-2, 100,000 AdamW steps at 3e-4, max-loss check 10, no time limit (§2.4);
+      metric = mean of the last 20% of the logged training losses (+ validation loss if available).
+
+    ``overrides`` replace option fields (``epochs``, ``batch_size``, ``lr``, ``max_iters``,
+    ``device``, ``time_budget_s``...).
+    """
+    if dataset == "imagenet":
+        opts: VisionTrainOptions | LMTrainOptions = VisionTrainOptions.imagenet(progress=True)
+        extra = {"metric": "final", "tta_flip": True}
+    elif dataset == "cifar100":
+        opts = VisionTrainOptions(epoch_time_limit_s=None)
+        extra = {"metric": "best", "tta_flip": False}
+    elif dataset == "digits":
+        opts = VisionTrainOptions(epochs=15, batch_size=64, lr=0.05, epoch_time_limit_s=None)
+        extra = {"metric": "best", "tta_flip": False}
+    elif dataset == "lm1b":
+        opts = LMTrainOptions(max_iters=100_000, max_loss=10.0, time_budget_s=None, log_every_steps=10,
+                              eval_batches=20)
+        extra = {"metric": "tail-loss"}
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {list(DATASETS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        opts = opts.model_copy(update=given)
+        opts = type(opts).model_validate(opts.model_dump())  # validate the overrides
+    return opts, extra
+
+
+def load_data(dataset: str, data_dir: str | Path | None = None, image_size: int | None = None, **kw):
+    """The dataset with the same size rules as ``syno baseline``."""
+    from syno.data import load_dataset
+
+    kw = dict(kw)
+    if image_size is not None:
+        if dataset == "digits":
+            kw.setdefault("image_size", image_size)
+        elif dataset == "cifar100" and image_size != 32:
+            kw.setdefault("resize", image_size)
+        elif dataset == "imagenet":
+            kw.setdefault("image_size", image_size)
+    return load_dataset(dataset, data_dir, **kw)
+
+
+def build_filled_model(model_name: str, data, op: Operator | None, *, seed: int = 42,
+                       model_kwargs: dict[str, Any] | None = None,
+                       factory: Callable[[Operator], Callable] | None = None) -> nn.Module:
+    """The zoo model for ``data`` with every placeholder filled by ``op`` (``None``: the original layers).
+
+    ``factory`` maps an operator to a ``mapping -> nn.Module`` factory (default
+    :func:`syno.codegen.torch.operator_factory`). Weights outside the kernels are initialized after
+    ``torch.manual_seed(seed)``, so every kernel starts from the same model."""
+    from syno.models import build_model, fill_placeholders
+
+    kwargs = dict(model_kwargs or {})
+    torch.manual_seed(seed)
+    if model_name == "gpt2":
+        kwargs.setdefault("vocab_size", data.vocab_size)
+        model = build_model("gpt2", mapping_batch=1, **kwargs)
+    else:
+        model = build_model(model_name, num_classes=data.num_classes, image_size=data.image_size,
+                            in_channels=data.in_channels, mapping_batch=1, **kwargs)
+    if op is not None:
+        if factory is None:
+            from syno.codegen.torch import operator_factory as factory
+        fill_placeholders(model, factory(op))
+    return model
+
+
+def _count(model: nn.Module) -> tuple[int | None, int]:
+    from syno.models import profile, sample_input
+
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        return profile(model, sample_input(model, 1, device="meta")).macs, params
+    except Exception:  # noqa: BLE001 - a module without meta support: count on a real sample
+        try:
+            return profile(model, sample_input(model, 1)).macs, params
+        except Exception:  # noqa: BLE001
+            return None, params
+
+
+def train_operator(op: Operator | None, model_name: str, dataset: str, data, work_dir: str | Path, *,
+                   options: VisionTrainOptions | LMTrainOptions, extra: dict[str, Any], resume: bool = True,
+                   model_kwargs: dict[str, Any] | None = None, factory=None,
+                   checkpoint_every: int | None = None) -> tuple[TrainResult, dict[str, Any]]:
+    """Train ``model_name`` with ``op`` filled in on ``data``; checkpoint in ``work_dir``.
+
+    Returns the training result and the entry fields (metric, counts) for ``reeval.json``."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "checkpoint.pt"
+    if not resume:
+        ckpt.unlink(missing_ok=True)
+    model = build_filled_model(model_name, data, op, seed=options.seed, model_kwargs=model_kwargs, factory=factory)
+    flops, params = _count(model)
+    if dataset == "lm1b":
+        seq_len = options.seq_len or getattr(model.config, "seq_len", None)
+        options = options.model_copy(update={"seq_len": seq_len})
+        tr = train_lm_resumable(model, data, options, ckpt, checkpoint_every=checkpoint_every or 500)
+    else:
+        tr = train_vision_resumable(model, data, options, ckpt, checkpoint_every=checkpoint_every or 1,
+                                    tta_flip=bool(extra.get("tta_flip")), metric=extra.get("metric", "best"))
+    history = tr.history
+    best = max((h["test_acc"] for h in history if h.get("test_acc") is not None), default=None)
+    fields = {
+        "status": tr.status, "reason": tr.reason,
+        "accuracy": tr.accuracy, "best_accuracy": best, "final_accuracy": tr.final_accuracy,
+        "loss": tr.loss, "val_loss": tr.val_loss, "flops": flops, "params": params,
+        "epochs": tr.epochs, "steps": tr.steps, "wall_time_s": tr.wall_time_s, "metric": extra.get("metric"),
+        "options": options.model_dump(), "history": history,
+    }
+    return tr, fields
+
+
+def pick_kernels(session: str | Path | None = None, kernels: Sequence[str | Path] = (), top: int | None = None
+                 ) -> list[KernelRecord]:
+    """Kernels to reevaluate: the given directories, else the session's ``selected.json`` (first
+    ``top``), else the session's ``top`` most accurate usable kernels (lowest loss for loss targets)."""
+    if kernels:
+        recs = [load_kernel(k) for k in kernels]
+    else:
+        if session is None:
+            raise ValueError("give a session or kernel directories")
+        root = Path(session)
+        if (root / SELECTED_FILE).is_file():
+            recs = [load_kernel(d if d.is_absolute() else root / d.name) for d in load_selection(root)]
+        else:
+            recs = [r for r in scan_session(root) if r.usable]
+            if any(r.accuracy is not None for r in recs):
+                recs.sort(key=lambda r: (-(r.accuracy if r.accuracy is not None else -1), r.name))
+            else:
+                recs.sort(key=lambda r: (r.loss if r.loss is not None else math.inf, r.name))
+        if top is not None:
+            recs = recs[:top]
+    for r in recs:
+        if not r.has_operator:
+            raise ValueError(f"{r.dir}: no serialized operator (meta.json 'operator' or operator.json)")
+    return recs
+
+
+def _session_info(kernel_dir: Path) -> dict[str, Any]:
+    p = kernel_dir.parent / "session.json"
+    try:
+        data = read_json(p) if p.is_file() else {}
+    except (ValueError, OSError):
+        data = {}
+    opts = data.get("options") if isinstance(data, dict) else None
+    return opts if isinstance(opts, dict) else {}
+
+
+def _model_for(rec: KernelRecord, model: str | None) -> str:
+    if model:
+        return model
+    m = rec.meta.get("model") or _session_info(rec.dir).get("model")
+    if not isinstance(m, str) or not m:
+        raise ValueError(f"{rec.dir}: the kernel does not record its model; pass model= (--model)")
+    return m
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = read_json(path)
+    except (ValueError, OSError):
+        return []
+    items = data.get("kernels") if isinstance(data, dict) else None
+    return [e for e in items if isinstance(e, dict)] if isinstance(items, list) else []
+
+
+def upsert_entry(path: Path, entry: dict[str, Any]) -> None:
+    """Put ``entry`` into ``path``'s ``kernels`` list, replacing the one for the same dataset."""
+    entries = [e for e in read_entries(path) if e.get("dataset") != entry.get("dataset")]
+    entries.append(entry)
+    write_json(path, {"format": "syno.reeval/1", "kernels": entries})
+
+
+SUMMARY_COLUMNS = ("name", "hash", "model", "dataset", "status", "accuracy", "best_accuracy", "final_accuracy",
+                   "loss", "val_loss", "search_accuracy", "flops", "params", "epochs", "steps", "wall_time_s",
+                   "out_dir")
+
+
+def reevaluate(dataset: str, *, session: str | Path | None = None, kernels: Sequence[str | Path] = (),
+               top: int | None = None, model: str | None = None, out: str | Path | None = None,
+               data_dir: str | Path | None = None, image_size: int | None = None,
+               model_kwargs: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+               resume: bool = False, data=None, factory=None, checkpoint_every: int | None = None,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Reevaluate kernels on ``dataset``; returns (and writes) the summary.
+
+    Results go into each kernel directory (``reeval.json``, ``reeval-<dataset>/``) or, with ``out``,
+    into ``out/<kernel name>/`` (the session stays untouched). The summary goes to
+    ``<out or session or the first kernel's parent>/reeval-<dataset>.{json,csv}``. With ``resume``
+    kernels that already have an ``ok`` entry for ``dataset`` are skipped and interrupted ones
+    continue from their checkpoint; without it every kernel is trained from scratch."""
+    say = log or (lambda _m: None)
+    recs = pick_kernels(session, kernels, top)
+    if not recs:
+        raise ValueError("no kernel to reevaluate")
+    options, extra = recipe(dataset, **(overrides or {}))
+    if data is None:
+        data = load_data(dataset, data_dir, image_size)
+    root = Path(out) if out is not None else (Path(session) if session is not None else recs[0].dir.parent)
+    rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(recs, 1):
+        kdir = (Path(out) / rec.name) if out is not None else rec.dir
+        reeval_path = kdir / REEVAL_FILE
+        done = [e for e in read_entries(reeval_path) if e.get("dataset") == dataset and e.get("status") == "ok"]
+        if resume and done:
+            say(f"[{i}/{len(recs)}] {rec.name}: already reevaluated on {dataset}, skipped")
+            rows.append({**{k: done[-1].get(k) for k in SUMMARY_COLUMNS}, "out_dir": str(kdir)})
+            continue
+        op = rec.operator()
+        model_name = _model_for(rec, model)
+        say(f"[{i}/{len(recs)}] {rec.name}: training {model_name} on {dataset}")
+        t0 = time.time()
+        try:
+            tr, fields = train_operator(op, model_name, dataset, data, kdir / f"reeval-{dataset}", options=options,
+                                        extra=extra, resume=resume, model_kwargs=model_kwargs, factory=factory,
+                                        checkpoint_every=checkpoint_every)
+        except Exception as exc:  # noqa: BLE001 - one broken kernel does not stop the others
+            fields = {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "accuracy": None,
+                      "loss": None, "wall_time_s": time.time() - t0}
+        entry = {"name": rec.name, "hash": op.hash, "operator_hash": op.hash, "source_dir": str(rec.dir),
+                 "model": model_name, "dataset": dataset, "search_accuracy": rec.accuracy,
+                 "search_loss": rec.loss, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+        upsert_entry(reeval_path, entry)
+        say(f"[{i}/{len(recs)}] {rec.name}: {entry['status']} accuracy={entry.get('accuracy')} "
+            f"loss={entry.get('loss')}")
+        rows.append({**{k: entry.get(k) for k in SUMMARY_COLUMNS}, "out_dir": str(kdir)})
+    summary = {"format": "syno.reeval-summary/1", "dataset": dataset, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "options": options.model_dump(), "kernels": rows}
+    write_json(root / f"reeval-{dataset}.json", summary)
+    with open(root / f"reeval-{dataset}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(SUMMARY_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in SUMMARY_COLUMNS})
+    return summary
