@@ -123,7 +123,10 @@ def _hand_built_hash(name: str) -> str | None:
 
 
 def _pretty_operator(name: str) -> str:
-    return {"operator1": "Operator 1", "stacked_conv": "Stacked conv", "conv2d": "Conv2d"}.get(name, name)
+    """``operator1`` -> ``Operator 1``; ``operator1[codegen]`` (benchmarks/end_to_end.py) -> ``Operator 1 [codegen]``."""
+    base, sep, rest = name.partition("[")
+    pretty = {"operator1": "Operator 1", "stacked_conv": "Stacked conv", "conv2d": "Conv2d"}.get(base, base)
+    return f"{pretty} [{rest}" if sep else pretty
 
 
 def _speedups(rows: Sequence[BenchRow]) -> dict[int, float]:
@@ -437,8 +440,10 @@ def _pareto_panel(ax, xy, base_xy, xlabel: str) -> None:
 
 # ----------------------------------------------------------------------------------- 3. case study
 def _match_operator(rows: Sequence[BenchRow], inputs: Inputs, name: str) -> list[BenchRow]:
+    """Rows of operator ``name``: by label (``name`` or ``name[impl]``) or by the hand-built operator's hash."""
     h = _hand_built_hash(name)
-    return [r for r in rows if not r.is_baseline and (r.variant == name or (h and r.op_hash == h))]
+    return [r for r in rows if not r.is_baseline and (r.variant == name or r.variant.startswith(name + "[") or
+                                                      (h and r.op_hash == h))]
 
 
 def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Figure, list[str]]:
@@ -467,32 +472,46 @@ def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
     for ax, (model, sc) in zip(axes, panels):
         rows = [r for r in layer_rows if r.model == model and r.scenario == sc and r.ok]
         base = {r.layer: r for r in rows if r.is_baseline}
-        mine = {r.layer: r for r in op_rows if r.model == model and r.scenario == sc}
-        other = {r.layer: r for r in cmp_rows if r.model == model and r.scenario == sc}
-        layers = [lay for lay in dict.fromkeys(r.layer for r in rows) if lay in mine and lay in base]
+        # one series per variant label: e.g. operator1[manual] and operator1[codegen] (same operator hash)
+        series: list[tuple[str, dict, str]] = [("original conv", base, "#7f7f7f")]
+        for rows_of, colors in ((op_rows, ["#d62728", "#ff7f0e", "#e377c2", "#8c564b"]),
+                                (cmp_rows, ["#1f77b4", "#17becf", "#9467bd", "#2ca02c"])):
+            mine_rows = [r for r in rows_of if r.model == model and r.scenario == sc]
+            for i, v in enumerate(dict.fromkeys(r.variant for r in mine_rows)):
+                series.append((_pretty_operator(v), {r.layer: r for r in mine_rows if r.variant == v},
+                               colors[i % len(colors)]))
+        n_op = len({r.variant for r in op_rows if r.model == model and r.scenario == sc})
+        layers = [lay for lay in dict.fromkeys(r.layer for r in rows)
+                  if lay in base and any(lay in d for _, d, _ in series[1:1 + n_op])]
         if not layers:
             ax.text(0.5, 0.5, "no baseline layer rows", ha="center", va="center", transform=ax.transAxes)
             continue
-        series = [("original conv", base, "#7f7f7f"), (pretty, mine, "#d62728")]
-        if any(lay in other for lay in layers):
-            series.append((_pretty_operator(opts.compare_operator), other, "#1f77b4"))
+        series = [x for x in series if any(lay in x[1] for lay in layers)]
         w = 0.8 / len(series)
         for j, (label, d, col) in enumerate(series):
             xs = [i + (j - (len(series) - 1) / 2) * w for i, lay in enumerate(layers) if lay in d]
             ys = [d[lay].median_ms for lay in layers if lay in d]
             bars = ax.bar(xs, ys, width=w * 0.95, color=col, label=label)
-            if j > 0:
+            if 0 < j and (j <= n_op or len(series) <= 3):  # speedup labels (the case operator's when crowded)
                 for b, lay in zip(bars, [lay for lay in layers if lay in d]):
                     s = base[lay].median_ms / d[lay].median_ms
                     ax.annotate(f"{s:.2f}×", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                                 va="bottom", fontsize=6, xytext=(0, 2), textcoords="offset points", color=col)
-        tot_b = sum(base[lay].median_ms * mine[lay].count for lay in layers)
-        tot_k = sum(mine[lay].median_ms * mine[lay].count for lay in layers)
-        n_ph = sum(mine[lay].count for lay in layers)
-        ax.set_xticks(range(len(layers)), [f"L{i + 1}: {lay} ×{mine[lay].count}" for i, lay in enumerate(layers)],
+        totals = []
+        counts = {}
+        for label, d, _ in series[1:1 + n_op]:
+            if all(lay in d for lay in layers):
+                tot_b = sum(base[lay].median_ms * d[lay].count for lay in layers)
+                tot_k = sum(d[lay].median_ms * d[lay].count for lay in layers)
+                totals.append(f"{label}: {tot_b / tot_k:.2f}×")
+                counts = {lay: d[lay].count for lay in layers}
+        n_ph = sum(counts.values())
+        ax.set_xticks(range(len(layers)), [f"L{i + 1}: {lay}" + (f" ×{counts[lay]}" if lay in counts else "")
+                                           for i, lay in enumerate(layers)],
                       fontsize=7, rotation=30, ha="right", rotation_mode="anchor")
         ax.set_ylabel("latency (ms)")
-        ax.set_title(f"{model} · {sc}\n{pretty}: {tot_b / tot_k:.2f}× over {n_ph} placeholder(s)", fontsize=9)
+        tot = f"\n{', '.join(totals)} over {n_ph} placeholder(s)" if totals else ""
+        ax.set_title(f"{model} · {sc}{tot}", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     if e2e:

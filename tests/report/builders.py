@@ -207,7 +207,10 @@ def build_bench(session: Path, out_csv: Path) -> Path:
     kernels = [resolve_operator(kernel_dir=d, impl="codegen") for d in find_kernels(session, 3)]
     tiny = BenchOptions(device="cpu", batches=(1,), backends=("eager",), timing=timing, threads=1, log=None)
     rows = bench_model("tiny", kernels, tiny)
-    specs = [resolve_operator("operator1", impl="manual"), resolve_operator("stacked_conv", impl="manual")]
+    # Operator 1 twice, labelled as benchmarks/end_to_end.py does for a second implementation.
+    specs = [resolve_operator("operator1", impl="manual"), resolve_operator("operator1", impl="codegen"),
+             resolve_operator("stacked_conv", impl="manual")]
+    specs[1].label = "operator1[codegen]"
     r18 = BenchOptions(device="cpu", batches=(1,), backends=("eager",), image_size=32, num_classes=10,
                        timing=timing, layers=True, threads=1, log=None)
     rows += bench_model("resnet18", specs, r18)

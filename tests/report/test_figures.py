@@ -64,8 +64,16 @@ def test_figure_contents(all_paths, plotted):
     assert any("resnet18" in n and "unfiltered" in n for n in results["end-to-end-performance"].notes)
     # the accuracy figure uses the search accuracy when nothing was reevaluated
     assert not inputs.reevals
-    # the case study needs Operator 1 layer rows: they are there
-    assert any(r.variant == "operator1" and r.scope == "layer" for r in inputs.bench)
+    # the case study needs Operator 1 layer rows: they are there, in two implementations
+    assert {r.variant for r in inputs.bench if r.scope == "layer" and r.ok} >= {"operator1", "operator1[codegen]",
+                                                                                 "stacked_conv"}
+    from syno.report.figures import fig_case_study
+
+    fig, _ = fig_case_study(inputs)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["original conv", "Operator 1", "Operator 1 [codegen]", "Stacked conv"]
+    assert "Operator 1: " in ax.get_title() and "Operator 1 [codegen]: " in ax.get_title()
     assert {c.role for c in inputs.loss_curves} == {"baseline", "kernel"}
 
 
@@ -102,7 +110,7 @@ def test_partial_and_damaged_session_never_crashes(report_inputs, tmp_path):
     inputs = collect([s, report_inputs["bench"]])
     assert inputs.problems  # reported, not raised
     assert any("meta.json" in p for p in inputs.problems)
-    results = plot_all(inputs, tmp_path / "figs")
+    results = plot_all(inputs, tmp_path / "figs", PlotOptions(formats=("png",), dpi=60))
     assert {r.name for r in results} == set(FIGURES)
     for r in results:
         assert r.drawn or (r.missing and "failed to draw" not in r.missing), r.line()
@@ -121,7 +129,7 @@ def test_empty_and_odd_inputs(tmp_path):
                      "status\nmodel,tiny,baseline,baseline,eager,cpu,x,1,,,,1,error: boom\n"
                      "layer,tiny,k,abc,eager,cpu,x,1,,,conv,1,error: boom\n")
     results = plot_all(collect([tmp_path / "empty-session", tmp_path / "s2", bench, tmp_path / "nope"]),
-                       tmp_path / "figs")
+                       tmp_path / "figs", PlotOptions(formats=("png",), dpi=60))
     for r in results:
         if r.name == "search-progress":  # one failed kernel is still progress to show
             assert r.drawn, r.line()
