@@ -115,8 +115,9 @@ def summary_markdown(rows: list[BenchRow]) -> str:
             if r is None or r.status != "ok":
                 cells.append("-" if r is None else r.status.split(":")[0])
             else:
-                cells.append(f"{r.median_ms:.3f} ms, **{r.speedup:.2f}x**" if math.isfinite(r.speedup)
-                             else f"{r.median_ms:.3f} ms")
+                extra = f" ({r.config})" if b is not None and r.config != b.config else ""
+                cells.append((f"{r.median_ms:.3f} ms, **{r.speedup:.2f}x**" if math.isfinite(r.speedup)
+                              else f"{r.median_ms:.3f} ms") + extra)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -46,11 +46,14 @@ def bench(
     tf32: bool = typer.Option(True, help="allow TF32 on CUDA (the original did)"),
     tvm_trials: int = typer.Option(0, help="MetaSchedule trials for --backend tvm (0: TVM default schedules)"),
     tvm_work_dir: Optional[Path] = typer.Option(None, help="MetaSchedule records dir"),
+    time_budget: Optional[float] = typer.Option(None, help="seconds; later measurements are skipped (rows say so)"),
     threads: Optional[int] = typer.Option(None, help="CPU: torch threads for the run (default: torch's)"),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-measurement log lines"),
 ) -> None:
     """End-to-end (and layer-wise) latency of MODEL vs MODEL with an operator substituted; prints speedups."""
+    import time
+
     from rich.console import Console
 
     from .core import BenchOptions, bench_model
@@ -80,7 +83,7 @@ def bench(
                                                    max_repeat=max_repeat),
             end_to_end=not layers_only, layers=layers or layers_only, tf32=tf32, tvm_trials=tvm_trials,
             tvm_work_dir=tvm_work_dir, seed=seed,
-            threads=threads,
+            threads=threads, deadline=(time.monotonic() + time_budget) if time_budget else None,
             log=None if quiet else (lambda m: console.print(m, style="dim", markup=False, highlight=False)))
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"error: {exc}", style="red", markup=False, highlight=False)
@@ -96,7 +99,7 @@ def bench(
     if out is not None:
         write_csv(rows, out)
         console.print(f"wrote {len(rows)} rows to {out}")
-    failed = [r for r in rows if r.status != "ok"]
+    failed = [r for r in rows if r.status.startswith("error")]
     if failed:
         console.print(f"[red]{len(failed)} measurement(s) failed[/red]")
         raise typer.Exit(1)

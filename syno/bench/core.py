@@ -187,7 +187,7 @@ def _measure_one(factory: Callable[[], nn.Module], example: torch.Tensor, backen
         if opts.tune:
             res = tune(lambda: factory().to(device), example, kernel_hash=kernel_hash, model_name=cache_name,
                        grid=opts.grid or default_grid(device), cache=TuneCache(opts.cache_path),
-                       timing=opts.timing, log=log)
+                       timing=opts.timing, log=log, deadline=opts.deadline)
             cfg = res.best
             if log:
                 log(f"tuned {cache_name} [{kernel_hash}]: best {cfg.label()} ({res.best_ms:.3f} ms; "
@@ -285,14 +285,14 @@ def bench_model(name: str, specs: Sequence[OperatorSpec], opts: BenchOptions | N
                 x = example_input(probe, batch, device, opts.seed)
                 del probe
                 for backend in backends:
-                    variants = [(BASELINE, "torch", "baseline", lambda: build_baseline(name, opts))]
+                    variants = [(BASELINE, "torch", "baseline", BASELINE, lambda: build_baseline(name, opts))]
                     for s in specs:
-                        variants.append((s.label, s.impl, s.op_hash,
+                        variants.append((s.label, s.impl, s.op_hash, s.cache_key,
                                          lambda s=s: build_substituted(name, s, batch, opts)))
-                    for label, impl, h, factory in variants:
+                    for label, impl, h, key, factory in variants:
                         make = lambda **kw: _row("model", name, label, impl, h, backend, device, batch,  # noqa: E731
                                                  tuple(x.shape), **kw)
-                        _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=h,
+                        _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=key,
                                                                   cache_name=name, log=log),
                                  opts, f"{name} N={batch} {backend} {label}")
                         _cleanup(device)
@@ -383,12 +383,13 @@ def bench_layers(name: str, spec: OperatorSpec, batch: int, opts: BenchOptions |
         for site in sites:
             x = torch.randn(site.input_shape, generator=g).to(device)
             for backend in backends:
-                for label, impl, h, factory in (
-                        (BASELINE, "torch", "baseline", lambda site=site: copy.deepcopy(site.original)),
-                        (spec.label, spec.impl, spec.op_hash, lambda site=site: site.replacement(spec.factory))):
+                for label, impl, h, key, factory in (
+                        (BASELINE, "torch", "baseline", BASELINE, lambda site=site: copy.deepcopy(site.original)),
+                        (spec.label, spec.impl, spec.op_hash, spec.cache_key,
+                         lambda site=site: site.replacement(spec.factory))):
                     make = lambda **kw: _row("layer", name, label, impl, h, backend, device, batch,  # noqa: E731
                                              site.input_shape, layer=site.description, count=len(site.indices), **kw)
-                    _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=h,
+                    _attempt(rows, make, lambda: _measure_one(factory, x, backend, opts, kernel_hash=key,
                                                               cache_name=f"{name}:{site.description}", log=log),
                              opts, f"{name} N={batch} {backend} {site.description} {label}")
                     _cleanup(device)

@@ -42,6 +42,13 @@ class OperatorSpec:
     operator: object | None = None   #: syno.ir.graph.Operator
     source: str = ""             #: hand-built name or kernel dir
     meta: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)   #: codegen options used
+
+    @property
+    def cache_key(self) -> str:
+        """Tuning-cache identity: IR hash + implementation (+ codegen options)."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.op_hash}/{self.impl}" + (f"[{opts}]" if opts else "")
 
 
 def codegen_factory() -> Callable[[object], Factory] | None:
@@ -109,7 +116,8 @@ def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = No
         op = hb[name]()
         factory, used = _pick(op, name if name in MANUAL_FACTORIES else None, impl, f"operator {name!r}",
                               codegen_options)
-        return OperatorSpec(label=name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=name)
+        return OperatorSpec(label=name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=name,
+                            options=dict(codegen_options or {}) if used == "codegen" else {})
 
     from syno.ir.graph import Operator
 
@@ -126,7 +134,7 @@ def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = No
             meta = {}
     factory, used = _pick(op, _manual_name_for(op), impl, f"kernel {d}", codegen_options)
     return OperatorSpec(label=d.name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=str(d),
-                        meta=meta)
+                        meta=meta, options=dict(codegen_options or {}) if used == "codegen" else {})
 
 
 def _accuracy(d: Path) -> float:

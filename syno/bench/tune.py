@@ -157,9 +157,18 @@ def prepare(model: nn.Module, example: torch.Tensor, config: CompileConfig) -> t
     if example.is_floating_point():
         x = example.to(dtype=config.torch_dtype)
     if config.channels_last and x.dim() == 4:
-        model = model.to(memory_format=torch.channels_last)
+        _channels_last_(model)
         x = x.contiguous(memory_format=torch.channels_last)
     return model, x
+
+
+def _channels_last_(model: nn.Module) -> None:
+    """Channels-last for every 4-D parameter/buffer (``Module.to(memory_format=...)`` rejects the 5-D
+    weights of Operator 1 and friends)."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
 
 
 def compile_module(model: nn.Module, example: torch.Tensor, config: CompileConfig | None = None, *,
@@ -247,12 +256,14 @@ class TuneResult:
 
 def tune(model_factory: Callable[[], nn.Module], example: torch.Tensor, *, kernel_hash: str, model_name: str,
          grid: Iterable[CompileConfig] | None = None, cache: TuneCache | None = None,
-         timing: TimingOptions | None = None, log: Callable[[str], None] | None = None) -> TuneResult:
+         timing: TimingOptions | None = None, log: Callable[[str], None] | None = None,
+         deadline: float | None = None) -> TuneResult:
     """Measure ``model_factory()`` compiled under each configuration of ``grid``; return the fastest.
 
     ``model_factory`` must return a fresh model (it is cast in place for each configuration).
     Failing configurations (e.g. a dtype a kernel does not support) are recorded with their error
-    and skipped. Results are merged into ``cache`` (saved after each measurement).
+    and skipped. Results are merged into ``cache`` (saved after each measurement). Past
+    ``deadline`` (``time.monotonic()``) no new configuration is measured once one has succeeded.
     """
     device = example.device
     grid = list(grid or default_grid(device))
@@ -265,6 +276,11 @@ def tune(model_factory: Callable[[], nn.Module], example: torch.Tensor, *, kerne
         if label in entry["results"]:
             reused += 1
             continue
+        if (deadline is not None and time.monotonic() > deadline
+                and any("median_ms" in v for v in entry["results"].values())):
+            if log:
+                log(f"tune {model_name} [{kernel_hash}]: time budget reached, {label} and later configs not measured")
+            break
         rec: dict = {"config": cfg.to_dict()}
         try:
             compiled = compile_module(model_factory(), example, cfg, backend="inductor")

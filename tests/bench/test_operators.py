@@ -53,3 +53,11 @@ def test_kernel_dir_and_find_kernels(tmp_path):
     assert s.meta["accuracy"] == 0.7889
     with pytest.raises(FileNotFoundError):
         resolve_operator(kernel_dir=tmp_path)
+
+
+def test_cache_key_separates_implementations():
+    a = resolve_operator("conv2d", impl="manual")
+    assert a.cache_key == f"{a.op_hash}/manual"
+    if codegen_available():
+        b = resolve_operator("conv2d", impl="codegen", codegen_options={"implementation": "einsum"})
+        assert b.cache_key != a.cache_key and "implementation=einsum" in b.cache_key

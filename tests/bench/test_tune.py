@@ -92,3 +92,13 @@ def test_tune_records_failures(tmp_path):
     data = json.loads((tmp_path / "c.json").read_text())
     (entry,) = data.values()
     assert "error" in entry["results"]["default+fp32"]
+
+
+def test_channels_last_with_5d_weights():
+    from syno.bench.manual import Operator1
+
+    x = torch.randn(1, 64, 6, 6)
+    m = Operator1({"C_in": 64, "C_out": 64})
+    ref = m(x)
+    c = compile_module(m, x, CompileConfig(channels_last=True), backend="eager")
+    assert torch.allclose(c.run(), ref, atol=1e-5)
