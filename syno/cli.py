@@ -76,6 +76,15 @@ app.command("demo")(_demo)
 app.command("show")(_show)
 
 
+from syno.post.cli import (quantize as _quantize, reevaluate as _reevaluate, select as _select,  # noqa: E402
+                           train_custom as _train_custom)
+
+app.command("select")(_select)
+app.command("reevaluate")(_reevaluate)
+app.command("train-custom")(_train_custom)
+app.command("quantize")(_quantize)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -93,7 +93,7 @@ def load_data(dataset: str, data_dir: str | Path | None = None, image_size: int 
 def build_filled_model(model_name: str, data, op: Operator | None, *, seed: int = 42,
                        model_kwargs: dict[str, Any] | None = None,
                        factory: Callable[[Operator], Callable] | None = None) -> nn.Module:
-    """The zoo model for ``data`` with every placeholder filled by ``op`` (``None``: the original layers).
+    """The zoo model for ``data`` with every placeholder filled by ``op`` (``None``: the vanilla model).
 
     ``factory`` maps an operator to a ``mapping -> nn.Module`` factory (default
     :func:`syno.codegen.torch.operator_factory`). Weights outside the kernels are initialized after
@@ -102,12 +102,13 @@ def build_filled_model(model_name: str, data, op: Operator | None, *, seed: int 
 
     kwargs = dict(model_kwargs or {})
     torch.manual_seed(seed)
+    ph = op is not None  # without an operator: the vanilla model (stride-2 convs stay convs)
     if model_name == "gpt2":
         kwargs.setdefault("vocab_size", data.vocab_size)
-        model = build_model("gpt2", mapping_batch=1, **kwargs)
+        model = build_model("gpt2", mapping_batch=1, placeholders=ph, **kwargs)
     else:
         model = build_model(model_name, num_classes=data.num_classes, image_size=data.image_size,
-                            in_channels=data.in_channels, mapping_batch=1, **kwargs)
+                            in_channels=data.in_channels, mapping_batch=1, placeholders=ph, **kwargs)
     if op is not None:
         if factory is None:
             from syno.codegen.torch import operator_factory as factory
@@ -131,10 +132,11 @@ def _count(model: nn.Module) -> tuple[int | None, int]:
 def train_operator(op: Operator | None, model_name: str, dataset: str, data, work_dir: str | Path, *,
                    options: VisionTrainOptions | LMTrainOptions, extra: dict[str, Any], resume: bool = True,
                    model_kwargs: dict[str, Any] | None = None, factory=None,
-                   checkpoint_every: int | None = None) -> tuple[TrainResult, dict[str, Any]]:
+                   checkpoint_every: int | None = None) -> tuple[TrainResult, dict[str, Any], nn.Module]:
     """Train ``model_name`` with ``op`` filled in on ``data``; checkpoint in ``work_dir``.
 
-    Returns the training result and the entry fields (metric, counts) for ``reeval.json``."""
+    Returns the training result, the entry fields (metric, counts) for ``reeval.json`` and the
+    trained model."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "checkpoint.pt"
@@ -158,7 +160,7 @@ def train_operator(op: Operator | None, model_name: str, dataset: str, data, wor
         "epochs": tr.epochs, "steps": tr.steps, "wall_time_s": tr.wall_time_s, "metric": extra.get("metric"),
         "options": options.model_dump(), "history": history,
     }
-    return tr, fields
+    return tr, fields, model
 
 
 def pick_kernels(session: str | Path | None = None, kernels: Sequence[str | Path] = (), top: int | None = None
@@ -262,7 +264,7 @@ def reevaluate(dataset: str, *, session: str | Path | None = None, kernels: Sequ
         say(f"[{i}/{len(recs)}] {rec.name}: training {model_name} on {dataset}")
         t0 = time.time()
         try:
-            tr, fields = train_operator(op, model_name, dataset, data, kdir / f"reeval-{dataset}", options=options,
+            _, fields, _ = train_operator(op, model_name, dataset, data, kdir / f"reeval-{dataset}", options=options,
                                         extra=extra, resume=resume, model_kwargs=model_kwargs, factory=factory,
                                         checkpoint_every=checkpoint_every)
         except Exception as exc:  # noqa: BLE001 - one broken kernel does not stop the others
