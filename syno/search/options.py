@@ -56,6 +56,9 @@ class SearchOptions(BaseModel):
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
     session_dir: str | None = Field(None, description="default: results/<model>-session")
     algorithm: Literal["mcts", "random"] = "mcts"
+    implementation: str = Field("auto", description="codegen implementation of the kernels: auto (CUDA: "
+                                "autotuned; CPU: fast:min where it matches einsum on a probe, else einsum), "
+                                "einsum, fast:min, ...")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     flops_ratio: tuple[float, float] | None = Field(
         None, description="(min, max) MACs of the whole model with the kernel, relative to the original model")
@@ -168,10 +171,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: the tiny CNN on scikit-learn's digits, a few seconds per kernel on a CPU.
     "tiny": {
         "dataset": "digits",
-        "reward": {"acc_lower": 0.2, "acc_upper": 1.0, "power": 2},
+        "reward": {"acc_lower": 0.3, "acc_upper": 1.0, "power": 2},
         "flops_ratio": (0.05, 1.5),
         "synth_preset": "tiny", "synth": {},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "device": "cpu",
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.2, "weight_decay": 5e-4, "device": "cpu",
                   "progress": False, "time_budget_s": 120.0},
         "run": {"kernel_timeout": 300.0, "checkpoint_interval": 10.0},
     },
