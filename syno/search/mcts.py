@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
@@ -58,6 +59,7 @@ class MCTSConfig(BaseModel):
     rave_random_ratio: float = Field(0.3, ge=0.0, le=1.0, description="weight of U(0,1) in reveal scores")
     use_rave: bool = Field(True, description="order reveals by RAVE (off: random order)")
     max_iterations: int = Field(3000, ge=1, description="rollouts per propose() call at most")
+    max_propose_seconds: float = Field(60.0, gt=0, description="wall time per propose() call at most")
     simulation_tries: int = Field(5, ge=1, description="random walks per rollout before it counts as failed")
     walk_tries: int = Field(64, ge=1, description="max_tries passed to space.random_final")
     lattice_limit: int = Field(512, ge=0, description="nodes explored to credit all orderings (0: actual path only)")
@@ -574,8 +576,12 @@ class MCTS(SearchAlgorithm):
     # SearchAlgorithm
     def propose(self, k: int = 1) -> list[Path]:
         out: list[Path] = []
+        deadline = time.monotonic() + self.config.max_propose_seconds
         for _ in range(self.config.max_iterations):
-            if len(out) >= k or self.exhausted:
+            if len(out) >= k or self.exhausted or (out and time.monotonic() > deadline):
+                break
+            if time.monotonic() > deadline:
+                self.counters["propose_timeouts"] += 1
                 break
             p = self._rollout()
             if p is not None:

@@ -8,6 +8,7 @@ count once) and go through the same final filter (FLOPs ratio) as MCTS.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ class RandomSearchConfig(BaseModel):
 
     walk_tries: int = Field(64, ge=1, description="max_tries passed to space.random_final")
     max_attempts: int = Field(2000, ge=1, description="random walks per propose() call at most")
+    max_propose_seconds: float = Field(60.0, gt=0, description="wall time per propose() call at most")
     exhaust_after: int = Field(20000, ge=1,
                                description="consecutive walks without a new final after which the space counts as used up")
     seed: int = 0
@@ -56,8 +58,9 @@ class RandomSearch(SearchAlgorithm):
     def propose(self, k: int = 1) -> list[Path]:
         out: list[Path] = []
         root = self.space.root()
+        deadline = time.monotonic() + self.config.max_propose_seconds
         for _ in range(self.config.max_attempts):
-            if len(out) >= k or self.exhausted:
+            if len(out) >= k or self.exhausted or time.monotonic() > deadline:
                 break
             self.attempts += 1
             node = self.space.random_final(root, self.rng, self.config.walk_tries)
