@@ -452,10 +452,11 @@ def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
     pretty = _pretty_operator(op_name)
     layer_rows = [r for r in inputs.bench if r.scope == "layer"]
     op_rows = [r for r in _match_operator(layer_rows, inputs, op_name) if r.ok]
-    if not op_rows:
+    quant = [q for q in inputs.quantize if any(v.get("fp32_ms") for v in q.variants.values())][:3]
+    if not op_rows and not quant:
         why = "no layer-wise bench rows" if not layer_rows else f"no successful layer-wise bench rows of {op_name}"
         raise MissingInput(f"{why} (a `syno bench resnet18 --operator {op_name},{opts.compare_operator} --layers "
-                           f"--out bench.csv` CSV)")
+                           f"--out bench.csv` CSV) and no quantize.json (syno.post.quantize)")
     cmp_rows = [r for r in _match_operator(layer_rows, inputs, opts.compare_operator) if r.ok]
     notes: list[str] = []
     panels = list(dict.fromkeys((r.model, r.scenario) for r in op_rows))
@@ -464,7 +465,9 @@ def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
         panels = panels[:4]
     # End-to-end accuracy-vs-latency panel (the original's case study) when accuracies are known.
     e2e = _case_e2e(inputs, op_name, opts.compare_operator)
-    n = len(panels) + (1 if e2e else 0)
+    if not op_rows:
+        notes.append(f"no layer-wise bench rows of {op_name}")
+    n = len(panels) + len(quant) + (1 if e2e else 0)
     fig = _new_figure(max(7.0, 6.0 * min(n, 2)), 4.2 * math.ceil(n / 2) + 0.3)
     axes = fig.subplots(math.ceil(n / 2), min(n, 2), squeeze=False).ravel()
     for a in axes[n:]:
@@ -514,8 +517,10 @@ def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
         ax.set_title(f"{model} · {sc}{tot}", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
+    for ax, q in zip(axes[len(panels):], quant):
+        _quantize_panel(ax, q)
     if e2e:
-        ax = axes[len(panels)]
+        ax = axes[len(panels) + len(quant)]
         pts, title = e2e
         for label, ms, acc, col, marker in pts:
             ax.scatter([ms], [100 * acc], s=70, color=col, marker=marker, label=label, zorder=3,
@@ -530,6 +535,39 @@ def fig_case_study(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
                      f"{op_name} and the baseline")
     fig.suptitle(f"Case study: {pretty} vs the original convolution, per layer")
     return fig, notes
+
+
+def _operator_label(name: str | None, op_hash: str | None) -> str:
+    for hb in ("operator1", "stacked_conv"):
+        if op_hash and op_hash == _hand_built_hash(hb):
+            return _pretty_operator(hb)
+    return _pretty_operator(name) if name else "operator"
+
+
+def _quantize_panel(ax, q) -> None:
+    """The original's case-study panel from ``quantize.json``: accuracy vs latency of the original
+    model and the operator model, fp32 and int8, measured side by side."""
+    base = (q.variants.get("original") or {}).get("fp32_ms")
+    styles = {"original": ("original", "#7f7f7f"), "operator": (_operator_label(q.operator, q.operator_hash),
+                                                                "#d62728")}
+    for name, v in q.variants.items():
+        label, col = styles.get(name, (name, "#1f77b4"))
+        for prec, marker in (("fp32", "o"), ("int8", "D")):
+            ms, acc = v.get(f"{prec}_ms"), v.get(f"{prec}_accuracy")
+            if ms is None or acc is None:
+                continue
+            ax.scatter([ms], [100 * acc], s=70, marker=marker, color=col, edgecolor="black", linewidth=0.5,
+                       label=f"{label} {'INT8' if prec == 'int8' else 'fp32'}", zorder=3)
+            if base:
+                ax.annotate(f"{base / ms:.2f}×", (ms, 100 * acc), fontsize=7, xytext=(5, 3),
+                            textcoords="offset points")
+    lat = q.latency or {}
+    where = f"CPU, batch {lat.get('batch')}, {lat.get('threads')} thread(s)" if lat else "CPU"
+    ax.set_title(f"{q.model} on {q.dataset}: fp32 vs int8 ({where})", fontsize=9)
+    ax.set_xlabel("latency (ms), side by side")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def _case_e2e(inputs: Inputs, op_name: str, cmp_name: str):

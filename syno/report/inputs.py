@@ -9,7 +9,9 @@
   keyed form ``{"<model>[-imagenet]": {"accuracy", "flops", "params"}, "gpt": {"loss", ...}}``;
 * **bench rows**: CSV files with the columns of :class:`syno.bench.core.BenchRow` (``syno bench --out``);
 * **reevaluations**: JSON files whose entries carry a kernel name/hash and a reevaluated
-  accuracy/loss (``reeval.json`` of ``syno.post``; see :func:`_reeval_entries` for the shapes read);
+  accuracy/loss: ``syno.post.reevaluate``'s per-kernel ``reeval.json`` and its
+  ``reeval-<dataset>.json`` summary (see :func:`_reeval_entries` for the shapes read);
+* **quantization**: ``quantize.json`` of ``syno.post.quantize`` (fp32/int8 accuracy and latency);
 * **loss curves**: JSON-lines logs of ``{"step", "time_s", "loss"}`` entries (the LM trainer's
   ``metrics.jsonl``), the original's ``loss.log`` (a Python list of ``(loss, timestamp)``
   tuples), the ``history`` of an LM ``baseline.json``, and the ``history`` a kernel's
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["Kernel", "Session", "Baseline", "BenchRow", "ReevalEntry", "LossCurve", "Inputs", "collect",
+__all__ = ["Kernel", "Session", "Baseline", "BenchRow", "ReevalEntry", "QuantizeResult", "LossCurve", "Inputs", "collect",
            "load_session", "KERNEL_DIR_RE", "BASELINE_VARIANT"]
 
 KERNEL_DIR_RE = re.compile(r"^(?P<acc>\d{5,}|ERROR)_(?P<hash>[0-9A-Za-z]+)$")
@@ -346,6 +348,21 @@ class ReevalEntry:
     params: float | None
     source: Path
     status: str = "ok"
+    history: list | None = None  #: training log (LM: ``{"step", "time_s", "loss"}`` entries)
+
+
+@dataclass
+class QuantizeResult:
+    """``quantize.json`` of ``syno.post.quantize``: fp32/int8 accuracy and side-by-side latency of the
+    original model and (optionally) the model with an operator."""
+
+    model: str | None
+    dataset: str | None
+    operator: str | None        #: kernel dir name or hand-built operator name
+    operator_hash: str | None
+    variants: dict[str, dict[str, Any]]   #: "original" / "operator" -> fp32_accuracy, int8_accuracy, fp32_ms, int8_ms
+    source: Path
+    latency: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -363,6 +380,7 @@ class Inputs:
     baselines: list[Baseline] = field(default_factory=list)
     bench: list[BenchRow] = field(default_factory=list)
     reevals: list[ReevalEntry] = field(default_factory=list)
+    quantize: list[QuantizeResult] = field(default_factory=list)
     loss_curves: list[LossCurve] = field(default_factory=list)
     files: list[tuple[Path, str]] = field(default_factory=list)   #: (file, what it was read as)
     problems: list[str] = field(default_factory=list)
@@ -421,7 +439,8 @@ class Inputs:
     def summary(self) -> str:
         parts = [f"{len(self.sessions)} session(s) with {len(self.kernels)} kernel(s)",
                  f"{len(self.baselines)} baseline(s)", f"{len(self.bench)} bench row(s)",
-                 f"{len(self.reevals)} reevaluation(s)", f"{len(self.loss_curves)} loss curve(s)"]
+                 f"{len(self.reevals)} reevaluation(s)", f"{len(self.quantize)} quantization result(s)",
+                 f"{len(self.loss_curves)} loss curve(s)"]
         return ", ".join(parts)
 
 
@@ -475,8 +494,8 @@ def is_session_dir(p: Path) -> bool:
         return False
     if (p / "session.json").is_file():
         return True
-    try:
-        return any(c.is_dir() and KERNEL_DIR_RE.match(c.name) for c in p.iterdir())
+    try:  # kernel directories with a meta.json (reevaluate's out dirs hold only reeval.json)
+        return any(c.is_dir() and KERNEL_DIR_RE.match(c.name) and (c / "meta.json").is_file() for c in p.iterdir())
     except OSError:
         return False
 
@@ -588,8 +607,26 @@ def _reeval_entries(data: Any, source: Path) -> list[ReevalEntry]:
                                dataset=dataset if isinstance(dataset, str) else None, accuracy=acc, loss=loss,
                                flops=_num(e.get("flops", res.get("flops"))),
                                params=_num(e.get("params", res.get("params"))), source=source,
-                               status=str(e.get("status", res.get("status", "ok")))))
+                               status=str(e.get("status", res.get("status", "ok"))),
+                               history=e.get("history") if isinstance(e.get("history"), list) else None))
     return out
+
+
+def _quantize_result(data: dict[str, Any], source: Path) -> QuantizeResult | None:
+    variants = data.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        return None
+    clean = {}
+    for name, v in variants.items():
+        if isinstance(v, dict):
+            clean[str(name)] = {k: _num(v.get(k)) for k in ("fp32_accuracy", "int8_accuracy", "fp32_ms", "int8_ms",
+                                                             "flops", "params")}
+    return QuantizeResult(model=data.get("model") if isinstance(data.get("model"), str) else None,
+                          dataset=data.get("dataset") if isinstance(data.get("dataset"), str) else None,
+                          operator=data.get("operator") if isinstance(data.get("operator"), str) else None,
+                          operator_hash=data.get("operator_hash") if isinstance(data.get("operator_hash"), str)
+                          else None, variants=clean, source=source,
+                          latency=data.get("latency") if isinstance(data.get("latency"), dict) else {})
 
 
 def _parse_loss_log(text: str) -> tuple[list[float], list[float] | None] | None:
@@ -643,6 +680,12 @@ def _classify_file(path: Path, inputs: Inputs, *, in_kernel: Kernel | None = Non
             if name in ("meta.json", "operator.json", "session.json", "state.json", "inflight.json"):
                 return
             data = _read_json(path)
+            if isinstance(data, dict) and str(data.get("format", "")).startswith("syno.quantize"):
+                q = _quantize_result(data, path)
+                if q is not None:
+                    inputs.quantize.append(q)
+                    inputs.files.append((path, f"quantization ({q.model}, {q.operator or 'original only'})"))
+                return
             got = False
             bl = _baselines_from(data, path) if (name.startswith("baseline") or
                                                  (isinstance(data, dict) and "model" in data)) else []
@@ -705,7 +748,10 @@ def _walk_extra(root: Path, inputs: Inputs, depth: int) -> None:
             continue
         if c.is_file():
             _classify_file(c, inputs)
-        elif c.is_dir() and depth > 0 and not KERNEL_DIR_RE.match(c.name):
+        elif c.is_dir() and KERNEL_DIR_RE.match(c.name):  # e.g. reevaluate(out=...)/<kernel>/reeval.json
+            for f in sorted(c.glob("reeval*.json")):
+                _classify_file(f, inputs)
+        elif c.is_dir() and depth > 0:
             if is_session_dir(c):
                 _add_session(c, inputs)
             else:
@@ -728,7 +774,8 @@ def _add_session(root: Path, inputs: Inputs) -> None:
         if c is not None:
             inputs.loss_curves.append(c)
         for f in sorted(k.dir.iterdir()) if k.dir.is_dir() else []:
-            if f.is_file() and (f.suffix == ".jsonl" or (f.suffix in (".log", ".txt") and "loss" in f.name.lower())):
+            if f.is_file() and (f.suffix == ".jsonl" or (f.suffix in (".log", ".txt") and "loss" in f.name.lower())
+                                or f.name.startswith("reeval") and f.suffix == ".json"):
                 _classify_file(f, inputs, in_kernel=k)
     _walk_extra(root, inputs, depth=2)
 
@@ -763,6 +810,21 @@ def collect(paths: Iterable[str | Path]) -> Inputs:
             seen_rows.add(key)
             rows.append(r)
     inputs.bench = rows
+    # A kernel's reeval.json and the run's reeval-<dataset>.json summary hold the same entry: keep one
+    # per (kernel, dataset), preferring an ok one with a training log.
+    best: dict[tuple, ReevalEntry] = {}
+    for e in inputs.reevals:
+        key = (e.hash or e.name, e.dataset)
+        old = best.get(key)
+        rank = lambda x: (x.status in OK_STATUSES, x.history is not None)  # noqa: E731
+        if old is None or rank(e) > rank(old):
+            best[key] = e
+    inputs.reevals = list(best.values())
+    have = {(str(c.source), c.label) for c in inputs.loss_curves}
+    for e in inputs.reevals:
+        c = _history_curve(e.history, e.name or e.hash, "kernel", e.source)
+        if c is not None and (str(c.source), c.label) not in have:
+            inputs.loss_curves.append(c)
     return inputs
 
 

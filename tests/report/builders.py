@@ -10,7 +10,9 @@
   (end to end on tiny with the session's kernels, layer-wise and end to end on a CIFAR-size
   ResNet-18 with Operator 1 and the stacked conv; eager, tiny timing budgets);
 * LM loss logs from :func:`syno.train.lm.train_lm` (a 2-layer GPT on random tokens, baseline and
-  with the QKV projections replaced by an operator).
+  with the QKV projections replaced by an operator);
+* when ``syno.post`` provides them: ``reevaluate`` of the 2 best kernels on digits and
+  ``quantize_experiment`` (fp32/int8, side-by-side latency) with the best kernel.
 """
 
 from __future__ import annotations
@@ -217,6 +219,36 @@ def build_bench(session: Path, out_csv: Path) -> Path:
     return write_csv(rows, out_csv)
 
 
+# ------------------------------------------------------------------------------------ post
+POST_OVERRIDES = {"epochs": DIGITS_EPOCHS, "max_steps_per_epoch": 12, "batch_size": 32, "lr": 0.3, "device": "cpu",
+                  "progress": False}
+
+
+def build_reeval(session: Path, out: Path) -> Path | None:
+    """``syno.post.reevaluate`` of the session's 2 best kernels on digits (2 x 12 steps, as the baseline), results under
+    ``out`` (per-kernel reeval.json + reeval-digits.json summary); None when post has no reevaluate."""
+    try:
+        from syno.post.reevaluate import reevaluate
+    except ImportError:
+        return None
+    reevaluate("digits", session=session, top=2, out=out, overrides=POST_OVERRIDES)
+    return Path(out)
+
+
+def build_quantize(session: Path, out: Path) -> Path | None:
+    """``syno.post.quantize.quantize_experiment`` of the tiny CNN with the session's best kernel."""
+    try:
+        from syno.post.quantize import quantize_experiment
+    except ImportError:
+        return None
+    from syno.report import collect
+
+    best = collect([session]).sessions[0].ranked()[0]
+    quantize_experiment("tiny", "digits", out, kernel_dir=best.dir, overrides=POST_OVERRIDES, latency_rounds=10,
+                        threads=1)
+    return Path(out) / "quantize.json"
+
+
 # ------------------------------------------------------------------------------------ LM logs
 def build_lm_logs(out: Path, steps: int = 60) -> list[Path]:
     """metrics.jsonl of a baseline GPT and of one with its QKV projections replaced by ``linear``."""
@@ -255,5 +287,7 @@ def build_all(root: Path) -> dict[str, Path]:
     baseline = build_baseline(root / "baseline")
     bench = build_bench(session, root / "bench" / "bench.csv")
     logs = build_lm_logs(root / "lm")
+    reeval = build_reeval(session, root / "reeval")
+    quant = build_quantize(session, root / "quantize")
     return {"session": session, "baseline": baseline, "bench": bench, "lm": root / "lm", "lm_logs": logs[0],
-            "seconds": time.perf_counter() - t0}
+            "reeval": reeval, "quantize": quant, "seconds": time.perf_counter() - t0}

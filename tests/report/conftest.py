@@ -20,7 +20,8 @@ def report_inputs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def all_paths(report_inputs):
-    return [report_inputs["session"], report_inputs["baseline"], report_inputs["bench"], report_inputs["lm"]]
+    paths = [report_inputs["session"], report_inputs["baseline"], report_inputs["bench"], report_inputs["lm"]]
+    return paths + [report_inputs[k] for k in ("reeval", "quantize") if report_inputs[k] is not None]
 
 
 @pytest.fixture(scope="session")

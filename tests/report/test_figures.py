@@ -62,8 +62,6 @@ def test_figure_contents(all_paths, plotted):
     inputs = collect(all_paths)
     # end to end: tiny has accuracies (filtered against the baseline), resnet18 only hand-built operators
     assert any("resnet18" in n and "unfiltered" in n for n in results["end-to-end-performance"].notes)
-    # the accuracy figure uses the search accuracy when nothing was reevaluated
-    assert not inputs.reevals
     # the case study needs Operator 1 layer rows: they are there, in two implementations
     assert {r.variant for r in inputs.bench if r.scope == "layer" and r.ok} >= {"operator1", "operator1[codegen]",
                                                                                  "stacked_conv"}
@@ -77,6 +75,39 @@ def test_figure_contents(all_paths, plotted):
     assert {c.role for c in inputs.loss_curves} == {"baseline", "kernel"}
 
 
+def test_reevaluation_outputs(report_inputs, all_paths):
+    if report_inputs["reeval"] is None:
+        pytest.skip("syno.post.reevaluate is not available")
+    from syno.report.figures import _accuracy_points, fig_imagenet_performance
+
+    inputs = collect(all_paths)
+    # each kernel's reeval.json and the reeval-digits.json summary hold the same entries: read once
+    assert len(inputs.reevals) == 2 and {e.dataset for e in inputs.reevals} == {"digits"}
+    assert all(inputs.find_kernel(name=e.name, op_hash=e.hash) is not None for e in inputs.reevals)
+    pts = _accuracy_points(inputs)["tiny"]
+    assert len(pts) == 2 and all(p.reevaluated and p.dataset == "digits" for p in pts)
+    fig, _ = fig_imagenet_performance(inputs)
+    assert "(reevaluated)" in fig.axes[0].get_title()
+
+
+def test_quantize_in_case_study(report_inputs, all_paths):
+    if report_inputs["quantize"] is None:
+        pytest.skip("syno.post.quantize is not available")
+    from syno.report.figures import fig_case_study
+
+    inputs = collect(all_paths)
+    (q,) = inputs.quantize
+    assert set(q.variants) == {"original", "operator"}
+    fig, _ = fig_case_study(inputs)
+    titles = [a.get_title() for a in fig.axes]
+    assert sum("fp32 vs int8" in t for t in titles) == 1
+    # the quantization result alone is enough for the case study
+    r = draw("case-study", collect([report_inputs["quantize"]]), PlotOptions(formats=("png",)),
+             report_inputs["quantize"].parent / "figs")
+    assert r.drawn and any("no layer-wise bench rows" in n for n in r.notes), r.line()
+    assert_real_png(r.files[0])
+
+
 def test_missing_inputs_one_line_each(report_inputs, tmp_path):
     out = tmp_path / "figs"
     results = plot_all(collect([report_inputs["session"]]), out)
@@ -87,7 +118,7 @@ def test_missing_inputs_one_line_each(report_inputs, tmp_path):
         assert not r.drawn and "\n" not in r.line() and r.line().startswith(f"{name}: not drawn: ")
         assert not (out / f"{name}.png").exists()
     assert "bench" in by["end-to-end-performance"].missing
-    assert "operator1" in by["case-study"].missing
+    assert "operator1" in by["case-study"].missing and "quantize.json" in by["case-study"].missing
     assert "loss log" in by["gpt-loss"].missing
 
 

@@ -74,6 +74,7 @@ def parse(path: Path) -> Page:
 @pytest.fixture(scope="module")
 def report(report_inputs, tmp_path_factory):
     extra = [report_inputs["baseline"], report_inputs["bench"], report_inputs["lm"]]
+    extra += [report_inputs[k] for k in ("reeval", "quantize") if report_inputs[k] is not None]
     path, figures = write_report(report_inputs["session"], tmp_path_factory.mktemp("html") / "report.html", extra)
     return path, figures
 
@@ -106,6 +107,8 @@ def test_report_structure(report, report_inputs):
         if not k.ok and k.message:  # failure messages are shown
             assert html.escape(k.message.strip().splitlines()[0][:60]) in text
     assert "Δ vs baseline" in text
+    if report_inputs["reeval"] is not None:
+        assert ">reevaluated</th>" in text and "digits" in text
 
 
 def test_report_graphviz_or_fallback(report):
