@@ -63,6 +63,7 @@ class MCTSConfig(BaseModel):
     simulation_tries: int = Field(5, ge=1, description="random walks per rollout before it counts as failed")
     walk_tries: int = Field(64, ge=1, description="max_tries passed to space.random_final")
     lattice_limit: int = Field(512, ge=0, description="nodes explored to credit all orderings (0: actual path only)")
+    lattice_seconds: float = Field(5.0, gt=0, description="wall time spent on crediting orderings per result at most")
     suppress_visits: int = Field(30, ge=1, description="children with more visits and ~zero variance are suppressed")
     seed: int = 0
 
@@ -540,6 +541,7 @@ class MCTS(SearchAlgorithm):
         remaining = Counter(path)
         memo: dict[str, bool] = {}
         budget = [limit]
+        deadline = time.monotonic() + self.config.lattice_seconds
 
         def visit(node: TreeNode, left: int) -> bool:
             hit = memo.get(node.key)
@@ -548,7 +550,7 @@ class MCTS(SearchAlgorithm):
             if node.is_final:
                 memo[node.key] = ok = node.key == final.key
                 return ok
-            if budget[0] <= 0:
+            if budget[0] <= 0 or time.monotonic() > deadline:
                 return False
             budget[0] -= 1
             ok = False
