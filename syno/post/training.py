@@ -206,12 +206,10 @@ def train_vision_resumable(model: nn.Module, data, options: VisionTrainOptions, 
             history.append(rec)
             best = test_acc if best is None else max(best, test_acc)
             progress.update(ep_task, advance=1, info=f"loss {last_loss:.3f} acc {test_acc:.3f} best {best:.3f}")
-            if on_epoch is not None:
-                on_epoch(rec)
             if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == opts.epochs:
                 save(epoch + 1)
-        else:
-            pass
+            if on_epoch is not None:
+                on_epoch(rec)
     if status == "timeout":
         save(history[-1]["epoch"] if history else epoch0)
     final = history[-1].get("test_acc") if history else None

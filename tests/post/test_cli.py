@@ -1,0 +1,133 @@
+"""Each post-search command's full path through the CLI, on small real data (digits, a generated ImageFolder)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from syno.cli import app
+from syno.ir.library import conv2d, operator1
+
+from .helpers import conv_scaled, make_kernel_dir
+
+runner = CliRunner()
+FAST_TRAIN = ["--set", "max_steps_per_epoch=3", "--batch-size", "32", "--epochs", "1", "--no-progress", "-q",
+              "--device", "cpu"]
+
+
+def _ok(res):
+    assert res.exit_code == 0, res.output + str(res.exception)
+    return res
+
+
+def _in01(x):
+    return isinstance(x, float) and math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+@pytest.fixture()
+def tiny_session(tmp_path):
+    s = tmp_path / "tiny-session"
+    s.mkdir()
+    (s / "session.json").write_text(json.dumps({"options": {"model": "tiny", "reference": {"macs": 2.0e6}}}))
+    make_kernel_dir(s, conv_scaled(), 0.61, 1.5e6)
+    make_kernel_dir(s, conv2d(), 0.60, 1.5e6)       # near-duplicate of conv_scaled
+    make_kernel_dir(s, operator1(), 0.55, 0.2e6)    # outside the window
+    return s
+
+
+def test_select_cli(tiny_session):
+    res = _ok(runner.invoke(app, ["select", str(tiny_session), "--top", "2", "--min-flops-ratio", "0.5",
+                                  "--max-flops-ratio", "0.9", "-q"]))
+    assert "selected 1 of 3" in res.output
+    data = json.loads((tiny_session / "selected.json").read_text())
+    assert [e["hash"] for e in data["selected"]] == [conv_scaled().hash]
+    assert data["duplicates"][0]["duplicate_of"] == data["selected"][0]["name"]
+    assert data["selected"][0]["flops_ratio"] == pytest.approx(0.75)
+
+
+def test_reevaluate_cli_with_resume(tiny_session):
+    args = ["reevaluate", str(tiny_session), "--dataset", "digits", "--top", "2", *FAST_TRAIN]
+    _ok(runner.invoke(app, args))
+    summary = json.loads((tiny_session / "reeval-digits.json").read_text())
+    assert len(summary["kernels"]) == 2
+    csv_lines = (tiny_session / "reeval-digits.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("name,hash,model,dataset,status")
+    for row in summary["kernels"]:
+        assert row["status"] == "ok" and _in01(row["accuracy"]) and row["flops"] > 0 and row["params"] > 0
+        kdir = tiny_session / row["name"]
+        entry = json.loads((kdir / "reeval.json").read_text())["kernels"][0]
+        assert entry["dataset"] == "digits" and entry["model"] == "tiny" and entry["search_accuracy"] > 0.5
+        assert (kdir / "reeval-digits" / "checkpoint.pt").is_file()
+        assert entry["history"] and math.isfinite(entry["loss"])
+    mtime = (tiny_session / summary["kernels"][0]["name"] / "reeval.json").stat().st_mtime_ns
+    res = _ok(runner.invoke(app, args + ["--resume"]))
+    assert (tiny_session / summary["kernels"][0]["name"] / "reeval.json").stat().st_mtime_ns == mtime
+    assert "ok" in res.output
+
+
+def _image_folder(root, classes=2, train=6, val=3, size=20):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                img[..., c % 3] = 255 if c else 0  # a learnable colour cue
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def test_train_custom_cli_on_generated_imagefolder(tmp_path):
+    data_dir = _image_folder(tmp_path / "imagenet")
+    out = tmp_path / "custom"
+    res = _ok(runner.invoke(app, ["train-custom", "resnet18", "--kernel", "operator1", "--dataset", "imagenet",
+                                  "--data-dir", str(data_dir), "--image-size", "16", "--out", str(out),
+                                  "--batch-size", "4", "--epochs", "1", "--set", "amp=false",
+                                  "--set", "channels_last=false", "--no-progress", "-q", "--device", "cpu"]))
+    meta = json.loads(res.output.strip().splitlines()[-1])
+    assert meta["kernel"] == "operator1" and meta["status"] == "ok" and _in01(meta["accuracy"])
+    dirs = [d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert len(dirs) == 1 and dirs[0].name.endswith("_" + operator1().hash)
+    kdir = dirs[0]
+    for f in ("meta.json", "operator.json", "loop.txt", "graph.dot", "reeval.json", "kernel_0.py"):
+        assert (kdir / f).is_file(), f
+    from syno.ir.graph import Operator
+
+    assert Operator.from_json((kdir / "operator.json").read_text()).hash == operator1().hash
+    full = json.loads((kdir / "meta.json").read_text())
+    assert full["flops"] > 0 and full["params"] > 0 and full["custom"]
+    # resume: nothing is retrained, the same directory is reported
+    again = _ok(runner.invoke(app, ["train-custom", "resnet18", "--kernel", "operator1", "--dataset", "imagenet",
+                                    "--data-dir", str(data_dir), "--image-size", "16", "--out", str(out),
+                                    "--resume", "-q"]))
+    assert json.loads(again.output.strip().splitlines()[-1])["accuracy"] == meta["accuracy"]
+
+
+def test_quantize_cli_with_kernel_dir(tiny_session, tmp_path):
+    kdir = next(d for d in tiny_session.iterdir() if d.name.endswith(conv_scaled().hash))
+    out = tmp_path / "q"
+    res = _ok(runner.invoke(app, ["quantize", "tiny", "--dataset", "digits", "--kernel", str(kdir), "--out", str(out),
+                                  "--epochs", "2", "--batch-size", "32", "--set", "max_steps_per_epoch=10",
+                                  "--rounds", "3", "--calib-batches", "2", "--no-progress", "-q",
+                                  "--device", "cpu"]))
+    rep = json.loads((out / "quantize.json").read_text())
+    assert set(rep["variants"]) == {"original", "operator"}
+    for v in rep["variants"].values():
+        assert _in01(v["fp32_accuracy"]) and _in01(v["int8_accuracy"])
+        assert v["fp32_ms"] > 0 and v["int8_ms"] > 0 and v["int8_over_fp32"] > 0
+    assert rep["operator_hash"] == conv_scaled().hash
+    assert "int8/fp32" in res.output
+
+
+def test_cli_input_errors(tmp_path):
+    res = runner.invoke(app, ["select", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "error:" in res.output
+    res = runner.invoke(app, ["train-custom", "resnet18", "--kernel", "nope", "--dataset", "digits"])
+    assert res.exit_code == 2 and "operator1" in res.output
+    res = runner.invoke(app, ["reevaluate", "--dataset", "digits"])
+    assert res.exit_code == 2
