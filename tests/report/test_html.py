@@ -174,7 +174,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_screenshot_in_headless_chromium(report, tmp_path):
     path, _ = report
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    # a file:// page, no network: the flags keep Chromium from reaching out on its own
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
                            f"--screenshot={shot}", "--window-size=1400,2400", path.resolve().as_uri()],
                           capture_output=True, timeout=120)
     assert shot.is_file(), proc.stderr.decode()[-2000:]
