@@ -112,7 +112,7 @@ class _Progress:
         self.progress.__exit__(*exc)
 
 
-def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int) -> None:
+def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int, **evaluator: Any) -> None:
     from rich.console import Console
 
     from .evaluator import EvaluatorError
@@ -124,7 +124,7 @@ def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int) -> N
     try:
         with prog:
             summary = run_search(options, resume=resume, rebuild_state=rebuild_state, on_event=prog,
-                                 on_start=prog.on_start)
+                                 on_start=prog.on_start, **evaluator)
     except (SessionError, EvaluatorError, ValueError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -153,7 +153,14 @@ def search(
     budget: Optional[str] = typer.Option(None, "--budget", help="wall-clock budget of this run (e.g. 3m, 2h)"),
     max_kernels: Optional[int] = typer.Option(None, "--max-kernels", "-n", help="stop at this many kernels in the "
                                               "session"),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="evaluation processes (0: inline)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="evaluation processes (0: inline); "
+                                          "with --executor ray: at most this many actors (default: the cluster's "
+                                          "free GPUs, or CPUs)"),
+    executor: str = typer.Option("local", "--executor", help="local: worker processes on this machine; ray: Ray "
+                                 "actors on a cluster (pip install syno[ray]; docs/ray.md)"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: auto (the cluster started "
+                                          "here with `ray start --head`) or HOST:PORT of its head; default: a "
+                                          "private Ray instance on this machine"),
     timeout: Optional[str] = typer.Option(None, "--kernel-timeout", help="kill a kernel's worker after this long"),
     seed: Optional[int] = typer.Option(None, "--seed", help="search seed (MCTS and random)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="proxy training epochs (train.epochs)"),
@@ -172,6 +179,17 @@ def search(
     from .run import load_session_options, resume_options
     from .session import SessionError, SessionStore
 
+    if executor not in ("local", "ray"):
+        _fail(f"--executor {executor!r}: choose local or ray")
+    if address is not None and executor != "ray":
+        _fail("--address needs --executor ray")
+    if executor == "ray":  # before the session directory is created
+        from .ray_executor import RayNotInstalledError, import_ray
+
+        try:
+            import_ray()
+        except RayNotInstalledError as exc:
+            _fail(str(exc))
     overrides = _overrides(set_)
     explicit = {"algorithm": algorithm, "run.budget_seconds": parse_duration(budget),
                 "run.max_evaluations": max_kernels, "run.workers": workers,
@@ -199,7 +217,8 @@ def search(
 
         typer.echo(json.dumps(options.to_json_dict(), indent=1))
         return
-    _run(options, resume=resume, rebuild_state=rebuild_state, quiet=quiet, top=top)
+    ray_kw = {"executor": "ray", "address": address, "max_workers": workers} if executor == "ray" else {}
+    _run(options, resume=resume, rebuild_state=rebuild_state, quiet=quiet, top=top, **ray_kw)
 
 
 def demo(

@@ -159,6 +159,8 @@ class RayEvaluator(Evaluator):
                  start_grace: float = 120.0, grow_interval: float = 10.0, max_setup_failures: int = 3):
         if workers is not None and workers < 1:
             raise ValueError("workers must be >= 1 (or None: size from the cluster)")
+        if max_workers is not None and max_workers < 1:
+            raise ValueError("max_workers must be >= 1")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         ray = import_ray()
@@ -186,9 +188,16 @@ class RayEvaluator(Evaluator):
                 kw["runtime_env"] = env
             try:
                 ray.init(**kw)
-            except ConnectionError as exc:
-                raise EvaluatorError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')!r}: "
-                                     f"{exc}. Start it with `ray start --head` (docs/ray.md)") from None
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+                where = address or os.environ.get("RAY_ADDRESS")
+                hint = ""
+                if where not in (None, "auto") and "token" not in os.environ.get("RAY_AUTH_MODE", ""):
+                    hint = (" If the cluster uses token authentication (the default of `ray start` since "
+                            "Ray 2.5x), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or copy the head's "
+                            "~/.ray/auth_token).")
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise EvaluatorError(f"cannot reach the Ray cluster at {where!r}: {first}. Is it running "
+                                     f"(`ray start --head`, docs/ray.md)?{hint}") from None
             self._owns_ray = True
             self._actor_env = None
         else:
@@ -197,6 +206,10 @@ class RayEvaluator(Evaluator):
 
         res = ray.cluster_resources()
         self.use_gpu = bool(res.get("GPU", 0) >= max(gpus_per_worker, 1e-9)) if use_gpu is None else use_gpu
+        if self.use_gpu and res.get("GPU", 0) < gpus_per_worker:
+            self.close_ray()
+            raise EvaluatorError(f"GPU evaluation workers were asked for, but the Ray cluster has no GPU "
+                                 f"(resources: {res}); train on the CPU (--device cpu) or add GPU nodes")
         self.auto_size = workers is None
         self.max_workers = max_workers
         n = workers if workers is not None else max(1, self._free_slots())
@@ -464,6 +477,12 @@ class RayEvaluator(Evaluator):
         os.kill(pid, sig)
         return pid
 
+    def close_ray(self) -> None:
+        """Shut Ray down if this evaluator started it."""
+        if self._owns_ray:
+            self._owns_ray = False
+            self._ray.shutdown()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -473,5 +492,4 @@ class RayEvaluator(Evaluator):
                 self._ray.kill(a.handle, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
-        if self._owns_ray:
-            self._ray.shutdown()
+        self.close_ray()

@@ -29,8 +29,18 @@ def make_algorithm(options: SearchOptions, problem) -> SearchAlgorithm:
     return RandomSearch(problem.space, options.random, reward=options.reward, final_filter=problem.final_filter)
 
 
-def make_evaluator(options: SearchOptions, problem) -> Evaluator:
+def make_evaluator(options: SearchOptions, problem, executor: str = "local", address: str | None = None,
+                   max_workers: int | None = None) -> Evaluator:
     r = options.run
+    if executor == "ray":  # docs/ray.md; Ray is imported only here
+        from .ray_executor import RayEvaluator
+
+        device = str(getattr(options.train, "device", "cpu") or "cpu")
+        return RayEvaluator(problem.job(), address=address, max_workers=max_workers, timeout=r.kernel_timeout,
+                            cpus_per_worker=r.threads or 1,
+                            use_gpu={"cpu": False, "auto": None}.get(device, device.startswith("cuda")))
+    if executor != "local":
+        raise ValueError(f"unknown executor {executor!r} (local or ray)")
     if r.workers == 0:
         return InlineEvaluator(problem.job())
     return LocalPoolEvaluator(problem.job(), workers=r.workers, timeout=r.kernel_timeout, threads=r.threads)
@@ -57,7 +67,8 @@ def resume_options(stored: SearchOptions, overrides: Mapping[str, Any]) -> Searc
 
 def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: bool = False,
                on_event: Callable[[str, Any], None] | None = None,
-               on_start: Callable[[SearchRunner, dict], None] | None = None) -> RunSummary:
+               on_start: Callable[[SearchRunner, dict], None] | None = None, executor: str = "local",
+               address: str | None = None, max_workers: int | None = None) -> RunSummary:
     """Run (or resume) the session ``options.directory``; see the module docstring."""
     store = SessionStore(options.directory)
     if resume:
@@ -67,7 +78,7 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
         store.create({"options": options.to_json_dict(), "syno": __version__})
     problem = make_problem(options)
     algorithm = make_algorithm(options, problem)
-    evaluator = make_evaluator(options, problem)
+    evaluator = make_evaluator(options, problem, executor, address, max_workers)
     try:
         runner = SearchRunner(store, problem, algorithm, evaluator, options.reward,
                               checkpoint_interval=options.run.checkpoint_interval, on_event=on_event,
