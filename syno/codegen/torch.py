@@ -57,10 +57,22 @@ class SynoModule(nn.Module):
         for j, shape in enumerate(shapes, start=1):
             self.register_parameter(f"weight{j}", nn.Parameter(torch.empty(shape)))
         self.n_weights = len(shapes)
-        #: "auto" (autotuned fast path on CUDA, einsum elsewhere), "einsum", or a fast variant name
-        self.implementation = implementation
         self._setup_code()
+        #: "auto" (autotuned fast path on CUDA, einsum elsewhere), "einsum", "fast", or a variant
+        #: "<einsum|fast>:<min|nodiag|wfirst>" (see :mod:`syno.codegen.fast`)
+        self.implementation = implementation
         self.reset_parameters()
+
+    @property
+    def implementation(self) -> str:
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, name: str) -> None:
+        name = {"einsum": "einsum:min", "fast": "fast:min"}.get(name, name)
+        if name != "auto":
+            self._get_impl(name)  # build now, never inside a compiled region
+        self._implementation = name
 
     # -- code ------------------------------------------------------------------------------
     def _setup_code(self) -> None:
@@ -69,8 +81,18 @@ class SynoModule(nn.Module):
         lines, expr = macs_expr(self.plan, "inp")
         self._macs_src = "def count_macs(inp):\n" + "".join(f"    {l}\n" for l in lines) + f"    return {expr}\n"
         self._macs_fn = compile_source(self._macs_src, "count_macs")
-        self._impls: dict[str, Callable] = {"einsum": self._reference}
-        self._choice: dict[tuple[str, str], str] = {}
+        self._impls: dict[str, Callable] = {"einsum:min": self._reference}
+        self._choice: dict[tuple, str] = {}
+        from .fast import default_variant
+        self._default = default_variant(self)
+        self._get_impl(self._default)
+
+    def _get_impl(self, name: str) -> Callable:
+        fn = self._impls.get(name)
+        if fn is None:
+            from .fast import build_variant
+            fn = self._impls[name] = build_variant(self, name)
+        return fn
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -87,31 +109,22 @@ class SynoModule(nn.Module):
 
     # -- execution -------------------------------------------------------------------------
     def _select(self, x: torch.Tensor) -> Callable:
-        impl = self.implementation
-        if impl == "einsum" or (impl == "auto" and x.device.type != "cuda"):
-            return self._reference
+        impl = self._implementation
         if impl != "auto":
-            fn = self._impls.get(impl)
-            if fn is None:
-                from .fast import build_variant
-                fn = self._impls[impl] = build_variant(self, impl)
-            return fn
-        key = (str(x.device), str(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype))
+            return self._impls[impl]
+        if x.device.type != "cuda":
+            return self._reference
+        key = (str(x.device), str(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype),
+               torch.is_grad_enabled())
         name = self._choice.get(key)
         if name is None:
             if torch.compiler.is_compiling():
-                name = "einsum"
-                from .fast import default_variant
-                name = default_variant(self)
-            else:
-                from .fast import autotune
-                name = autotune(self, x)
+                return self._impls[self._default]  # tune eagerly first to use the tuned choice
+            from .fast import autotune
+            name = autotune(self, x)
+            self._get_impl(name)
             self._choice[key] = name
-        fn = self._impls.get(name)
-        if fn is None:
-            from .fast import build_variant
-            fn = self._impls[name] = build_variant(self, name)
-        return fn
+        return self._impls[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._select(x)(x, *self.weights)
@@ -126,7 +139,7 @@ class SynoModule(nn.Module):
     # -- pickling --------------------------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_reference", "_macs_fn", "_impls", "plan", "op"):
+        for k in ("_reference", "_macs_fn", "_impls", "plan", "op", "_choice"):
             state.pop(k, None)
         state["_op_json"] = self.op.to_json()
         state["_weights_first"] = self.plan.weights_first
@@ -135,10 +148,12 @@ class SynoModule(nn.Module):
     def __setstate__(self, state):
         op = Operator.from_json(state.pop("_op_json"))
         wf = state.pop("_weights_first", False)
+        impl = state.pop("_implementation", "auto")
         self.__dict__.update(state)
         self.op = op
         self.plan = plan_for(op, self.mapping, weights_first=wf)
         self._setup_code()
+        self.implementation = impl
 
 
 def build_module(op: Operator, mapping: Mapping[str, int], *, implementation: str = "auto",

@@ -765,7 +765,9 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
     """
     b = op.space.bind(dict(mapping))
     full = b.mapping(0)
-    key = (op.hash, tuple(sorted(full.items())), weights_first, allow_diag, max_states)
+    # op.hash ignores the order of weight axes; plans (and parameter shapes) depend on it
+    layout = tuple(tuple(d.digest for d in t) for t in op.tensors)
+    key = (op.hash, layout, tuple(sorted(full.items())), weights_first, allow_diag, max_states)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
