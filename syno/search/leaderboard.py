@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -74,30 +75,31 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
     except Exception:  # noqa: BLE001
         opts = {}
     loss_target = (opts.get("reward") or {}).get("target") == "loss"
+    has_ref = bool((opts.get("reference") or {}).get("macs"))
     table = Table(title=title or f"{store.root}  ({summ['kernels']} kernels, "
-                                 + ", ".join(f"{k} {v}" for k, v in sorted(summ["status"].items())) + ")")
-    table.add_column("#", justify="right")
-    table.add_column("loss" if loss_target else "accuracy", justify="right")
-    table.add_column("reward", justify="right")
-    table.add_column("MACs", justify="right")
-    table.add_column("MACs x", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("params x", justify="right")
-    table.add_column("train s", justify="right")
-    table.add_column("status")
-    table.add_column("kernel directory")
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(summ["status"].items())) + ")",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("loss" if loss_target else "acc", justify="right", no_wrap=True)
+    table.add_column("reward", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("kernel directory", no_wrap=True, min_width=22)
+    table.add_column("status", overflow="fold", min_width=6)
     shown = rows if top <= 0 else [r for r in rows if r["rank"] is None or r["rank"] <= top]
     for r in shown:
+        macs = _fmt(r["flops_ratio"], ".3f") if has_ref else _fmt(r["flops"] or None, ".3g")
+        params = _fmt(r["params_ratio"], ".3f") if has_ref else _fmt(r["params"] or None, ".3g")
+        status = r["status"] if not r["message"] or r["status"] in ("ok", "pruned") else \
+            f"{r['status']}: {r['message'][:40]}"
         table.add_row(str(r["rank"] or "-"),
                       _fmt(r["loss"], ".4f") if loss_target else _fmt(r["accuracy"], ".4f"),
-                      _fmt(r["reward"], ".4f"), _fmt(r["flops"] or None, ".3g"), _fmt(r["flops_ratio"], ".3f"),
-                      _fmt(r["params"] or None, ".3g"), _fmt(r["params_ratio"], ".3f"), _fmt(r["eval_time"], ".1f"),
-                      r["status"] if not r["message"] or r["status"] in ("ok", "pruned") else
-                      f"{r['status']}: {r['message'][:40]}",
-                      r["dir"])
+                      _fmt(r["reward"], ".4f"), macs, params, _fmt(r["eval_time"], ".0f") + "s",
+                      r["dir"], status)
     console.print(table)
     ref = opts.get("reference") or {}
     if ref.get("macs"):
-        console.print(f"original model: {ref['macs']:.4g} MACs/sample, {ref.get('params', 0):.4g} params; "
-                      f"'x' columns are relative to it.")
+        console.print(f"MACs and params relative to the original model ({ref['macs']:.4g} MACs/sample, "
+                      f"{ref.get('params', 0):.4g} params)")
     return rows
