@@ -264,13 +264,14 @@ def fig_end_to_end(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Fig
     if unfiltered:
         handles.append(Patch(facecolor="lightgray", hatch="//", edgecolor="white"))
         labs.append("accuracy unknown (unfiltered)")
-    ax.legend(handles, labs, fontsize=8, loc="upper right")
+    ncol = min(3, len(labs))
+    ax.legend(handles, labs, fontsize=8, loc="upper center", ncol=ncol, framealpha=0.9)
+    rows_needed = math.ceil(len(labs) / ncol)
+    ax.set_ylim(0, max([v for v, _ in best.values()] + [1.0]) * (1.2 + 0.1 * rows_needed))  # room for the legend
     for i, m in enumerate(models):
         if not any(k[0] == m for k in best):
             ax.annotate(f"no kernel within\n{100 * tol:g} pt of the baseline", (i, 0), ha="center", va="bottom",
                         fontsize=8, color="gray", xytext=(0, 6), textcoords="offset points")
-    ymax = max([v for v, _ in best.values()] + [1.0])
-    ax.set_ylim(0, ymax * 1.25)
 
     for i, m in enumerate(models):
         a = fig.add_subplot(gs[1, i])
@@ -381,6 +382,7 @@ def fig_imagenet_performance(inputs: Inputs, opts: PlotOptions | None = None) ->
         kept = [p for p in P if b is None or b.accuracy is None or p.accuracy >= b.accuracy - tol]
         if len(kept) < len(P):
             notes.append(f"{m}: {len(P) - len(kept)} kernel(s) below baseline − {100 * tol:g} pt not shown")
+        empty = f"all {len(P)} kernel(s) below\nbaseline − {100 * tol:g} pt" if not kept else None
         if b is None:
             notes.append(f"{m}: no baseline{' for ' + dataset if dataset else ''}")
         titles.append(f"{m}" + (f" · {dataset}" if dataset else "") + (" (reevaluated)" if reev else " (search proxy)"))
@@ -397,8 +399,8 @@ def fig_imagenet_performance(inputs: Inputs, opts: PlotOptions | None = None) ->
         _pareto_panel(axes[0, i], xy, base_xy, "MACs / sample (× baseline)" if rel else "MACs / sample (M)")
         axes[0, i].set_title(titles[-1], fontsize=10)
         if not xy:
-            axes[0, i].text(0.5, 0.5, "no MACs recorded", ha="center", va="center", transform=axes[0, i].transAxes,
-                            color="gray")
+            axes[0, i].text(0.5, 0.5, empty or "no MACs recorded", ha="center", va="center",
+                            transform=axes[0, i].transAxes, color="gray")
         # latency rows
         for j, sc in enumerate(scenarios, start=1):
             ax = axes[j, i]
@@ -413,7 +415,8 @@ def fig_imagenet_performance(inputs: Inputs, opts: PlotOptions | None = None) ->
             bxy = (base_row.median_ms, 100 * b.accuracy) if (base_row and b and b.accuracy is not None) else None
             _pareto_panel(ax, lat_xy, bxy, f"latency (ms) · {sc}")
             if not lat_xy:
-                ax.text(0.5, 0.5, "no benched kernel", ha="center", va="center", transform=ax.transAxes, color="gray")
+                ax.text(0.5, 0.5, empty or "no benched kernel", ha="center", va="center", transform=ax.transAxes,
+                        color="gray")
     for a in axes[:, 0]:
         a.set_ylabel("top-1 accuracy (%)")
     fig.suptitle("Accuracy vs cost: Pareto front of the kernels (hollow: baseline)")
