@@ -198,7 +198,28 @@ def _leaderboard(session: Session, inputs: Inputs, top: int) -> str:
         table = ("<table><thead><tr>" + "".join(f'<th class="{"l" if j == 1 else ""}">{_e(h)}</th>'
                                                 for j, h in enumerate(head)) + "</tr></thead><tbody>"
                  + "".join(rows) + "</tbody></table>")
-    return f'<section id="leaderboard"><h2>Leaderboard ({len(ranked)} kernels)</h2>{table}</section>'
+    return (f'<section id="leaderboard"><h2>Leaderboard ({len(ranked)} kernels)</h2>{table}'
+            f"{_quantize_tables(inputs)}</section>")
+
+
+def _quantize_tables(inputs: Inputs) -> str:
+    """``quantize.json`` results: fp32/int8 accuracy and side-by-side latency per variant."""
+    out = []
+    for q in inputs.quantize:
+        base = (q.variants.get("original") or {}).get("fp32_ms")
+        rows = []
+        for name, v in q.variants.items():
+            label = name if name != "operator" else f"operator {q.operator or ''}"
+            for prec in ("fp32", "int8"):
+                ms = v.get(f"{prec}_ms")
+                rows.append(f'<tr><td class="l">{_e(label)}</td><td class="l">{prec}</td>'
+                            f'<td class="num">{_fmt_pct(v.get(f"{prec}_accuracy"))}</td>'
+                            f'<td class="num">{_fmt_num(ms)}</td>'
+                            f'<td class="num">{f"{base / ms:.2f}×" if (base and ms) else "–"}</td></tr>')
+        out.append(f'<h3>Quantization: {_e(q.model)} on {_e(q.dataset)} <span class=muted>({_e(q.source)})</span></h3>'
+                   f'<table><thead><tr><th class="l">model</th><th class="l">precision</th><th>accuracy</th>'
+                   f'<th>latency (ms)</th><th>speedup</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return "".join(out)
 
 
 def _figures(results: Sequence[FigureResult]) -> str:

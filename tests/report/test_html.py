@@ -109,6 +109,8 @@ def test_report_structure(report, report_inputs):
     assert "Δ vs baseline" in text
     if report_inputs["reeval"] is not None:
         assert ">reevaluated</th>" in text and "digits" in text
+    if report_inputs["quantize"] is not None:
+        assert "<h3>Quantization: tiny on digits" in text and text.count(">int8</td>") == 2
 
 
 def test_report_graphviz_or_fallback(report):
