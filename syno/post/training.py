@@ -58,9 +58,17 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["cpu"])
+    torch.set_rng_state(st["cpu"].cpu())  # a checkpoint loaded onto a GPU moved the byte tensors there
     if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
+
+
+def _channels_last(model: nn.Module) -> None:
+    """channels_last for the 4-D tensors only (generated operators have weights of other ranks)."""
+    for m in model.modules():
+        for name, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            if p is not None and p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -109,7 +117,7 @@ def train_vision_resumable(model: nn.Module, data, options: VisionTrainOptions, 
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
     model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        _channels_last(model)
     run_model = torch.compile(model) if opts.compile else model
     optimizer = torch.optim.SGD(decay_groups(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                                 nesterov=opts.nesterov and opts.momentum > 0)
@@ -257,7 +265,7 @@ def train_lm_resumable(model: nn.Module, data, options: LMTrainOptions, checkpoi
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
-        g.set_state(state["data_rng"])
+        g.set_state(state["data_rng"].cpu())
         history = list(state["history"])
         step = int(state["steps"])
 
