@@ -131,3 +131,16 @@ def test_cli_input_errors(tmp_path):
     assert res.exit_code == 2 and "operator1" in res.output
     res = runner.invoke(app, ["reevaluate", "--dataset", "digits"])
     assert res.exit_code == 2
+
+
+@pytest.mark.slow
+def test_quantized_resnet18_on_digits_within_one_point(tmp_path):
+    """The must-show claim at CPU scale: int8 ResNet-18 (digits upsampled to 16x16) within 1 point of fp32."""
+    from syno.post.quantize import quantize_experiment
+
+    rep = quantize_experiment("resnet18", "digits", tmp_path, operator="operator1", image_size=16,
+                              overrides=dict(epochs=4, batch_size=64, progress=False, device="cpu"),
+                              calib_batches=4, latency_rounds=5)
+    for v in rep["variants"].values():
+        assert v["fp32_accuracy"] > 0.8
+        assert v["accuracy_drop"] <= 0.01
