@@ -14,7 +14,7 @@ def _csv_list(text: str | None) -> list[str]:
 
 def plot(
     inputs: List[Path] = typer.Argument(..., help="session directories and/or input files: bench CSVs, "
-                                                  "baseline.json, reevaluation JSON, LM loss logs"),
+                                                  "baseline.json, reeval/quantize JSON, LM loss logs"),
     out: Path = typer.Option(Path("figures"), "--out", "-o", help="output directory"),
     only: Optional[str] = typer.Option(None, help="comma-separated figure names (default: all); names: "
                                                   "end-to-end-performance, imagenet-performance, case-study, "
