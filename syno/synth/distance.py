@@ -1,0 +1,363 @@
+"""Shape distance: a lower bound on the primitives still needed to reach the input shape.
+
+Model (a re-derivation of the original's ShapeComplexity, reference §5.5). In a finished operator
+every current (frontier, non-weight) dim ends in one connected *reshape group* together with some
+desired input axes, or vanishes into an outer product. Inside a group, Splits and Unfolds join two
+pieces into one (an Unfold also discards its window), Merges cut one piece into two, Expands make a
+piece vanish. Counting pieces and connectivity of a group with ``c`` current dims, ``d`` desired
+axes and surplus ``q = prod(current) / prod(desired)`` gives, for the group,
+
+* ``q == 1``: ops >= c + d - 2, Merges >= d - 1, Splits + Unfolds >= c - 1 (and for ``d >= 2`` some
+  member must be cuttable by a Merge);
+* ``q != 1`` and ``q`` is the product of some of the group's current dims that can be eliminated
+  whole (Unfold windows with a main large enough (U4), or Expands): the same counts;
+* otherwise pieces must be *cut* by Merges off some members: one Merge (plus the detour that makes
+  the member mergeable) per member cut. A cut piece holds only primaries of the dim it is cut from.
+  Any block can be cut off an output iterator or a Merge's minor half; Shift, Unfold and Stride tops
+  only admit blocks at most the shift limit / a window / a stride (M3-M5); reductions, Share data
+  sides, Split tops and Merge majors must first become one of those (M1, M2), at a cost.
+
+``q`` must be a legal, integral size (primaries cannot be created; a negative coefficient power needs
+a Stride). Data-discarding dims each need an Unfold (as window) or an Expand. A current dim that can
+still become an outer product of a future contraction may vanish at no per-dim cost (one contraction
+for all), but pays its primary occurrences (allowance) together with the reductions that must still
+get below a Share. Frozen dims (chain length exhausted) must equal a desired axis. The bound is the
+minimum over set partitions of the desired axes and assignments of current dims to groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations, product
+from typing import Callable, Sequence
+
+INF = 10 ** 6
+
+
+@dataclass(frozen=True, order=True)
+class CurSig:
+    exps: tuple[int, ...]
+    frozen: bool = False        # no op may touch it any more (chain length)
+    dd: bool = False            # data-discarding
+    vanish: bool = False        # may become an outer product of a future contraction
+    carve_big: bool = True      # a Merge may cut any block off it right now (iterator / MergeR)
+    carve_tiny: int = 0         # ops before a Merge may cut a block <= max_shift_rhs (Shift top, M3)
+    carve_small: int = 0        # ops before a Merge may cut a block < window/stride (M4, M5)
+    whole: bool = True          # can be eliminated whole (Unfold window or Expand)
+    expand: bool = False        # ... by an Expand (else only as an Unfold window)
+    rigid: bool = False         # its primary factors can never be cut off or eliminated
+    reduce_only: bool = False   # depends on reductions only (never an Unfold's main side, U2)
+
+
+def _set_partitions(items: list[int]):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _set_partitions(rest):
+        for k in range(len(part)):
+            yield part[:k] + [[first] + part[k]] + part[k + 1:]
+        yield [[first]] + part
+
+
+def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]], n_primary: int,
+                      q_ok: Callable[[tuple[int, ...]], bool], *,
+                      small_ok: Callable[[tuple[int, ...], int, int], bool],
+                      merges_left: int, joins_left: int, strides_left: int, shifts_left: int = INF,
+                      need_contraction: bool, can_contract: bool,
+                      allowance: tuple[int, ...] | None = None,
+                      share_needs: Sequence[tuple[int, ...]] | None = None,
+                      window_ok: Callable[[tuple[int, ...], tuple[int, ...]], bool] | None = None,
+                      limit: int = INF - 1, budget: int = 20000) -> int:
+    """Lower bound on the number of primitives to turn ``curs`` into ``desired`` (INF if impossible).
+
+    ``q_ok(exps)``: a non-trivial surplus / remainder size is legal and integral under all mappings.
+    ``small_ok(exps, n_tiny, n_small)``: it fits into pieces cut off ``n_tiny`` Shift tops (M3) and
+    ``n_small`` Unfold / Stride tops (M4-M5). ``window_ok(main, window)``: U4 allows the window on a
+    main cut from ``main``. ``joins_left`` = remaining Splits + Unfolds + Expands. ``allowance``
+    (primary occurrences left) and ``share_needs`` (alternative occurrences that reductions not yet
+    under a Share will consume) make vanishing dims pay their outer-product Share.
+
+    The search stops at the first configuration costing at most ``limit`` (the result is then only
+    known to be <= limit) and returns INF when the bound exceeds ``limit``."""
+    if share_needs is not None and not share_needs:
+        return INF
+    curs = sorted(curs)
+    dd = [c for c in curs if c.dd]
+    if any(c.frozen for c in dd) or (need_contraction and not can_contract) or len(dd) > joins_left:
+        return INF
+    base = len(dd)
+    joins_used = len(dd)
+    desired = list(desired)
+    flex: list[CurSig] = []
+    for c in curs:
+        if c.dd:
+            continue
+        if c.frozen:
+            if c.exps in desired:
+                desired.remove(c.exps)
+            else:
+                return INF
+        else:
+            flex.append(c)
+    m = len(desired)
+    if m == 0:  # every desired axis is taken by a frozen dim; the rest must vanish
+        keep = sum(1 for c in flex if not c.vanish)
+        return base + keep + (1 if (len(flex) > keep or need_contraction) else 0)
+    if not flex:
+        return INF
+
+    n = len(flex)
+    nvars = len(desired[0])
+    zero = (0,) * nvars
+    best = [INF if limit >= INF - 1 else limit + 1]
+    found = [INF]
+    steps = [0]
+    gmemo: dict = {}
+    suffix = [zero] * (n + 1)  # primary content still to be assigned (feasibility pruning)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = tuple(a + max(b, 0) if k < n_primary else 0
+                          for k, (a, b) in enumerate(zip(suffix[i + 1], flex[i].exps)))
+    keep_suffix = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        keep_suffix[i] = keep_suffix[i + 1] + (0 if flex[i].vanish else 1)
+
+    def covers(rem, idx) -> bool:
+        return all(rem[k] <= sum(max(flex[i].exps[k], 0) for i in idx) for k in range(n_primary))
+
+    def rest_ok(rem, idx) -> bool:
+        """What is left of the dims a piece is cut from is a legal, integral size."""
+        rest = [0] * nvars
+        for i in idx:
+            for k, e in enumerate(flex[i].exps):
+                rest[k] += e
+        rest = tuple(a - b for a, b in zip(rest, rem))
+        return any(rest) and q_ok(rest)
+
+    def carve_cost(rem, others, members, dcnt):
+        """Cheapest way to cut ``rem`` off some of ``others``: (extra ops, extra Merges) or None."""
+        cands = [i for i in others if flex[i].carve_big or flex[i].carve_tiny < INF or flex[i].carve_small < INF]
+        max_cuts = min(len(cands), merges_left - (dcnt - 1))
+        no_unfold_main = strides_left <= 0 and all(flex[i].reduce_only for i in members)
+        found_cut = None
+        for size in range(1, max_cuts + 1):
+            for T in combinations(cands, size):
+                if not covers(rem, T) or not rest_ok(rem, T):
+                    continue
+                big = [i for i in T if flex[i].carve_big]
+                nb = [i for i in T if not flex[i].carve_big]
+                prim_nb = tuple(max(0, rem[k] - sum(max(flex[i].exps[k], 0) for i in big)) if k < n_primary
+                                else 0 for k in range(nvars))
+                if any(prim_nb) and not covers(prim_nb, nb):
+                    continue
+                routes = []
+                for i in nb:
+                    opts = []
+                    if flex[i].carve_tiny < INF:
+                        opts.append((1, 0, flex[i].carve_tiny))
+                    if flex[i].carve_small < INF and not no_unfold_main:
+                        opts.append((0, 1, flex[i].carve_small))
+                    if not opts:
+                        break
+                    routes.append(opts)
+                else:
+                    for choice in product(*routes):
+                        n_tiny = sum(c[0] for c in choice)
+                        n_small = sum(c[1] for c in choice)
+                        if n_tiny > shifts_left:
+                            continue
+                        # primaries the big dims cannot supply must fit into the small pieces
+                        if nb and any(prim_nb) and not small_ok(prim_nb, n_tiny, n_small):
+                            continue
+                        if not big and not small_ok(rem, n_tiny, n_small):
+                            continue
+                        cost = size + sum(c[2] for c in choice)
+                        if found_cut is None or cost < found_cut[0]:
+                            found_cut = (cost, size)
+        return found_cut
+
+    def group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
+        key = (members, dsum)
+        if key not in gmemo:
+            gmemo[key] = _group_cost(members, dsum, dcnt)
+        return gmemo[key]
+
+    def _group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
+        """(extra ops beyond c + d - 2, extra Merges beyond d - 1) or None if infeasible."""
+        q = [0] * nvars
+        for i in members:
+            for k, e in enumerate(flex[i].exps):
+                q[k] += e
+        q = tuple(a - b for a, b in zip(q, dsum))
+        cut = 0
+        if dcnt >= 2:  # Merges must cut the group's material into several desired axes
+            cut = INF
+            for i in members:
+                f = flex[i]
+                if f.carve_big:
+                    cut = 0
+                else:
+                    if f.carve_tiny < INF and small_ok(dmin[dsum], 1, 0):
+                        cut = min(cut, f.carve_tiny)
+                    if f.carve_small < INF and small_ok(dmin[dsum], 0, 1):
+                        cut = min(cut, f.carve_small)
+            if cut >= INF:
+                return None
+        if not any(q):
+            return cut, 0
+        if any(e < 0 for e in q[:n_primary]):
+            return None
+        has_primary = any(e > 0 for e in q[:n_primary])
+        if not has_primary and any(e < 0 for e in q[n_primary:]):
+            return (max(1, cut), 0) if strides_left > 0 else None  # a Stride must supply the factor
+        if not q_ok(q):
+            return None
+        c = len(members)
+        best_extra = None
+        whole = [i for i in members if flex[i].whole]
+        for r in range(0, min(len(whole), c - 1) + 1):
+            for sub in combinations(whole, r):
+                rem = list(q)
+                for i in sub:
+                    for k, e in enumerate(flex[i].exps):
+                        rem[k] -= e
+                rem = tuple(rem)
+                if window_ok is not None and sub:
+                    mains = [flex[i].exps for i in members if i not in sub]
+                    if not all(flex[i].expand or any(window_ok(mn, flex[i].exps) for mn in mains) for i in sub):
+                        continue
+                if not any(rem):
+                    return cut, 0  # the surplus is a set of whole pieces (windows / expands)
+                if merges_left <= dcnt - 1 or any(e < 0 for e in rem[:n_primary]) or not q_ok(rem):
+                    continue
+                got = carve_cost(rem, [i for i in members if i not in sub], members, dcnt)
+                if got is not None:
+                    got = (max(got[0], cut), got[1])
+                    if best_extra is None or got[0] < best_extra[0]:
+                        best_extra = got
+        return best_extra
+
+    seen_parts = set()
+    dmin: dict = {}
+
+    def small_key(e):
+        return tuple(e)  # any fixed choice is fine: small_ok is only a necessary condition
+
+    # the cheapest way to provide an outer product for a needed contraction without a vanishing dim:
+    # cut a Merge piece (Merge-type) off a dim
+    outer_cut = min((0 if f.carve_big else min(f.carve_tiny, f.carve_small)) for f in flex)
+
+    for part in _set_partitions(list(range(m))):
+        sig = tuple(sorted(tuple(sorted(desired[j] for j in g)) for g in part))
+        if sig in seen_parts:
+            continue
+        seen_parts.add(sig)
+        G = len(part)
+        if G > n:
+            continue
+        dsum, dcnt = [], []
+        for g in part:
+            s = list(zero)
+            for j in g:
+                for k, e in enumerate(desired[j]):
+                    s[k] += e
+            dsum.append(tuple(s))
+            dcnt.append(len(g))
+            # the smallest desired axis of the group (a cut between its axes is at least that big)
+            dmin[tuple(s)] = min((desired[j] for j in g), key=lambda e: small_key(e))
+        fixed_cost = base + m - 2 * G
+        gsum = [list(zero) for _ in range(G)]
+        rsum = [[0] * n_primary for _ in range(G)]  # primaries of rigid members
+        vsum = [0] * n_primary  # primaries consumed by vanishing dims (outer-product Shares)
+        members: list[list[int]] = [[] for _ in range(G)]
+        choice = [0] * n
+
+        def finish(used_o: bool) -> None:
+            if share_needs is not None and not any(
+                    all(a + b <= c for a, b, c in zip(need, vsum, allowance)) for need in share_needs):
+                return
+            cost = fixed_cost + (1 if (used_o or need_contraction) else 0)
+            merges = 0
+            joins = joins_used
+            carved = False
+            for g in range(G):
+                c = len(members[g])
+                if c == 0:
+                    return
+                got = group_cost(tuple(members[g]), dsum[g], dcnt[g])
+                if got is None:
+                    return
+                cost += c + got[0]
+                merges += dcnt[g] - 1 + got[1]
+                joins += c - 1
+                carved = carved or got[1] > 0
+            if need_contraction and not used_o and not carved:
+                # a contraction needs an outer product (K1): a vanishing dim, a piece cut off in a
+                # group, or else a Merge piece cut for it
+                if outer_cut >= INF:
+                    return
+                cost += 1 + outer_cut
+                merges += 1
+            if merges > merges_left or joins > joins_left:
+                return
+            best[0] = min(best[0], cost)
+            found[0] = min(found[0], cost)
+
+        def dfs(i: int, assigned: int, used_o: bool) -> None:
+            steps[0] += 1
+            if steps[0] > budget or found[0] <= limit:
+                return
+            if fixed_cost + assigned + keep_suffix[i] + (1 if (used_o or need_contraction) else 0) >= best[0]:
+                return
+            if i == n:
+                finish(used_o)
+                return
+            for g in range(G):
+                for k in range(n_primary):
+                    deficit = dsum[g][k] - gsum[g][k]
+                    if deficit > 0 and deficit > suffix[i][k]:
+                        return
+            c = flex[i]
+            lo = choice[i - 1] if (i > 0 and flex[i - 1] == c) else 0
+            for g in range(lo, G + (1 if c.vanish else 0)):
+                choice[i] = g
+                if g == G:  # vanishes into a future outer product
+                    for k in range(n_primary):
+                        vsum[k] += max(c.exps[k], 0)
+                    if allowance is None or all(v <= a for v, a in zip(vsum, allowance)):
+                        dfs(i + 1, assigned, True)
+                    for k in range(n_primary):
+                        vsum[k] -= max(c.exps[k], 0)
+                    continue
+                if c.rigid:
+                    if any(rsum[g][k] + c.exps[k] > dsum[g][k] for k in range(n_primary)):
+                        continue  # rigid primaries must all end in this group's desired axes
+                    for k in range(n_primary):
+                        rsum[g][k] += c.exps[k]
+                for k, e in enumerate(c.exps):
+                    gsum[g][k] += e
+                members[g].append(i)
+                dfs(i + 1, assigned + 1, used_o)
+                members[g].pop()
+                for k, e in enumerate(c.exps):
+                    gsum[g][k] -= e
+                if c.rigid:
+                    for k in range(n_primary):
+                        rsum[g][k] -= c.exps[k]
+
+        dfs(0, 0, False)
+        if found[0] <= limit:
+            return found[0]
+        if steps[0] > budget:
+            return cheap_lower_bound(dd + flex, m, need_contraction)
+    return found[0]
+
+
+def cheap_lower_bound(curs: Sequence[CurSig], desired_len: int, need_contraction: bool) -> int:
+    dd = sum(1 for c in curs if c.dd)
+    rest = [c for c in curs if not c.dd]
+    keep = sum(1 for c in rest if not c.vanish)
+    return dd + max(keep - desired_len, desired_len - len(rest), 0) + (1 if need_contraction else 0)
+
+
+__all__ = ["CurSig", "shape_lower_bound", "cheap_lower_bound", "INF"]

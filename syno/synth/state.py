@@ -1,0 +1,119 @@
+"""Partial operators (search states) and how primitives are applied to them, bottom-up.
+
+A :class:`State` is the frontier of a partial operator: the *current* dims (data side, not yet
+consumed), the *weight* dims (weight sides of Shares; never transformed again, rule C1), and the
+*expanded* dims. Dims are interned, so the frontier determines the whole DAG below it; the op
+counts, the allowance usage and the depth follow from it too, so a state is path-independent.
+
+States are canonical: reductions of equal domain are interchangeable, so every state is stored in
+the relabelling (permutation of multiplicities) with the smallest key. Two paths that build the same
+partial operator up to such relabelling and up to the order of independent ops meet in one state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import permutations, product
+from typing import Sequence
+
+from syno.ir.primitives import Dim, ReduceDim, Share, TopDim
+
+from .analysis import rebuild, reduce_groups
+
+# Counter slots. The first eight are op types that cost one depth unit each.
+C_REDUCE, C_EXPAND, C_SHIFT, C_STRIDE, C_SPLIT, C_UNFOLD, C_MERGE, C_CONTRACTION, C_SHARE = range(9)
+COUNTER_NAMES = ("reductions", "expands", "shifts", "strides", "splits", "unfolds", "merges",
+                 "contractions", "shares")
+
+
+def _h(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def frontier_key(current: Sequence[Dim], weights: Sequence[Dim], expanded: Sequence[Dim]) -> str:
+    return _h("c:" + ",".join(sorted(d.digest for d in current))
+              + "|w:" + ",".join(sorted(d.digest for d in weights))
+              + "|e:" + ",".join(sorted(d.digest for d in expanded)))
+
+
+class State:
+    __slots__ = ("current", "weights", "expanded", "reductions", "counts", "usage", "n_weights", "key",
+                 "__weakref__")
+
+    def __init__(self, current, weights, expanded, reductions, counts, usage, n_weights, key=None):
+        self.current: tuple[Dim, ...] = tuple(sorted(current, key=lambda d: d.digest))
+        self.weights: tuple[Dim, ...] = tuple(sorted(weights, key=lambda d: (d.op.weight, d.digest)))
+        self.expanded: tuple[Dim, ...] = tuple(sorted(expanded, key=lambda d: d.digest))
+        self.reductions: tuple[ReduceDim, ...] = tuple(
+            sorted(reductions, key=lambda r: (r.size.exps, r.multiplicity)))
+        self.counts: tuple[int, ...] = tuple(counts)
+        self.usage: tuple[int, ...] = tuple(usage)
+        self.n_weights = n_weights
+        self.key = key or frontier_key(self.current, self.weights, self.expanded)
+
+    @property
+    def depth(self) -> int:
+        return sum(self.counts[:C_SHARE])
+
+    @property
+    def in_reduction_phase(self) -> bool:
+        return sum(self.counts[C_EXPAND:C_SHARE]) == 0
+
+    def weight_groups(self) -> list[list[Dim]]:
+        groups: list[list[Dim]] = [[] for _ in range(self.n_weights)]
+        for w in self.weights:
+            groups[w.op.weight - 1].append(w)
+        return groups
+
+    def bumped(self, slot: int, by: int = 1) -> tuple[int, ...]:
+        c = list(self.counts)
+        c[slot] += by
+        return tuple(c)
+
+    def __repr__(self) -> str:
+        return (f"State(depth={self.depth}, current={list(self.current)}, weights={list(self.weights)}, "
+                f"expanded={list(self.expanded)})")
+
+
+def canonical_state(current: Sequence[Dim], weights: Sequence[Dim], expanded: Sequence[Dim],
+                    reductions: Sequence[ReduceDim], counts, usage, n_weights) -> State:
+    """The state in its canonical labelling of equal-domain reductions (smallest frontier key)."""
+    groups = reduce_groups(reductions)
+    cur_set = set(current)
+    if not groups or all(r in cur_set for g in groups for r in g):
+        return State(current, weights, expanded, reductions, counts, usage, n_weights)
+    best = None
+    for perm in product(*(permutations(g) for g in groups)):
+        mapping = {r: p for g, pg in zip(groups, perm) for r, p in zip(g, pg) if r is not p}
+        memo: dict = {}
+        cur = [rebuild(d, mapping, memo) for d in current]
+        wts = [rebuild(d, mapping, memo) for d in weights]
+        exp = [rebuild(d, mapping, memo) for d in expanded]
+        key = frontier_key(cur, wts, exp)
+        if best is None or key < best[0]:
+            best = (key, cur, wts, exp)
+    key, cur, wts, exp = best
+    return State(cur, wts, exp, reductions, counts, usage, n_weights, key)
+
+
+def canonical_mapping(current: Sequence[Dim], weights: Sequence[Dim], expanded: Sequence[Dim],
+                      reductions: Sequence[ReduceDim]) -> dict:
+    """The reduction relabelling (old -> new) that :func:`canonical_state` would apply."""
+    groups = reduce_groups(reductions)
+    if not groups:
+        return {}
+    best = None
+    for perm in product(*(permutations(g) for g in groups)):
+        mapping = {r: p for g, pg in zip(groups, perm) for r, p in zip(g, pg) if r is not p}
+        memo: dict = {}
+        key = frontier_key([rebuild(d, mapping, memo) for d in current],
+                           [rebuild(d, mapping, memo) for d in weights],
+                           [rebuild(d, mapping, memo) for d in expanded])
+        if best is None or key < best[0]:
+            best = (key, mapping)
+    return best[1]
+
+
+__all__ = ["State", "canonical_state", "canonical_mapping", "frontier_key", "COUNTER_NAMES",
+           "C_REDUCE", "C_EXPAND", "C_SHIFT", "C_STRIDE", "C_SPLIT", "C_UNFOLD", "C_MERGE",
+           "C_CONTRACTION", "C_SHARE"]
