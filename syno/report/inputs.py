@@ -232,7 +232,10 @@ class Session:
         v = _find_key(self.info, "dataset")
         if isinstance(v, dict):
             v = v.get("name")
-        return v if isinstance(v, str) and v else None
+        if isinstance(v, str) and v:
+            return v
+        sets = {k.meta.get("dataset") for k in self.kernels if isinstance(k.meta.get("dataset"), str)}
+        return sets.pop() if len(sets) == 1 else None  # e.g. syno.post train-custom's kernel dirs
 
     @property
     def target(self) -> str:
