@@ -17,7 +17,7 @@ import importlib
 
 _EXPORTS = {
     "inputs": ["collect", "load_session", "Inputs", "Session", "Kernel", "Baseline", "BenchRow", "ReevalEntry",
-               "LossCurve"],
+               "QuantizeResult", "LossCurve"],
     "figures": ["FIGURES", "FigureResult", "MissingInput", "PlotOptions", "draw", "plot_all", "smooth_losses",
                 "fig_end_to_end", "fig_imagenet_performance", "fig_case_study", "fig_kernel_performance",
                 "fig_gpt_loss", "fig_search_progress"],
