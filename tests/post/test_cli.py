@@ -144,3 +144,24 @@ def test_quantized_resnet18_on_digits_within_one_point(tmp_path):
     for v in rep["variants"].values():
         assert v["fp32_accuracy"] > 0.8
         assert v["accuracy_drop"] <= 0.01
+
+
+@pytest.mark.slow
+def test_select_and_reevaluate_a_real_search_session(tmp_path):
+    """Integration with the search engineer's sessions: a real MCTS digits search, then select and reevaluate."""
+    from syno.search.options import build_options
+    from syno.search.run import run_search
+
+    sess = tmp_path / "real"
+    run_search(build_options("tiny", {"run.max_evaluations": 4, "run.workers": 0, "train.epochs": 1,
+                                      "train.max_steps_per_epoch": 6, "session_dir": str(sess)}))
+    _ok(runner.invoke(app, ["select", str(sess), "--top", "2", "--max-flops-ratio", "1.0", "-q"]))
+    sel = json.loads((sess / "selected.json").read_text())
+    assert 1 <= len(sel["selected"]) <= 2
+    _ok(runner.invoke(app, ["reevaluate", str(sess), "--dataset", "digits", *FAST_TRAIN]))
+    summary = json.loads((sess / "reeval-digits.json").read_text())
+    assert [r["name"] for r in summary["kernels"]] == [e["name"] for e in sel["selected"]]
+    for r in summary["kernels"]:
+        assert r["status"] == "ok" and _in01(r["accuracy"])
+        meta = json.loads((sess / r["name"] / "meta.json").read_text())
+        assert r["flops"] == meta["flops"]  # the same model and operator as the search evaluated
