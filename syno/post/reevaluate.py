@@ -54,7 +54,10 @@ def recipe(dataset: str, **overrides: Any) -> tuple[VisionTrainOptions | LMTrain
     ``device``, ``time_budget_s``...).
     """
     if dataset == "imagenet":
-        opts: VisionTrainOptions | LMTrainOptions = VisionTrainOptions.imagenet(progress=True)
+        # AMP (fp16 + GradScaler) and channels_last as in the original on CUDA; left to the device
+        # (None = on for CUDA only) so the same recipe also runs, slowly, on a CPU
+        opts: VisionTrainOptions | LMTrainOptions = VisionTrainOptions.imagenet(progress=True, amp=None,
+                                                                                 channels_last=None)
         extra = {"metric": "final", "tta_flip": True}
     elif dataset == "cifar100":
         opts = VisionTrainOptions(epoch_time_limit_s=None)
