@@ -212,9 +212,16 @@ class MCTS(SearchAlgorithm):
             tn.synth = synth  # only the node's own path, so proposals do not depend on cache history
         return tn
 
-    def _synth(self, tn: TreeNode) -> SynthNode:
+    def _synth(self, tn: TreeNode) -> SynthNode | None:
+        """The space's node for ``tn`` (replayed from its path); None if the space now knows it is a
+        dead end (a fresh process may refuse to replay into one), which marks ``tn`` dead."""
         if tn.synth is None:
-            tn.synth = self.space.node_from_path(tn.path)
+            try:
+                tn.synth = self.space.node_from_path(tn.path)
+            except ValueError:
+                tn.dead = True
+                self.counters["dead_on_replay"] += 1
+                return None
         return tn.synth
 
     def _expand(self, tn: TreeNode) -> dict[str, Mid]:
@@ -223,7 +230,7 @@ class MCTS(SearchAlgorithm):
             return tn.mids
         synth = self._synth(tn)
         mids = tn.mids if tn.mids is not None else {}
-        for nxt, child in synth.children():
+        for nxt, child in (synth.children() if synth is not None else ()):
             child_tn = self._node_for(child)
             mid = mids.get(nxt.type)
             if mid is None:
@@ -240,7 +247,10 @@ class MCTS(SearchAlgorithm):
     def _node_of_path(self, path: Path) -> TreeNode:
         """The tree node reached by ``path`` (replayed through the tree where possible)."""
         tn = self.root
-        for nxt in path:
+        for i, nxt in enumerate(path):
+            if tn.key not in self._attached and tn.synth is None:
+                # replay the given prefix (valid, since the path is) rather than the node's stored one
+                tn.synth = self.space.node_from_path(path[:i])
             mids = self._expand(tn)
             mid = mids.get(nxt.type)
             edge = mid.edges.get(nxt.key) if mid is not None else None
@@ -439,7 +449,7 @@ class MCTS(SearchAlgorithm):
                 final_synth = self._synth(start)
             else:
                 synth = self._synth(start)
-                if synth.is_dead_end():
+                if synth is None or synth.is_dead_end():
                     start.dead = True
                     if node is not None:
                         return None
@@ -461,7 +471,8 @@ class MCTS(SearchAlgorithm):
     def _accept(self, final: TreeNode) -> bool:
         if self.final_filter is None:
             return True
-        reason = self.final_filter(self._synth(final))
+        synth = self._synth(final)
+        reason = "its path no longer replays" if synth is None else self.final_filter(synth)
         if reason is None:
             return True
         final.filtered = final.dead = final.exhausted = True
