@@ -256,6 +256,8 @@ class SearchRunner:
         self._hash_cache: dict[str, str] = {}
         self.new = 0
         self.reissued = 0
+        self._started: dict[str, float] = {}
+        self._durations: list[float] = []
 
     # -- resume ------------------------------------------------------------------------------
     def restore(self, rebuild_state: bool = False) -> dict[str, int]:
@@ -322,6 +324,7 @@ class SearchRunner:
     def _submit(self, path: str) -> None:
         h = self._identify(path)
         self.evaluator.submit(path)
+        self._started[path] = time.monotonic()
         self.inflight[path] = h
         self.inflight_hash[h] = path
         self.store.save_inflight(self.inflight)
@@ -330,6 +333,9 @@ class SearchRunner:
         h = self.inflight.pop(path, None) or self._identify(path)
         self.inflight_hash.pop(h, None)
         reward = self.reward(result)
+        started = self._started.pop(path, None)
+        if started is not None:
+            self._durations.append(time.monotonic() - started)
         try:
             files, extra = self.problem.artifacts(path)
         except Exception as exc:  # noqa: BLE001 - artifacts are best effort; the result is what counts
@@ -377,11 +383,18 @@ class SearchRunner:
                         break
                     if drain_seconds is not None and now >= deadline + drain_seconds:
                         break
+                budget_done = False
                 room = self.evaluator.capacity()
                 if max_evaluations is not None:
                     room = min(room, max_evaluations - total)
                 if deadline is not None and now >= deadline:
                     room = 0
+                elif deadline is not None and self._durations:
+                    # do not start kernels that would finish after the budget (median of recent ones)
+                    recent = sorted(self._durations[-10:])
+                    if now + recent[len(recent) // 2] > deadline:
+                        room = 0
+                        budget_done = True
                 submitted = 0
                 while room > 0 and self.reissue:
                     p = self.reissue.popleft()
@@ -403,6 +416,9 @@ class SearchRunner:
                         self._submit(ps)
                         submitted += 1
                 if not self.inflight:
+                    if budget_done:
+                        stop_reason = stop_reason or "time budget used (no time left for another kernel)"
+                        break
                     if self.algo.exhausted and not self.reissue:
                         stop_reason = stop_reason or "search space exhausted"
                         break

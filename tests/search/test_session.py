@@ -228,3 +228,15 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     after = {r.hash: r.dir.name for r in recs}
     assert all(after[h] == name for h, name in before.items())  # nothing lost or rewritten
     assert "done 40" in out.stdout
+
+
+def test_time_budget_is_respected(tmp_path):
+    prob = MockProblem(SPACE, delay=0.4)
+    store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
+    runner.restore()
+    t0 = time.monotonic()
+    s = runner.run(budget_seconds=2.0)
+    took = time.monotonic() - t0
+    assert s.evaluated >= 3
+    assert took < 2.0 + 0.4 + 1.0, took  # no kernel is started that cannot finish within the budget
+    assert "time budget" in s.stop_reason
