@@ -435,7 +435,7 @@ def candidate_variants(module) -> list[str]:
     """Distinct candidates (identical plans are measured once)."""
     out, seen = [], set()
     for plan_name in PLAN_OPTIONS:
-        plan = variant_plan(module, plan_name)
+        plan = variant_plan(module, "einsum:" + plan_name)
         sig = tuple((s.kind, s.srcs, s.src_axes, s.dst_axes) for s in plan.steps)
         if sig in seen:
             continue

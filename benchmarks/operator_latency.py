@@ -1,0 +1,198 @@
+"""Operator latency vs cuDNN conv on the ResNet-18 3x3 layer set (GPU).
+
+For each layer (C @ H x H: 64@56, 128@28, 256@14, 512@7), batch N in {1, 128} and operator
+(conv2d written in primitives, Operator 1, stacked conv; sampled operators with FLOPs ratio <= 0.5
+when ``syno.synth.sample_operators`` exists), measure side by side in one process:
+
+* cuDNN ``nn.Conv2d(C, C, 3, padding=1, bias=False)`` (the baseline) and the generated module,
+* eager and ``torch.compile`` (default mode, fullgraph),
+* forward (with autograd recording, as in training) and forward + backward (input and weights),
+
+and print speedup = baseline time / operator time. The generated module's implementation is
+picked by the autotuner (eager, fwd+bwd) before compiling; the per-variant eager times are
+saved too. Both sides: bf16 autocast, channels_last inputs, TF32 allowed, cudnn.benchmark on.
+
+    python benchmarks/operator_latency.py --out results/operator_latency.json
+    python benchmarks/operator_latency.py --quick          # 2 layers, N=1 and 8, no compile
+
+Results are written after every layer, so a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from syno.codegen import fast
+from syno.codegen.torch import build_module
+from syno.ir import library
+
+LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
+OPERATORS = {"conv2d": library.conv2d, "operator1": library.operator1, "stacked_conv": library.stacked_conv}
+
+
+def timed(fn, iters: int, reps: int, device: str) -> float:
+    """Median over ``reps`` of the mean time of ``iters`` back-to-back calls (ms)."""
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(iters):
+                fn()
+            e.record()
+            e.synchronize()
+            samples.append(s.elapsed_time(e) / iters)
+        else:
+            t = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            samples.append((time.perf_counter() - t) * 1e3 / iters)
+    return statistics.median(samples)
+
+
+def bench_pair(base, ours, x, g, iters, reps, device):
+    """Interleaved fwd and fwd+bwd timings of two modules on the same input."""
+    def fwd(m):
+        return lambda: m(x)
+
+    grads = {g.dtype: g, torch.bfloat16: g.to(torch.bfloat16)}
+
+    def fwdbwd(m):
+        def run():
+            y = m(x)
+            y.backward(grads[y.dtype])
+        return run
+
+    out = {}
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        for mode, make in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+            tb, to = [], []
+            for _ in range(2):  # alternate to cancel drift
+                tb.append(timed(make(base), iters, reps, device))
+                to.append(timed(make(ours), iters, reps, device))
+            out[mode] = {"baseline_ms": min(tb), "ours_ms": min(to), "speedup": min(tb) / min(to)}
+    for p in list(base.parameters()) + list(ours.parameters()) + [x]:
+        p.grad = None
+    return out
+
+
+def sampled_operators(max_ratio: float, count: int):
+    try:
+        from syno.synth import sample_operators  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    try:
+        ops = sample_operators("tiny", count * 20, seed=0, workers=1)
+    except Exception as exc:  # the sampler's options may differ: report, do not fail the run
+        print(f"# sampler unavailable: {exc}", file=sys.stderr)
+        return {}
+    m = {"N": 128, "C_in": 256, "C_out": 256, "H": 14}
+    conv = library.conv2d()
+    out = {}
+    for op in ops:
+        try:
+            ratio = op.flops(op.bind(m))[0] / conv.flops(conv.bind(m))[0]
+        except Exception:
+            continue
+        if ratio <= max_ratio:
+            out[f"sampled_{op.hash[:8]}"] = lambda op=op: op
+        if len(out) >= count:
+            break
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/operator_latency.json")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 128])
+    ap.add_argument("--layers", type=int, nargs="+", default=None, help="channel counts to run (default all)")
+    ap.add_argument("--ops", nargs="+", default=list(OPERATORS))
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--budget-s", type=float, default=math.inf, help="skip remaining compiles after this many seconds")
+    ap.add_argument("--sampled", type=int, default=2, help="sampled operators with FLOPs ratio <= 0.5")
+    args = ap.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch._dynamo.config.cache_size_limit = 64
+    layers = [l for l in LAYERS if args.layers is None or l[0] in args.layers]
+    batches = args.batches
+    if args.quick:
+        layers, batches = layers[-2:], [1, 8]
+        args.no_compile = True
+    ops = {k: OPERATORS[k] for k in args.ops}
+    ops.update(sampled_operators(0.5, args.sampled) if args.sampled else {})
+    t_start = time.time()
+    results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+               "torch": torch.__version__, "settings": "bf16 autocast, channels_last, TF32 on, cudnn.benchmark",
+               "rows": []}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    print(f"# {results['device']}  torch {torch.__version__}  {results['settings']}")
+    print(f"# speedup = cuDNN conv time / operator time (>1: operator faster)")
+    header = f"{'op':<14}{'layer':>10}{'N':>5}{'MACs/conv':>10}  {'variant':<14}" \
+             f"{'eager fwd':>10}{'eager f+b':>10}{'comp fwd':>10}{'comp f+b':>10}"
+    print(header)
+    for c, h in layers:
+        for n in batches:
+            iters = 50 if n == 1 else 10
+            reps = 5
+            base = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+            x = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+            g = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last)
+            base_compiled = None
+            for name, make in ops.items():
+                m = {"N": n, "C_in": c, "C_out": c, "H": h}
+                try:
+                    mod = build_module(make(), m).to(device)
+                except Exception as exc:
+                    print(f"# {name} {c}@{h} N={n}: cannot build ({exc})")
+                    continue
+                row = {"op": name, "C": c, "H": h, "N": n, "macs": mod.plan.flops,
+                       "conv_macs": n * c * c * h * h * 9}
+                # correctness in the benchmark setting: fast path vs einsum reference
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                    ref = mod.reference_forward(x.detach())
+                    variants = fast.measure_variants(mod, x.detach(), backward=True)
+                    choice = min(variants, key=variants.get)
+                    mod.implementation = choice
+                    err = ((mod(x.detach()).float() - ref.float()).norm() / ref.float().norm()).item()
+                row.update(variant=choice, variants_fwdbwd_ms=variants, rel_err_vs_einsum=err)
+                row["eager"] = bench_pair(base, mod, x, g, iters, reps, device)
+                if not args.no_compile and time.time() - t_start < args.budget_s:
+                    try:
+                        if base_compiled is None:
+                            base_compiled = torch.compile(base, fullgraph=True)
+                        row["compiled"] = bench_pair(base_compiled, torch.compile(mod, fullgraph=True),
+                                                     x, g, iters, reps, device)
+                    except Exception as exc:
+                        row["compiled_error"] = repr(exc)[:500]
+                results["rows"].append(row)
+                e, cp = row["eager"], row.get("compiled")
+                comp = (f"{cp['fwd']['speedup']:>10.2f}{cp['fwdbwd']['speedup']:>10.2f}" if cp else f"{'-':>10}{'-':>10}")
+                print(f"{name:<14}{f'{c}@{h}':>10}{n:>5}{row['macs'] / row['conv_macs']:>10.3f}  {choice:<14}"
+                      f"{e['fwd']['speedup']:>10.2f}{e['fwdbwd']['speedup']:>10.2f}{comp}", flush=True)
+                with open(args.out, "w") as fh:
+                    json.dump(results, fh, indent=1)
+                del mod
+            torch._dynamo.reset()
+    print(f"# total {time.time() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
