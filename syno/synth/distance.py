@@ -17,8 +17,8 @@ axes and surplus ``q = prod(current) / prod(desired)`` gives, for the group,
   only admit blocks at most the shift limit / a window / a stride (M3-M5); reductions, Share data
   sides, Split tops and Merge majors must first become one of those (M1, M2), at a cost.
 
-``q`` must be a legal, integral size (primaries cannot be created; a negative coefficient power needs
-a Stride). Data-discarding dims each need an Unfold (as window) or an Expand. A current dim that can
+``q`` must be a legal, integral size (primaries cannot be created, and a missing coefficient factor
+cannot be supplied either: a Stride's top is data-discarding and may only end as an Unfold window). Data-discarding dims each need an Unfold (as window) or an Expand. A current dim that can
 still become an outer product of a future contraction may vanish at no per-dim cost (one contraction
 for all), but pays its primary occurrences (allowance) together with the reductions that must still
 get below a Share. Frozen dims (chain length exhausted) must equal a desired axis. The bound is the
@@ -47,6 +47,7 @@ class CurSig:
     expand: bool = False        # ... by an Expand (else only as an Unfold window)
     rigid: bool = False         # its primary factors can never be cut off or eliminated
     reduce_only: bool = False   # depends on reductions only (never an Unfold's main side, U2)
+    cuts: frozenset = frozenset()  # for carve_big: the pieces a Merge may cut off it now
 
 
 def _set_partitions(items: list[int]):
@@ -68,6 +69,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                       allowance: tuple[int, ...] | None = None,
                       share_needs: Sequence[tuple[int, ...]] | None = None,
                       window_ok: Callable[[tuple[int, ...], tuple[int, ...]], bool] | None = None,
+                      elim_free: Sequence[bool] | None = None,
                       limit: int = INF - 1, budget: int = 20000) -> int:
     """Lower bound on the number of primitives to turn ``curs`` into ``desired`` (INF if impossible).
 
@@ -76,7 +78,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     ``n_small`` Unfold / Stride tops (M4-M5). ``window_ok(main, window)``: U4 allows the window on a
     main cut from ``main``. ``joins_left`` = remaining Splits + Unfolds + Expands. ``allowance``
     (primary occurrences left) and ``share_needs`` (alternative occurrences that reductions not yet
-    under a Share will consume) make vanishing dims pay their outer-product Share.
+    under a Share will consume) make vanishing dims pay their outer-product Share; so do primaries
+    cut off by Merges, unless ``elim_free[k]`` says primary ``k`` can go into a window or an Expand.
 
     The search stops at the first configuration costing at most ``limit`` (the result is then only
     known to be <= limit) and returns INF when the bound exceeds ``limit``."""
@@ -110,6 +113,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     n = len(flex)
     nvars = len(desired[0])
     zero = (0,) * nvars
+    pzero = (0,) * n_primary
     best = [INF if limit >= INF - 1 else limit + 1]
     found = [INF]
     steps = [0]
@@ -146,6 +150,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     continue
                 big = [i for i in T if flex[i].carve_big]
                 nb = [i for i in T if not flex[i].carve_big]
+                if len(T) == 1 and big and rem not in flex[T[0]].cuts:
+                    continue  # one Merge: the piece must be one of the allowed blocks / majors
                 prim_nb = tuple(max(0, rem[k] - sum(max(flex[i].exps[k], 0) for i in big)) if k < n_primary
                                 else 0 for k in range(nvars))
                 if any(prim_nb) and not covers(prim_nb, nb):
@@ -176,6 +182,31 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                             found_cut = (cost, size)
         return found_cut
 
+    def fits_group(i: int, dtot: tuple[int, ...]) -> bool:
+        """A member that cannot be cut freely ends up inside the group's desired product, after
+        giving away at most a small piece (its own excess over the desired product)."""
+        f = flex[i]
+        if f.carve_big:
+            return True
+        rest = tuple(a - b for a, b in zip(dtot, f.exps))
+        if not any(rest) or q_ok(rest):
+            return True
+        if uncuttable(i):
+            return False
+        excess = tuple(max(b - a, 0) for a, b in zip(dtot, f.exps))
+        if any(excess[:n_primary]):
+            return False  # primaries cut off small pieces are too large (they are not separable)
+        rest2 = tuple(r + e for r, e in zip(rest, excess))
+        if any(rest2) and not q_ok(rest2):
+            return False
+        if f.carve_tiny < INF and small_ok(excess, 1, 0):
+            return True
+        return f.carve_small < INF and small_ok(excess, 0, 1)
+
+    def uncuttable(i: int) -> bool:
+        f = flex[i]
+        return not f.carve_big and f.carve_tiny >= INF and f.carve_small >= INF
+
     def group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
         key = (members, dsum)
         if key not in gmemo:
@@ -204,19 +235,30 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             if cut >= INF:
                 return None
         if not any(q):
-            return cut, 0
+            if dcnt >= 2 and not all(fits_one_axis(flex[i].exps, dlist[dsum]) for i in members if uncuttable(i)):
+                return None
+            if not all(fits_group(i, dsum) for i in members):
+                return None
+            return cut, 0, pzero
         if any(e < 0 for e in q[:n_primary]):
             return None
         has_primary = any(e > 0 for e in q[:n_primary])
         if not has_primary and any(e < 0 for e in q[n_primary:]):
-            return (max(1, cut), 0) if strides_left > 0 else None  # a Stride must supply the factor
+            # the desired axes are larger than the material by a pure coefficient: nothing can supply
+            # it (a Stride's top is data-discarding and can only end as an Unfold window)
+            return None
         if not q_ok(q):
             return None
         c = len(members)
         best_extra = None
         whole = [i for i in members if flex[i].whole]
+        axes = dlist[dsum]
         for r in range(0, min(len(whole), c - 1) + 1):
             for sub in combinations(whole, r):
+                if not all(fits_one_axis(flex[i].exps, axes) for i in members if i not in sub and uncuttable(i)):
+                    continue
+                if not all(fits_group(i, dsum) for i in members if i not in sub):
+                    continue
                 rem = list(q)
                 for i in sub:
                     for k, e in enumerate(flex[i].exps):
@@ -227,18 +269,30 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     if not all(flex[i].expand or any(window_ok(mn, flex[i].exps) for mn in mains) for i in sub):
                         continue
                 if not any(rem):
-                    return cut, 0  # the surplus is a set of whole pieces (windows / expands)
+                    return cut, 0, pzero  # the surplus is a set of whole pieces (windows / expands)
                 if merges_left <= dcnt - 1 or any(e < 0 for e in rem[:n_primary]) or not q_ok(rem):
                     continue
                 got = carve_cost(rem, [i for i in members if i not in sub], members, dcnt)
                 if got is not None:
-                    got = (max(got[0], cut), got[1])
-                    if best_extra is None or got[0] < best_extra[0]:
+                    # primaries cut off must vanish into outer products unless windows/expands may take them
+                    surplus = tuple(0 if (elim_free is not None and elim_free[k]) else max(rem[k], 0)
+                                    for k in range(n_primary))
+                    got = (max(got[0], cut), got[1], surplus)
+                    if best_extra is None or (got[0], sum(got[2])) < (best_extra[0], sum(best_extra[2])):
                         best_extra = got
         return best_extra
 
     seen_parts = set()
     dmin: dict = {}
+    dlist: dict = {}
+
+    def fits_one_axis(x: tuple[int, ...], axes) -> bool:
+        """An uncuttable dim ends whole inside one desired axis: axis / x is 1 or legal."""
+        for ax in axes:
+            rest = tuple(a - b for a, b in zip(ax, x))
+            if not any(rest) or q_ok(rest):
+                return True
+        return False
 
     def small_key(e):
         return tuple(e)  # any fixed choice is fine: small_ok is only a necessary condition
@@ -263,6 +317,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     s[k] += e
             dsum.append(tuple(s))
             dcnt.append(len(g))
+            dlist[tuple(s)] = tuple(sorted(desired[j] for j in g))
             # the smallest desired axis of the group (a cut between its axes is at least that big)
             dmin[tuple(s)] = min((desired[j] for j in g), key=lambda e: small_key(e))
         fixed_cost = base + m - 2 * G
@@ -273,13 +328,11 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
         choice = [0] * n
 
         def finish(used_o: bool) -> None:
-            if share_needs is not None and not any(
-                    all(a + b <= c for a, b, c in zip(need, vsum, allowance)) for need in share_needs):
-                return
-            cost = fixed_cost + (1 if (used_o or need_contraction) else 0)
+            cost = fixed_cost
             merges = 0
             joins = joins_used
             carved = False
+            vtot = list(vsum)
             for g in range(G):
                 c = len(members[g])
                 if c == 0:
@@ -291,6 +344,16 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                 merges += dcnt[g] - 1 + got[1]
                 joins += c - 1
                 carved = carved or got[1] > 0
+                if any(got[2]):
+                    used_o = True
+                    for k in range(n_primary):
+                        vtot[k] += got[2][k]
+            if share_needs is not None and not any(
+                    all(a + b <= c for a, b, c in zip(need, vtot, allowance)) for need in share_needs):
+                return
+            if used_o and not can_contract:
+                return
+            cost += 1 if (used_o or need_contraction) else 0
             if need_contraction and not used_o and not carved:
                 # a contraction needs an outer product (K1): a vanishing dim, a piece cut off in a
                 # group, or else a Merge piece cut for it

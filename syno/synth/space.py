@@ -141,15 +141,21 @@ class Node:
         self._children[k] = node
         return None if node is None or node.dead else node
 
-    def random_child(self, rng: random.Random, by_type: bool = True) -> tuple[Next, Node] | None:
-        """A uniformly random live child: uniform over op types, then over ops of that type
-        (``by_type``; the original's ``steps=2``), or uniform over all children."""
+    def random_child(self, rng: random.Random, by_type: bool = True,
+                     type_weight=None) -> tuple[Next, Node] | None:
+        """A random live child: a random op type (uniform, or weighted by ``type_weight(depth,
+        type)``), then a uniform op of that type (``by_type``; the original's ``steps=2``), or
+        uniform over all children."""
         if self._live is None:
             self._live = {t: list(ms) for t, ms in self.moves().items() if ms}
         live = self._live
         while live:
             if by_type:
-                t = rng.choice(sorted(live, key=TYPE_INDEX.__getitem__))
+                types = sorted(live, key=TYPE_INDEX.__getitem__)
+                if type_weight is None:
+                    t = rng.choice(types)
+                else:
+                    t = rng.choices(types, [type_weight(self._depth, x) for x in types])[0]
                 ms = live[t]
                 i = rng.randrange(len(ms))
             else:
@@ -184,13 +190,16 @@ class SynthSpace:
     ``enforce_flops=False`` turns off the FLOPs window (pruning and the final check); everything
     else is unchanged. Used to replay operators that are deliberately outside a preset's window."""
 
-    def __init__(self, options: SynthOptions, *, enforce_flops: bool = True, use_distance: bool = True):
+    def __init__(self, options: SynthOptions, *, enforce_flops: bool = True, use_distance: bool = True,
+                 adaptive: bool = True):
         self.options = options
         self.problem = options.problem()
         self.size_space = self.problem.space
         self.bindings = self.problem.bindings
         self.enforce_flops = enforce_flops
         self.use_distance = use_distance
+        self.adaptive = adaptive
+        self._type_stats: dict[tuple[int, str], tuple[int, int]] = {}
         o = options
         p = self.problem
         self.outputs: tuple[IteratorDim, ...] = tuple(
@@ -222,8 +231,10 @@ class SynthSpace:
         self._lower: dict[Size, Fraction] = {}
         self._winok: dict[tuple, bool] = {}
         self._cposs: dict[str, bool] = {}
+        self._sig_cache: dict[tuple, CurSig] = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
                       "final_rejected": 0}
+        self._prim_separable, self._prim_elim_free = self._primary_escapes()
         root_current = [d for d in self.outputs if d not in self.fixed_dims]
         state = State(root_current, (), (), (), (0,) * 9, (0,) * len(self.max_occ), 0)
         self._root = Node(self, state, state.key, (), 0)
@@ -249,21 +260,43 @@ class SynthSpace:
         found = self.random_walk(node, rng, max_tries)
         return None if found is None else found[1]
 
+    def _type_weight(self, depth: int, t: str) -> float:
+        s, n = self._type_stats.get((depth, t), (0, 0))
+        return (s + 1.0) / (n + 2.0)
+
+    def _learn(self, node: Node, edges: Sequence[Next], success: bool) -> None:
+        depth = node.depth
+        for nxt in edges:
+            s, n = self._type_stats.get((depth, nxt.type), (0, 0))
+            self._type_stats[(depth, nxt.type)] = (s + (1 if success else 0), n + 1)
+            depth += 1
+
     def random_walk(self, node: Node, rng: random.Random, max_tries: int = 64,
-                    by_type: bool = True) -> tuple[Path, Node] | None:
+                    by_type: bool = True, adaptive: bool | None = None) -> tuple[Path, Node] | None:
         """Random descent from ``node`` to a final node, backtracking out of dead ends (at most
-        ``max_tries`` backtracks). Returns (path from the root, final node) or None."""
+        ``max_tries`` backtracks). Returns (path from the root, final node) or None.
+
+        ``adaptive`` (default: the space's ``adaptive`` flag) weights op types at each depth by how
+        often they led to a final node in earlier walks of this space (Laplace-smoothed), which
+        steers walks away from op types that mostly dead-end; it changes the sampling distribution,
+        not the set of reachable operators."""
+        adaptive = self.adaptive if adaptive is None else adaptive
+        tw = self._type_weight if adaptive else None
         stack: list[Node] = [node]
         edges: list[Next] = []
         backtracks = 0
         while stack:
             cur = stack[-1]
             if cur.is_final:
+                if adaptive:
+                    self._learn(node, edges, True)
                 return tuple(node.path) + tuple(edges), cur
-            got = cur.random_child(rng, by_type)
+            got = cur.random_child(rng, by_type, tw)
             if got is None:
                 stack.pop()
                 if edges:
+                    if adaptive:
+                        self._learn(node, edges, False)
                     edges.pop()
                 backtracks += 1
                 if backtracks > max_tries:
@@ -352,7 +385,8 @@ class SynthSpace:
                         hi, lo = hi - lo, 0
                     ranges.append(range(lo, min(hi, p) + 1))
                 else:
-                    ranges.append([b for b in range(lo, hi + 1) if abs(b) + abs(p - b) - abs(p) <= max(a, 0)])
+                    # moving a factor farther from 0 than the size has it costs allowance
+                    ranges.append([b for b in range(lo, hi + 1) if max(abs(b) - abs(p), 0) <= max(a, 0)])
             got = []
             for exps in product(*ranges):
                 b = self.size_space.size_of(exps)
@@ -494,10 +528,9 @@ class SynthSpace:
         k = A.kind(d)
         new = self.is_new(state, d)
         room = o.max_chain_length - d.height - 1  # ops that may precede the Merge on this chain
-        big = k in ("iterator", "MergeR") and new
+        big = k in ("iterator", "MergeR") and new and bool(self._merge_blocks(d.size, allow))
         if big:
             return True, 0, 0
-        min_stride = self._min_stride
         shares_ok = can_c and self.fits(allow, d.size, o.count_coefficients_in_weights_as_allowance_usage)
         # -- tiny blocks: through a Shift top
         if k == "Shift" and new:
@@ -505,30 +538,37 @@ class SynthSpace:
         elif room >= 1 and new and caps["shifts"] > 0 and k not in ("reduce", "ShareL", "Shift") \
                 and not A.is_unordered(d) and not (k == "Split" and self.upper(d.op.bottoms[1].size) > o.max_shift_rhs):
             tiny = 1
-        elif room >= 2 and caps["splits"] > 0 and caps["shifts"] > 0:
-            tiny = 2
+        elif room >= 2 and caps["splits"] > 0 and caps["shifts"] > 0 and self._tiny_partner(state, d):
+            tiny = 2  # Split with a tiny dim as the block, then Shift (H3), then Merge
+        elif room >= 2 and caps["splits"] > 0 and caps["shifts"] > 0 and caps["merges"] >= 2 and any(
+                x is not d and A.kind(x) in ("iterator", "MergeR") and self.is_new(state, x)
+                for x in state.current):
+            tiny = 3  # ... after cutting a tiny partner off some dim (C3: a new one)
         else:
             tiny = INF
         # -- small blocks: through an Unfold or Stride top
-        stride_fits = self.upper(d.size) * min_stride <= o.max_strided_dim_size
+        # (a Stride top is data-discarding, and so are both halves of a Merge of it: such pieces can
+        # only end as windows, so Strides never help to keep a cut dim's material)
         unfold_main = (caps["unfolds"] > 0 and not A.ends_up_reduce(d)
                        and not (k == "Split" and o.disallow_unfold_l_above_split)
                        and not (k == "Shift" and o.disallow_unfold_l_above_shift))
-        if k in ("Unfold", "Stride") and new:
+        if k == "Unfold" and new:
             small = 0
-        elif room >= 1 and ((new and caps["strides"] > 0 and stride_fits and k not in ("Unfold", "Stride")
-                             and not (k == "Split" and o.disallow_stride_above_split)) or unfold_main):
+        elif room >= 1 and unfold_main:
             small = 1
-        elif room >= 2 and ((caps["splits"] > 0 and ((caps["strides"] > 0 and not o.disallow_stride_above_split)
-                                                      or (caps["unfolds"] > 0 and not o.disallow_unfold_l_above_split)))
-                            or (shares_ok and ((caps["strides"] > 0 and stride_fits)
-                                               or (caps["unfolds"] > 0 and not A.ends_up_reduce(d))))):
+        elif room >= 2 and caps["unfolds"] > 0 and (
+                (caps["splits"] > 0 and not o.disallow_unfold_l_above_split)
+                or (shares_ok and not A.ends_up_reduce(d))):
             small = 2
-        elif room >= 3 and caps["splits"] > 0 and shares_ok and (caps["unfolds"] > 0 or caps["strides"] > 0):
+        elif room >= 3 and caps["splits"] > 0 and shares_ok and caps["unfolds"] > 0:
             small = 3
         else:
             small = INF
         return False, tiny, small
+
+    def _tiny_partner(self, state: State, d: Dim) -> bool:
+        rhs = self.options.max_shift_rhs
+        return any(x is not d and self.upper(x.size) <= rhs for x in state.current)
 
     def _whole(self, d: Dim, caps: dict) -> tuple[bool, bool]:
         """(as an Unfold window, possibly after joining others; by an Expand): could ``d`` be
@@ -576,34 +616,71 @@ class SynthSpace:
                 "expands": self.cap_left(state, C_EXPAND, "expands") if self.expands_enabled() else 0}
         sigs = []
         limit = max(o.max_unfold_kernel_size, o.max_strided_dim_size, o.max_shift_rhs)
+        ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer)
         for d in state.current:
-            big, tiny, small = self._carve(state, d, caps, can_c, allow)
-            window, expand = self._whole(d, caps)
-            whole = window or expand
-            prim = d.size.exps[:self.n_primary]
-            vanish = self.may_vanish(state, d, allow, outer, can_c)
-            rigid = (any(prim) and not big and not whole and not vanish
-                     and ((tiny >= INF and small >= INF)
-                          or all(self._var_lower[k] > limit for k, e in enumerate(prim) if e)))
-            sigs.append(CurSig(d.size.exps, d.height >= o.max_chain_length, A.data_discarding(d),
-                               vanish, big, tiny, small, whole, expand, rigid, A.ends_up_reduce(d)))
+            ck = (d, ctx)
+            sig = self._sig_cache.get(ck)
+            if sig is None:
+                big, tiny, small = self._carve(state, d, caps, can_c, allow)
+                window, expand = self._whole(d, caps)
+                whole = window or expand
+                prim = d.size.exps[:self.n_primary]
+                vanish = self.may_vanish(state, d, allow, outer, can_c)
+                rigid = (any(prim) and not big and not whole and not vanish
+                         and ((tiny >= INF and small >= INF)
+                              or not any(self._prim_separable[k] for k, e in enumerate(prim) if e)))
+                cuts = frozenset()
+                if big:
+                    blocks = self._merge_blocks(d.size, allow)
+                    cuts = frozenset([b.exps for b in blocks] + [(d.size / b).exps for b in blocks])
+                sig = CurSig(d.size.exps, d.height >= o.max_chain_length, A.data_discarding(d),
+                             vanish, big, tiny, small, whole, expand, rigid, A.ends_up_reduce(d), cuts)
+                self._sig_cache[ck] = sig
+            sigs.append(sig)
         sigs = tuple(sorted(sigs))
         needs, must_share = self.share_needs(state, can_c, allow)
         prim_allow = tuple(allow[:self.n_primary])
         key = (sigs, caps["merges"], min(caps["splits"] + caps["unfolds"] + caps["expands"], 64),
                min(caps["strides"], 8), state.n_weights == 0 or must_share, can_c, prim_allow, needs,
                self.remaining(state), min(caps["shifts"], 8))
+        # the largest block an Unfold / Stride top may give away (M4, M5): below the largest window
+        # that can still be formed from the current odd small dims, or a stride
+        win = 1.0
+        for d in state.current:
+            u = float(self.upper(d.size))
+            if u <= o.max_unfold_kernel_size and (not o.odd_unfold_kernels or all(
+                    v.denominator == 1 and v.numerator % 2 == 1 for v in self.bindings.values(d.size))):
+                win *= u
+        small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
+        key = key + (small_limit,)
         got = self._dist_cache.get(key)
         if got is None:
             got = shape_lower_bound(sigs, self.desired_exps, self.n_primary, self._q_ok,
-                                    small_ok=self._small_ok,
+                                    small_ok=lambda q, a, b, lim=small_limit: self._small_ok(q, a, b, lim),
                                     merges_left=key[1], joins_left=key[2], strides_left=key[3],
                                     shifts_left=caps["shifts"],
                                     need_contraction=key[4], can_contract=can_c,
                                     allowance=prim_allow, share_needs=needs, limit=self.remaining(state),
-                                    window_ok=self._window_ok)
+                                    window_ok=self._window_ok, elim_free=self._prim_elim_free)
             self._dist_cache[key] = got
         return got
+
+    def _primary_escapes(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+        """Per primary variable: (can a factor of it be cut off a dim or eliminated without a
+        Share: through a Shift block (M3), a window (U3/U4), or a Stride block (M4, T2); can it
+        vanish without an outer-product Share: in a window or an Expand)."""
+        o = self.options
+        sep, free = [], []
+        for k in range(self.n_primary):
+            v = self.size_space.var(self.size_space.variables[k].name)
+            lo, hi = float(self.lower(v)), float(self.upper(v))
+            odd = all(x.denominator == 1 and x.numerator % 2 == 1 for x in self.bindings.values(v))
+            window = hi <= o.max_unfold_kernel_size and (odd or not o.odd_unfold_kernels)
+            stride = o.max_strides != 0 and lo * lo < o.max_strided_dim_size
+            expand = self.expands_enabled() and o.max_expands != 0 and hi <= o.max_expansion_repeat_multiplier
+            sep.append(lo <= o.max_shift_rhs or window or stride)
+            free.append(window or expand)
+        return tuple(sep), tuple(free)
 
     def share_needs(self, state: State, can_c: bool, allow) -> tuple[tuple[tuple[int, ...], ...], bool]:
         """Primary occurrences that reductions not yet under a Share must still consume, and
@@ -627,7 +704,7 @@ class SynthSpace:
         strict = []
         for r in free:
             prim = r.size.exps[:self.n_primary]
-            if any(prim) and all(self._var_lower[k] > limit for k, e in enumerate(prim) if e):
+            if any(prim) and not any(self._prim_separable[k] for k, e in enumerate(prim) if e):
                 strict.append(r)
         if not strict:
             return ((0,) * self.n_primary,), must_share
@@ -651,10 +728,10 @@ class SynthSpace:
         pareto = [v for v in out if not any(w != v and all(x <= y for x, y in zip(w, v)) for w in out)]
         return tuple(sorted(pareto)), must_share
 
-    def _small_ok(self, q: tuple[int, ...], n_tiny: int, n_small: int) -> bool:
-        o = self.options
-        limit = max(o.max_unfold_kernel_size, o.max_strided_dim_size)
-        cap = float(o.max_shift_rhs) ** n_tiny * float(limit) ** n_small
+    def _small_ok(self, q: tuple[int, ...], n_tiny: int, n_small: int, small_limit: float) -> bool:
+        """Does ``q`` fit into ``n_tiny`` blocks cut off Shift tops (<= max_shift_rhs, M3) and
+        ``n_small`` blocks cut off Unfold / Stride tops (< window / stride, M4-M5)?"""
+        cap = float(self.options.max_shift_rhs) ** n_tiny * small_limit ** n_small
         return float(self.lower(self.size_space.size_of(q))) <= cap
 
     def pooling_ok(self, state: State, reductions: Sequence[ReduceDim] | None = None) -> bool:
