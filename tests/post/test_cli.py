@@ -39,7 +39,7 @@ def tiny_session(tmp_path):
 
 def test_select_cli(tiny_session):
     res = _ok(runner.invoke(app, ["select", str(tiny_session), "--top", "2", "--min-flops-ratio", "0.5",
-                                  "--max-flops-ratio", "0.9", "-q"]))
+                                  "--max-flops-ratio", "0.9", "--probe-steps", "150", "-q"]))
     assert "selected 1 of 3" in res.output
     data = json.loads((tiny_session / "selected.json").read_text())
     assert [e["hash"] for e in data["selected"]] == [conv_scaled().hash]

@@ -41,7 +41,7 @@ def test_scan_session_reads_both_operator_locations(session):
 
 
 def test_select_window_dedup_and_ranking(session):
-    res = select_kernels(session, top=3, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig())
+    res = select_kernels(session, top=3, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig(steps=150))
     names = [e["name"] for e in res["selected"]]
     assert names == [kernel_dir_name(0.72, conv_scaled().hash), kernel_dir_name(0.69, operator1().hash),
                      kernel_dir_name(0.68, stacked_conv().hash)]
@@ -58,7 +58,7 @@ def test_select_window_dedup_and_ranking(session):
     assert load_selection(session) == [session / n for n in names]
 
     # cached verdicts: a second run with a larger top does no new comparison for known pairs
-    again = select_kernels(session, top=4, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig())
+    again = select_kernels(session, top=4, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig(steps=150))
     assert [e["name"] for e in again["selected"]][:3] == names
     # the 0.65 copy of Operator 1 has the same hash: a duplicate without any fit
     assert {d["name"]: d["reason"] for d in again["duplicates"]}[kernel_dir_name(0.65, "feedbeef")] == "hash"
