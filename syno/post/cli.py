@@ -110,7 +110,7 @@ def reevaluate(
         _fail("give a SESSION or --kernels DIR")
     try:
         res = run(dataset, session=session, kernels=kernels, top=top, model=model, out=out, data_dir=data_dir,
-                  image_size=image_size, model_kwargs=_kv(model_opt, "--model-opt"),
+                  image_size=image_size, model_kwargs=_kv(model_opt, "--model-opt") if model_opt else None,
                   overrides=_train_overrides(epochs, batch_size, lr, max_iters, time_budget, device, progress, sets),
                   resume=resume, log=_say(quiet))
     except (FileNotFoundError, ValueError) as e:

@@ -264,11 +264,15 @@ def reevaluate(dataset: str, *, session: str | Path | None = None, kernels: Sequ
             continue
         op = rec.operator()
         model_name = _model_for(rec, model)
+        kwargs = model_kwargs
+        if kwargs is None:  # the search's model options (e.g. a smaller GPT), so the mappings match
+            recorded = _session_info(rec.dir).get("model_kwargs")
+            kwargs = dict(recorded) if isinstance(recorded, dict) and not model else None
         say(f"[{i}/{len(recs)}] {rec.name}: training {model_name} on {dataset}")
         t0 = time.time()
         try:
             _, fields, _ = train_operator(op, model_name, dataset, data, kdir / f"reeval-{dataset}", options=options,
-                                        extra=extra, resume=resume, model_kwargs=model_kwargs, factory=factory,
+                                        extra=extra, resume=resume, model_kwargs=kwargs, factory=factory,
                                         checkpoint_every=checkpoint_every)
         except Exception as exc:  # noqa: BLE001 - one broken kernel does not stop the others
             fields = {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "accuracy": None,

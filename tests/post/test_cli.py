@@ -165,3 +165,32 @@ def test_select_and_reevaluate_a_real_search_session(tmp_path):
         assert r["status"] == "ok" and _in01(r["accuracy"])
         meta = json.loads((sess / r["name"] / "meta.json").read_text())
         assert r["flops"] == meta["flops"]  # the same model and operator as the search evaluated
+
+
+def test_reevaluate_cli_gpt2_on_token_files(tmp_path):
+    from syno.data import write_tokens
+    from syno.ir.library import linear
+
+    tok = tmp_path / "lm1b"
+    tok.mkdir()
+    rng = np.random.default_rng(0)
+    write_tokens(rng.integers(0, 64, 6000), tok / "train.bin", vocab_size=64)
+    write_tokens(rng.integers(0, 64, 1000), tok / "val.bin", vocab_size=64)
+    (tok / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16", "tokenizer": "custom"}))
+    sess = tmp_path / "gpt-session"
+    sess.mkdir()
+    kdir = make_kernel_dir(sess, linear(), 0.42, 1.0)  # "04200_<hash>": a loss-target name, int(4.2 * 1000)
+    meta = json.loads((kdir / "meta.json").read_text())
+    meta.update(accuracy=None, loss=4.2, status="ok", model="gpt2")
+    (kdir / "meta.json").write_text(json.dumps(meta))
+    args = ["reevaluate", "--kernels", str(kdir), "--dataset", "lm1b", "--data-dir", str(tok), "--max-iters", "12",
+            "--model-opt", "n_layer=1", "--model-opt", "n_head=2", "--model-opt", "n_embd=16",
+            "--model-opt", "seq_len=16", "--set", "log_every_steps=4", "--set", "eval_batches=2",
+            "--batch-size", "4", "--device", "cpu", "--no-progress", "-q"]
+    _ok(runner.invoke(app, args))
+    entry = json.loads((kdir / "reeval.json").read_text())["kernels"][0]
+    assert entry["dataset"] == "lm1b" and entry["model"] == "gpt2" and entry["status"] == "ok"
+    assert entry["steps"] == 12 and len(entry["history"]) == 3
+    assert 0 < entry["loss"] < 10 and 0 < entry["val_loss"] < 10
+    assert (kdir / "reeval-lm1b" / "checkpoint.pt").is_file()
+    assert json.loads((sess / "reeval-lm1b.json").read_text())["kernels"][0]["loss"] == entry["loss"]
