@@ -254,6 +254,11 @@ class _EinsumFunction(nn.Module):
             subs.append("".join(letters[a] for a in maxes))
         out_axes = [a for a in range(len(op.outputs)) if a in present]
         self._out_axes = out_axes
+        # a reduction no tensor depends on (an expanded one) multiplies the sum by its extent
+        self._factor = 1
+        for k, r in enumerate(op.reductions):
+            if len(op.outputs) + k not in present:
+                self._factor *= sizes[r.size]
         self._equation = ",".join(subs) + "->" + "".join(letters[a] for a in out_axes)
         self._n_leaves = n_leaves
 
@@ -299,6 +304,8 @@ class _EinsumFunction(nn.Module):
             m, axes = self._mask
             operands.append(self._squeeze(m.to(x.dtype), axes, self._n_leaves))
         y = torch.einsum(self._equation, *operands)
+        if self._factor != 1:
+            y = y * self._factor
         shape = [self.out_shape[a] if a in self._out_axes else 1 for a in range(len(self.out_shape))]
         return y.reshape(shape).expand(self.out_shape)
 

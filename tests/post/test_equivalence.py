@@ -84,3 +84,22 @@ def test_channel_assignment_recovers_a_permutation():
     p = _assign(student, t, axis=1)
     assert torch.equal(p, perm)
     assert torch.allclose(student.index_select(1, p) / scale, t)
+
+
+def test_einsum_evaluator_counts_an_expanded_reduction():
+    from syno.ir.builder import Builder
+    from syno.ir.library import CONV_OUTPUT, conv_space
+
+    b = Builder(conv_space(), CONV_OUTPUT, name="pointwise_times_k")
+    n, co, h, w = b.outputs
+    ci, extra = b.reduce("C_in"), b.reduce("k_1")
+    co_x, co_w = b.share(co, 1)
+    b.expand(co_x)
+    ci_x, ci_w = b.share(ci, 1)
+    b.expand(extra)  # summed over, read by no tensor: a factor k_1
+    op = b.build([n, ci_x, h, w], [[co_w, ci_w]])
+    m = probe_mapping([op])
+    fn = operator_function(op, m, torch.Generator().manual_seed(0))
+    x = torch.randn(fn.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(fn(x), reference_forward(op, m, [x, *fn.weights]), rtol=1e-4, atol=1e-4)
