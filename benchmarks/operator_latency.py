@@ -62,8 +62,24 @@ def timed(fn, iters: int, reps: int, device: str) -> float:
     return statistics.median(samples)
 
 
-def bench_pair(base, ours, x, g, iters, reps, device):
-    """Interleaved fwd and fwd+bwd timings of two modules on the same input."""
+def graph_timed(fn, iters: int, reps: int) -> float:
+    """GPU time per call: capture ``fn`` into a CUDA graph and time its replays (no CPU overhead)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return timed(graph.replay, iters, reps, "cuda")
+
+
+def bench_pair(base, ours, x, g, iters, reps, device, graphs=False):
+    """Interleaved fwd and fwd+bwd timings of two modules on the same input.
+
+    ``graphs``: time CUDA-graph replays instead (GPU time only; autocast cache off, as capture needs)."""
     def fwd(m):
         return lambda: m(x)
 
@@ -76,12 +92,16 @@ def bench_pair(base, ours, x, g, iters, reps, device):
         return run
 
     out = {}
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda", cache_enabled=not graphs):
         for mode, make in (("fwd", fwd), ("fwdbwd", fwdbwd)):
             tb, to = [], []
             for _ in range(2):  # alternate to cancel drift
-                tb.append(timed(make(base), iters, reps, device))
-                to.append(timed(make(ours), iters, reps, device))
+                if graphs:
+                    tb.append(graph_timed(make(base), iters, reps))
+                    to.append(graph_timed(make(ours), iters, reps))
+                else:
+                    tb.append(timed(make(base), iters, reps, device))
+                    to.append(timed(make(ours), iters, reps, device))
             out[mode] = {"baseline_ms": min(tb), "ours_ms": min(to), "speedup": min(tb) / min(to)}
     for p in list(base.parameters()) + list(ours.parameters()) + [x]:
         p.grad = None
@@ -120,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, nargs="+", default=None, help="channel counts to run (default all)")
     ap.add_argument("--ops", nargs="+", default=list(OPERATORS))
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph (GPU time) columns")
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--budget-s", type=float, default=math.inf, help="skip remaining compiles after this many seconds")
     ap.add_argument("--sampled", type=int, default=2, help="sampled operators with FLOPs ratio <= 0.5")
@@ -143,9 +164,10 @@ def main(argv=None) -> int:
                "rows": []}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     print(f"# {results['device']}  torch {torch.__version__}  {results['settings']}")
-    print(f"# speedup = cuDNN conv time / operator time (>1: operator faster)")
-    header = f"{'op':<14}{'layer':>10}{'N':>5}{'MACs/conv':>10}  {'variant':<14}" \
-             f"{'eager fwd':>10}{'eager f+b':>10}{'comp fwd':>10}{'comp f+b':>10}"
+    print(f"# speedup = cuDNN conv time / operator time (>1: operator faster); e: eager, c: torch.compile,"
+          f" g: CUDA-graph replay (GPU time only); fwd: forward with autograd on, f+b: forward+backward")
+    header = f"{'op':<13}{'layer':>7}{'N':>4}{'MACs':>6} {'variant':<14}" \
+             f"{'e.fwd':>6}{'e.f+b':>6}{'c.fwd':>6}{'c.f+b':>6}{'eg.fwd':>7}{'eg.f+b':>7}{'cg.fwd':>7}{'cg.f+b':>7}"
     print(header)
     for c, h in layers:
         for n in batches:
@@ -173,19 +195,33 @@ def main(argv=None) -> int:
                     err = ((mod(x.detach()).float() - ref.float()).norm() / ref.float().norm()).item()
                 row.update(variant=choice, variants_fwdbwd_ms=variants, rel_err_vs_einsum=err)
                 row["eager"] = bench_pair(base, mod, x, g, iters, reps, device)
+                if device == "cuda" and not args.no_graphs:
+                    try:
+                        row["eager_graph"] = bench_pair(base, mod, x, g, iters, reps, device, graphs=True)
+                    except Exception as exc:
+                        row["eager_graph_error"] = repr(exc)[:300]
                 if not args.no_compile and time.time() - t_start < args.budget_s:
                     try:
                         if base_compiled is None:
                             base_compiled = torch.compile(base, fullgraph=True)
-                        row["compiled"] = bench_pair(base_compiled, torch.compile(mod, fullgraph=True),
-                                                     x, g, iters, reps, device)
+                        comp = torch.compile(mod, fullgraph=True)
+                        row["compiled"] = bench_pair(base_compiled, comp, x, g, iters, reps, device)
+                        if not args.no_graphs:
+                            try:
+                                row["compiled_graph"] = bench_pair(base_compiled, comp, x, g, iters, reps,
+                                                                   device, graphs=True)
+                            except Exception as exc:
+                                row["compiled_graph_error"] = repr(exc)[:300]
                     except Exception as exc:
                         row["compiled_error"] = repr(exc)[:500]
                 results["rows"].append(row)
-                e, cp = row["eager"], row.get("compiled")
-                comp = (f"{cp['fwd']['speedup']:>10.2f}{cp['fwdbwd']['speedup']:>10.2f}" if cp else f"{'-':>10}{'-':>10}")
-                print(f"{name:<14}{f'{c}@{h}':>10}{n:>5}{row['macs'] / row['conv_macs']:>10.3f}  {choice:<14}"
-                      f"{e['fwd']['speedup']:>10.2f}{e['fwdbwd']['speedup']:>10.2f}{comp}", flush=True)
+                cols = ""
+                for key, w in (("eager", 6), ("compiled", 6), ("eager_graph", 7), ("compiled_graph", 7)):
+                    r = row.get(key)
+                    cols += (f"{r['fwd']['speedup']:>{w}.2f}{r['fwdbwd']['speedup']:>{w}.2f}" if r
+                             else f"{'-':>{w}}{'-':>{w}}")
+                print(f"{name:<13}{f'{c}@{h}':>7}{n:>4}{row['macs'] / row['conv_macs']:>6.3f} {choice:<14}{cols}",
+                      flush=True)
                 with open(args.out, "w") as fh:
                     json.dump(results, fh, indent=1)
                 del mod

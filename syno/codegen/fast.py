@@ -55,7 +55,9 @@ PLAN_OPTIONS = {
     "nodiag": {"allow_diag": False},
     "wfirst": {"weights_first": True},
 }
-EMITTERS = ("einsum", "fast")
+#: emitters: reference einsum; fast = grouped convs + delta kernels; fastd = dense block-diagonal
+#: groups, kept windows materialised
+EMITTERS = ("einsum", "fast", "fastd")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,13 +115,27 @@ class Lazy:
 
 
 class FastEmitter(Emitter):
-    def __init__(self, plan: Plan, fn_name: str = "forward"):
+    """``dense_groups``: run grouped stages as one dense conv with a block-diagonal weight (G x the
+    MACs of that stage, but cuDNN's dense kernels are much faster than tiny groups).
+    ``delta_windows``: map unfold windows kept in the result to delta kernels (else materialise)."""
+
+    def __init__(self, plan: Plan, fn_name: str = "forward", dense_groups: bool = False,
+                 delta_windows: bool = True):
         super().__init__(plan, fn_name)
+        self.dense_groups = dense_groups
+        self.delta_windows = delta_windows
         self.keys = layout_keys(plan)
         self.lazy: dict[str, Lazy] = {}
         self.is_data: dict[str, bool] = {}
         self.final_src = plan.steps[-1].srcs[0]
         self.stats = {"conv": 0, "linear": 0, "einsum": 0, "materialized_unfolds": 0}
+
+    def header(self) -> None:
+        super().header()
+        if len(self.plan.analysis.tensors[0]) == 4:
+            self.emit("cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()")
+        else:
+            self.emit("cl = False")
 
     def desired(self, classes) -> list[int]:
         return sorted(classes, key=self.keys.__getitem__)
@@ -239,7 +255,8 @@ class FastEmitter(Emitter):
         conv_idx, keep_idx = [], []
         for k, (u, m, wd, K, diag) in enumerate(unfolds):
             ok = (not diag and wd in wset and m in result and m not in wset and u not in wset
-                  and all(m != q[0] for q in unfolds[k + 1:]))
+                  and all(m != q[0] for q in unfolds[k + 1:])
+                  and (self.delta_windows or wd in summed))
             if ok and len(conv_idx) < 3:
                 conv_idx.append(k)
         # everything else must be materialised first
@@ -293,12 +310,15 @@ class FastEmitter(Emitter):
         lead = [c for i, c in enumerate(a_axes) if roles[c] == "batch" and i < first_chan]
         spx = [c for i, c in enumerate(a_axes) if (roles[c] == "batch" and i >= first_chan) or roles[c] == "spatial"]
         # spatial dims: each conv axis alone, consecutive kernel-1 axes merged
-        dims: list[list[int]] = []
-        for c in spx:
-            if c in conv_u or not dims or dims[-1][0] in conv_u:
-                dims.append([c])
-            else:
-                dims[-1].append(c)
+        # spatial dims: each conv axis alone; kernel-1 axes merged with kernel-1 neighbours while
+        # there are more than 2 dims (cuDNN is at its best in 2-D, and NHWC stays NHWC)
+        dims: list[list[int]] = [[c] for c in spx]
+        while len(dims) > 2:
+            k = next((i for i in range(len(dims) - 1)
+                      if dims[i][0] not in conv_u and dims[i + 1][0] not in conv_u), None)
+            if k is None:
+                break
+            dims[k:k + 2] = [dims[k] + dims[k + 1]]
         if len(dims) > 3:
             return None
         cout = [c for c in wax if roles[c] == "cout"] + [q[2] for q in conv if roles[q[2]] == "keep"]
@@ -322,13 +342,25 @@ class FastEmitter(Emitter):
             self.axes[dst] = [c for c in self.axes[src] if c not in asum]
             src = dst
         target = lead + group + cin + spx
-        src = self.permute_to(src, target)
         if use_linear:
             groups_shape = [lead, cin]
         else:
             groups_shape = [lead, group + cin] + dims
         dst = self.fresh()
-        self.emit(f"{dst} = {src}.reshape{self.shape_expr(groups_shape)}")
+        if len(dims) == 2:
+            # NHWC input: gather straight into NHWC order (a view when the data already is NHWC)
+            nhwc = [lead, dims[0], dims[1], group + cin]
+            order = lead + dims[0] + dims[1] + group + cin
+            perm = [self.axes[src].index(c) for c in order]
+            self.emit("if cl:")
+            self.emit(f"    {dst} = {src}.permute({', '.join(map(str, perm))}).reshape{self.shape_expr(nhwc)}.permute(0, 3, 1, 2)")
+            self.emit("else:")
+            src2 = self.permute_to(src, target)
+            self.lines[-1] = "    " + self.lines[-1] if src2 != src else self.lines[-1]
+            self.emit(f"    {dst} = {src2}.reshape{self.shape_expr(groups_shape)}")
+        else:
+            src = self.permute_to(src, target)
+            self.emit(f"{dst} = {src}.reshape{self.shape_expr(groups_shape)}")
         inp = dst
         # ---- emit: weight ----------------------------------------------------------------
         taps = {}
@@ -352,15 +384,26 @@ class FastEmitter(Emitter):
         kernel = []
         for dgrp in dims:
             kernel.append(taps[dgrp[0]] if dgrp[0] in conv_u else None)
-        w_out = group + cout + cin + [k for k in kernel if k is not None]
-        eq = ",".join(s for _, s in operands) + "->" + "".join(let(c) for c in w_out)
-        wt = self.fresh("wt")
-        if eq.split("->")[0] == eq.split("->")[1] and len(operands) == 1:
-            self.emit(f"{wt} = {w}")
-        else:
-            self.emit(f"{wt} = torch.einsum('{eq}', {', '.join(o for o, _ in operands)})")
         size = self.plan.values
+        dense = self.dense_groups and bool(group) and not use_linear
+        group_in = []
+        if dense:  # block-diagonal dense weight: W[g, o, i] * eye[g, g']
+            for c in group:
+                gi = ("g", c)
+                group_in.append(gi)
+                operands.append((f"torch.eye({size[c]}, dtype={w}.dtype, device={w}.device)", let(c) + let(gi)))
+        w_out = group + cout + group_in + cin + [k for k in kernel if k is not None]
+        ins = [s_ for _, s_ in operands]
+        outs = "".join(let(c) for c in w_out)
+        wt = self.fresh("wt")
+        if len(operands) == 1 and sorted(ins[0]) == sorted(outs) and len(set(ins[0])) == len(ins[0]):
+            perm = [ins[0].index(ch) for ch in outs]
+            self.emit(f"{wt} = {w}" + (f".permute({', '.join(map(str, perm))})" if perm != sorted(perm) else ""))
+        else:
+            self.emit(f"{wt} = torch.einsum('{','.join(ins)}->{outs}', {', '.join(o for o, _ in operands)})")
         g_size = math.prod(size[c] for c in group)
+        conv_groups = 1 if dense else g_size
+        cin_size = math.prod(size[c] for c in cin) * (g_size if dense else 1)
         if use_linear:
             self.emit(f"{wt} = {wt}.reshape({math.prod(size[c] for c in cout)}, {math.prod(size[c] for c in cin)})")
             out = self.fresh()
@@ -369,7 +412,10 @@ class FastEmitter(Emitter):
         else:
             kshape = [size[k[1]] if isinstance(k, tuple) else size[k] if k is not None else 1 for k in kernel]
             self.emit(f"{wt} = {wt}.reshape({g_size * math.prod(size[c] for c in cout)}, "
-                      f"{math.prod(size[c] for c in cin)}, {', '.join(map(str, kshape))})")
+                      f"{cin_size}, {', '.join(map(str, kshape))})")
+            if len(dims) == 2:  # match the input's memory format (NHWC input + NCHW weight is slow)
+                self.emit("if cl:")
+                self.emit(f"    {wt} = {wt}.contiguous(memory_format=torch.channels_last)")
             pads = []
             explicit = False
             for dgrp in dims:
@@ -389,7 +435,7 @@ class FastEmitter(Emitter):
             else:
                 padding = [lo for lo, _ in pads]
             out = self.fresh()
-            self.emit(f"{out} = F.conv{len(dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {g_size})")
+            self.emit(f"{out} = F.conv{len(dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {conv_groups})")
             self.stats["conv"] += 1
         # ---- result axes -----------------------------------------------------------------
         out_spx = [conv_u[c][1] if c in conv_u else c for c in spx]
@@ -402,8 +448,9 @@ class FastEmitter(Emitter):
         return self.permute_to(dst, self.desired(res_axes))
 
 
-def emit_fast(plan: Plan, fn_name: str = "forward") -> tuple[str, dict]:
-    em = FastEmitter(plan, fn_name)
+def emit_fast(plan: Plan, fn_name: str = "forward", dense_groups: bool = False,
+              delta_windows: bool = True) -> tuple[str, dict]:
+    em = FastEmitter(plan, fn_name, dense_groups=dense_groups, delta_windows=delta_windows)
     return em.run(), em.stats
 
 
@@ -423,6 +470,8 @@ def variant_source(module, name: str) -> str:
         return emit_forward(plan)
     if emitter == "fast":
         return emit_fast(plan)[0]
+    if emitter == "fastd":
+        return emit_fast(plan, dense_groups=True, delta_windows=False)[0]
     raise ValueError(f"unknown implementation {name!r}; use '<einsum|fast>:<{'|'.join(PLAN_OPTIONS)}>'")
 
 
