@@ -71,3 +71,19 @@ def test_window_needs_a_baseline(tmp_path):
         select_kernels(tmp_path, top=1, max_flops_ratio=0.5)
     res = select_kernels(tmp_path, top=1, dedup=False)
     assert len(res["selected"]) == 1
+
+
+def test_loss_target_session_ranks_by_lowest_loss(tmp_path):
+    import json as _json
+
+    from syno.ir.library import linear
+
+    for acc_name, loss in ((0.52, 5.2), (0.48, 4.8)):
+        d = make_kernel_dir(tmp_path, linear(), acc_name, 10, name_hash=f"h{int(loss * 10)}")
+        meta = _json.loads((d / "meta.json").read_text())
+        meta.update(accuracy=None, loss=loss)
+        (d / "meta.json").write_text(_json.dumps(meta))
+    res = select_kernels(tmp_path, top=2)
+    assert res["target"] == "loss"
+    assert [e["loss"] for e in res["selected"]] == [4.8]           # the other is the same operator
+    assert res["duplicates"][0]["reason"] == "hash"
