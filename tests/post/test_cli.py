@@ -96,6 +96,7 @@ def test_train_custom_cli_on_generated_imagefolder(tmp_path):
     kdir = dirs[0]
     for f in ("meta.json", "operator.json", "loop.txt", "graph.dot", "reeval.json", "kernel_0.py"):
         assert (kdir / f).is_file(), f
+    assert "unavailable" not in (kdir / "kernel_0.py").read_text()  # a real standalone module
     from syno.ir.graph import Operator
 
     assert Operator.from_json((kdir / "operator.json").read_text()).hash == operator1().hash
