@@ -7,6 +7,9 @@ The model is exported with ``torch.export`` and imported with
 tuning of every fused TIR function, ``max_trials_global=trials``, records in ``work_dir``, then
 ``MetaScheduleApplyDatabase``), as the original's ``export_relax.py`` + ``MetaScheduleTuner``
 did (reference §4.1) but without an RPC tracker: the local machine is both builder and runner.
+Tuning runs in a spawned child process (MetaSchedule also needs ``psutil`` and ``xgboost``).
+With apache-tvm 0.27.0.post1 that child segfaults inside TVM (``tvm::ffi::ToJSONGraph``) even for
+a single conv, so ``trials > 0`` currently yields an error row; ``trials == 0`` works.
 
 When ``tvm`` is not importable, :func:`tvm_available` says why and the ``tvm`` backend is skipped.
 """
@@ -14,6 +17,7 @@ When ``tvm`` is not importable, :func:`tvm_available` says why and the ``tvm`` b
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,6 +59,23 @@ def tvm_target(device: torch.device):
     return tvm.target.Target({"kind": "llvm", "num-cores": torch.get_num_threads()})
 
 
+def _import(model: nn.Module, x: torch.Tensor):
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with torch.no_grad():
+        ep = torch.export.export(model, (x,))
+    return from_exported_program(ep, keep_params_as_input=False)
+
+
+def _tune_worker(model_path: str, work_dir: str, trials: int, per_task: int, device: str) -> None:
+    from tvm import relax
+
+    model, x = torch.load(model_path, weights_only=False)
+    mod = _import(model, x)
+    relax.pipeline.static_shape_tuning_pipeline(total_trials=trials, target=tvm_target(torch.device(device)),
+                                                work_dir=work_dir, max_trials_per_task=per_task)(mod)
+
+
 def compile_tvm(model: nn.Module, example: torch.Tensor, *, trials: int = 0, work_dir: str | Path | None = None,
                 max_trials_per_task: int | None = None, log=None) -> TVMCompiled:
     """Export, (tune,) build ``model`` for ``example``'s device; ``run()`` does one inference."""
@@ -63,24 +84,30 @@ def compile_tvm(model: nn.Module, example: torch.Tensor, *, trials: int = 0, wor
         raise RuntimeError(why)
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
 
     device = example.device
     t0 = time.perf_counter()
     cpu_model = model.eval().to("cpu")
     x_cpu = example.detach().to("cpu")
-    with torch.no_grad():
-        ep = torch.export.export(cpu_model, (x_cpu,))
-    mod = from_exported_program(ep, keep_params_as_input=False)
+    mod = _import(cpu_model, x_cpu)
     target = tvm_target(device)
     if trials > 0:
         wd = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="syno_tvm_"))
         wd.mkdir(parents=True, exist_ok=True)
         if log:
             log(f"tvm: MetaSchedule tuning, {trials} trials, records in {wd}")
-        mod = relax.pipeline.static_shape_tuning_pipeline(
-            total_trials=trials, target=target, work_dir=str(wd),
-            max_trials_per_task=max_trials_per_task or trials)(mod)
+        # Tuning runs in a child process: a crash inside TVM (seen: a segfault in
+        # tvm::ffi::ToJSONGraph with apache-tvm 0.27.0.post1) becomes an error row, not a dead run.
+        torch.save((cpu_model, x_cpu), wd / "model.pt")
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_tune_worker, args=(str(wd / "model.pt"), str(wd), trials, max_trials_per_task or trials,
+                                       str(device)))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError(f"MetaSchedule tuning process failed (exit code {proc.exitcode}); logs in {wd}/logs")
+        # total_trials=0: no tuning, only MetaScheduleApplyDatabase over the child's records.
+        mod = relax.pipeline.static_shape_tuning_pipeline(total_trials=0, target=target, work_dir=str(wd))(mod)
     ex = tvm.compile(mod, target=target)
     dev = tvm.cuda(device.index or 0) if device.type == "cuda" else tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
