@@ -83,6 +83,10 @@ def load_data(dataset: str, data_dir: str | Path | None = None, image_size: int 
     from syno.data import load_dataset
 
     kw = dict(kw)
+    if dataset == "imagenet":  # no more loader workers than CPUs
+        import os
+
+        kw.setdefault("num_workers", min(4, os.cpu_count() or 1))
     if image_size is not None:
         if dataset == "digits":
             kw.setdefault("image_size", image_size)
