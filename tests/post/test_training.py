@@ -71,3 +71,18 @@ def test_lm_resume(tmp_path):
     rest = train_lm_resumable(build_model("gpt2", **cfg), tokens, opts, tmp_path / "b.pt", checkpoint_every=10)
     assert rest.steps == 20
     assert [h["loss"] for h in rest.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["operator1", "stacked_conv"])
+def test_custom_kernels_fill_resnet18(digits, kernel):
+    from syno.post.custom import custom_operator
+    from syno.post.reevaluate import _count
+
+    data = load_data("digits", image_size=16)
+    base_flops, base_params = _count(build_filled_model("resnet18", data, None))
+    model = build_filled_model("resnet18", data, custom_operator(kernel))
+    flops, params = _count(model)
+    assert 0 < flops < base_flops and 0 < params < base_params  # both kernels are cheaper than the convs
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 16, 16))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
