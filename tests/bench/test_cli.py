@@ -27,6 +27,7 @@ def _sane(rows):
         assert int(r["repeats"]) >= 3
 
 
+@pytest.mark.slow   # two Inductor compiles of ResNet-18: ~50 s with a warm cache, ~4 min cold on 2 busy cores
 def test_bench_resnet18_conv2d_eager_inductor(tmp_path):
     out = tmp_path / "bench.csv"
     res = runner.invoke(app, ["bench", "resnet18", "--operator", "conv2d", "--batch", "1", "--device", "cpu",
@@ -43,6 +44,19 @@ def test_bench_resnet18_conv2d_eager_inductor(tmp_path):
     assert all(float(r["speedup"]) == 1.0 for r in rows if r["variant"] == "baseline")
     assert rows[1]["op_hash"] == rows[3]["op_hash"] != "baseline"
     assert rows[2]["config"] == "default+fp32"
+
+
+def test_bench_tiny_conv2d_eager_inductor(tmp_path):
+    """The fast stand-in of the ResNet-18 test above: same command path, the tiny CNN."""
+    out = tmp_path / "bench.csv"
+    res = runner.invoke(app, ["bench", "tiny", "--operator", "conv2d", "--batch", "1", "--device", "cpu",
+                              "--backend", "eager,inductor", "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    rows = _rows(out)
+    assert [(r["variant"], r["backend"]) for r in rows] == [
+        ("baseline", "eager"), ("conv2d", "eager"), ("baseline", "inductor"), ("conv2d", "inductor")]
+    _sane(rows)
+    assert {r["input_shape"] for r in rows} == {"1x1x16x16"} and rows[2]["config"] == "default+fp32"
 
 
 def test_bench_tiny_layers_and_tvm_message(tmp_path):
