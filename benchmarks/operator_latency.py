@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     for c, h in layers:
         for n in batches:
             iters = 50 if n == 1 else 10
-            reps = 5
+            reps = 3
             base = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
             x = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
             g = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last)

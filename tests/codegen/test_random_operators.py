@@ -49,7 +49,7 @@ def test_hypothesis_operators_match_reference(op):
 def test_seeded_operators_all_variants(chunk):
     for seed in range(chunk * 50, chunk * 50 + 50):
         op = from_random(random.Random(seed))
-        check(op, MAPPING, variants=("einsum:min", "fast:min", "fast:nodiag", "fast:wfirst"))
+        check(op, MAPPING, variants=("einsum:min", "fast:min", "fast:nodiag", "fast:wfirst", "fastd:min"))
 
 
 def test_greedy_fallback_is_exact():
