@@ -69,6 +69,12 @@ class Operator1(nn.Module):
         t = F.conv2d(x, s1.to(x.dtype), padding=(0, p), groups=self.g)
         return F.conv2d(t, s2.to(x.dtype), padding=(p, 0))
 
+    def count_macs(self, input: torch.Tensor, output: torch.Tensor | None = None) -> int:
+        """MACs as executed (the zoo's FLOPs protocol): stage 1 includes its zero taps (k x the useful ones)."""
+        pix = input.shape[0] * input.shape[2] * input.shape[3]
+        k, g, j, cg = self.k, self.g, self.j, self.c_in // self.g
+        return pix * (g * k * j * cg * k + self.c_out * g * k * j * k)
+
     def extra_repr(self) -> str:
         return f"C_in={self.c_in}, C_out={self.c_out}, k={self.k}, g={self.g}, j={self.j}"
 
@@ -97,6 +103,12 @@ class StackedConv(nn.Module):
         p = self.k // 2
         t = F.conv2d(x, s1.to(x.dtype), padding=(0, p), groups=self.g)
         return F.conv2d(t, s2.to(x.dtype), padding=p)
+
+    def count_macs(self, input: torch.Tensor, output: torch.Tensor | None = None) -> int:
+        """MACs as executed (the zoo's FLOPs protocol)."""
+        pix = input.shape[0] * input.shape[2] * input.shape[3]
+        k, g, j, cg = self.k, self.g, self.j, self.c_in // self.g
+        return pix * (g * j * cg * k + self.c_out * g * j * k * k)
 
     def extra_repr(self) -> str:
         return f"C_in={self.c_in}, C_out={self.c_out}, k={self.k}, g={self.g}, j={self.j}"

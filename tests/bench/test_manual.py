@@ -49,3 +49,15 @@ def test_bad_channels_raise():
 def test_conv2d_module_is_plain_conv():
     m = conv2d_module({"C_in": 3, "C_out": 8})
     assert isinstance(m, torch.nn.Conv2d) and m.bias is None and m.padding == (1, 1)
+
+
+@pytest.mark.parametrize("cls", [Operator1, StackedConv])
+def test_count_macs_matches_torch_flop_counter(cls):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = cls({"C_in": 64, "C_out": 128})
+    x = torch.randn(2, 64, 7, 7)
+    with FlopCounterMode(display=False) as fc:
+        m(x)
+    conv_flops = sum(v for k, v in fc.get_flop_counts()["Global"].items() if "convolution" in str(k))
+    assert m.count_macs(x) == conv_flops // 2
