@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from syno.train.common import amp_context, amp_enabled, decay_groups, lr_at, make_progress, resolve_device, setup_backends
+from syno.train.common import to_channels_last, amp_context, amp_enabled, decay_groups, lr_at, make_progress, resolve_device, setup_backends
 from syno.train.options import LMTrainOptions, TrainResult, VisionTrainOptions
 
 __all__ = ["train_vision_resumable", "train_lm_resumable", "evaluate_vision", "save_checkpoint",
@@ -61,14 +61,6 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["cpu"].cpu())  # a checkpoint loaded onto a GPU moved the byte tensors there
     if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
-
-
-def _channels_last(model: nn.Module) -> None:
-    """channels_last for the 4-D tensors only (generated operators have weights of other ranks)."""
-    for m in model.modules():
-        for name, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
-            if p is not None and p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -117,7 +109,7 @@ def train_vision_resumable(model: nn.Module, data, options: VisionTrainOptions, 
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
     model.to(device)
     if channels_last:
-        _channels_last(model)
+        to_channels_last(model)
     run_model = torch.compile(model) if opts.compile else model
     optimizer = torch.optim.SGD(decay_groups(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                                 nesterov=opts.nesterov and opts.momentum > 0)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.common import ClassificationData
-from .common import (amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
+from .common import (to_channels_last, amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
                      setup_backends)
 from .metrics import append_jsonl
 from .options import TrainResult, VisionTrainOptions
@@ -76,7 +76,7 @@ def train_classifier(model: nn.Module, data: ClassificationData,
         channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
         model.to(device)
         if channels_last:
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
         run_model = torch.compile(model) if opts.compile else model
         optimizer = torch.optim.SGD(decay_groups(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                                     nesterov=opts.nesterov and opts.momentum > 0)

@@ -37,6 +37,15 @@ def setup_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def to_channels_last(model: nn.Module) -> None:
+    """channels_last for the 4-D parameters and buffers only: ``model.to(memory_format=...)`` fails on
+    the 5-D (or 3-D) weights of generated operators."""
+    for m in model.modules():
+        for _, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            if p is not None and p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+
+
 def decay_groups(model: nn.Module, weight_decay: float, *, skip_embeddings: bool = False) -> list[dict]:
     """Two optimizer groups: weight decay on >= 2-D parameters, none on 1-D ones (biases, norms; timm's rule).
     With ``skip_embeddings`` the weights of ``nn.Embedding`` modules get no decay either."""
