@@ -32,6 +32,7 @@ Ray is imported lazily: without it, constructing :class:`RayEvaluator` raises
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -185,7 +186,7 @@ class RayEvaluator(Evaluator):
             kw = {"address": address, "namespace": "syno", "log_to_driver": True}
             kw.update(dict(init_kwargs or {}))
             if env:
-                kw["runtime_env"] = env
+                kw["runtime_env"] = copy.deepcopy(env)  # ray.init consumes keys of the dict it gets
             try:
                 ray.init(**kw)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
@@ -246,7 +247,7 @@ class RayEvaluator(Evaluator):
         if self.use_gpu:
             opts["num_gpus"] = self.gpus_per_worker
         if self._actor_env:
-            opts["runtime_env"] = self._actor_env
+            opts["runtime_env"] = copy.deepcopy(self._actor_env)
         threads = max(1, int(round(self.cpus_per_worker)))
         handle = self._remote_cls.options(**opts).remote(threads)
         ref = handle.setup.remote(self._job_ref, slot)
