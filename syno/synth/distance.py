@@ -70,7 +70,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                       share_needs: Sequence[tuple[int, ...]] | None = None,
                       window_ok: Callable[[tuple[int, ...], tuple[int, ...]], bool] | None = None,
                       elim_free: Sequence[bool] | None = None,
-                      limit: int = INF - 1, budget: int = 20000) -> int:
+                      limit: int = INF - 1, budget: int = 20000,
+                      group_memo: dict | None = None, memo_context=None) -> int:
     """Lower bound on the number of primitives to turn ``curs`` into ``desired`` (INF if impossible).
 
     ``q_ok(exps)``: a non-trivial surplus / remainder size is legal and integral under all mappings.
@@ -81,7 +82,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     under a Share will consume) make vanishing dims pay their outer-product Share; so do primaries
     cut off by Merges, unless ``elim_free[k]`` says primary ``k`` can go into a window or an Expand.
 
-    The search stops at the first configuration costing at most ``limit`` (the result is then only
+    ``group_memo`` caches group costs across calls; ``memo_context`` must identify everything the
+    callbacks depend on. The search stops at the first configuration costing at most ``limit`` (the result is then only
     known to be <= limit) and returns INF when the bound exceeds ``limit``."""
     if share_needs is not None and not share_needs:
         return INF
@@ -103,6 +105,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                 return INF
         else:
             flex.append(c)
+    # most constrained first: dims carrying primaries (rigid ones first), then the rest
+    flex.sort(key=lambda c: (not c.rigid, -sum(max(e, 0) for e in c.exps[:n_primary]), c))
     m = len(desired)
     if m == 0:  # every desired axis is taken by a frozen dim; the rest must vanish
         keep = sum(1 for c in flex if not c.vanish)
@@ -114,7 +118,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     nvars = len(desired[0])
     zero = (0,) * nvars
     pzero = (0,) * n_primary
-    best = [INF if limit >= INF - 1 else limit + 1]
+    early = limit < INF - 1  # stop at the first witness <= limit (else: the exact minimum)
+    best = [INF if not early else limit + 1]
     found = [INF]
     steps = [0]
     gmemo: dict = {}
@@ -209,9 +214,18 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
 
     def group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
         key = (members, dsum)
-        if key not in gmemo:
-            gmemo[key] = _group_cost(members, dsum, dcnt)
-        return gmemo[key]
+        got = gmemo.get(key, gmemo)
+        if got is gmemo:
+            if group_memo is not None:
+                gkey = (tuple(sorted(flex[i] for i in members)), dlist[dsum], merges_left, strides_left,
+                        shifts_left, memo_context)
+                got = group_memo.get(gkey, gmemo)
+                if got is gmemo:
+                    got = group_memo[gkey] = _group_cost(members, dsum, dcnt)
+            else:
+                got = _group_cost(members, dsum, dcnt)
+            gmemo[key] = got
+        return got
 
     def _group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
         """(extra ops beyond c + d - 2, extra Merges beyond d - 1) or None if infeasible."""
@@ -368,7 +382,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
 
         def dfs(i: int, assigned: int, used_o: bool) -> None:
             steps[0] += 1
-            if steps[0] > budget or found[0] <= limit:
+            if steps[0] > budget or (early and found[0] <= limit):
                 return
             if fixed_cost + assigned + keep_suffix[i] + (1 if (used_o or need_contraction) else 0) >= best[0]:
                 return
@@ -409,7 +423,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                         rsum[g][k] -= c.exps[k]
 
         dfs(0, 0, False)
-        if found[0] <= limit:
+        if early and found[0] <= limit:
             return found[0]
         if steps[0] > budget:
             return cheap_lower_bound(dd + flex, m, need_contraction)

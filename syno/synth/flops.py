@@ -7,10 +7,10 @@
   depend on; reductions are summed as soon as no later operand needs them (reductions of the input
   alone are pooled first). Exact for einsum-like operators, an over-estimate where a plan could
   iterate over a combined view index (e.g. an Unfold top) instead of its two leaves.
-* :func:`stage_lower_bound`: for a partial operator, a lower bound of :func:`staged_flops` over all
-  completions: every stage contracting weight ``j`` iterates at least over ``leaves(W_j)`` plus the
-  output iterators the input will surely depend on (those in current dims that can no longer vanish
-  into an outer product) -- the original's FLOPs game plays the same role (reference §5.6).
+* :func:`stage_lower_bound`: for a partial operator, a lower bound on the planned FLOPs of any
+  completion (see :meth:`SynthSpace.flops_lower_bound`; weights may be multiplied with each other
+  before the data input comes in, so only the leaves a weight shares with the input or the output
+  count) -- the original's FLOPs game plays the same role (reference §5.6).
 """
 
 from __future__ import annotations
@@ -88,14 +88,14 @@ def operator_flops(op: Operator, b: Bindings) -> tuple[int, ...]:
     return staged_flops(op, b)
 
 
-def stage_lower_bound(weight_groups: Sequence[Sequence[Dim]], committed: Iterable[Dim],
+def stage_lower_bound(linked_leaves: Sequence[Sequence[Dim]], committed: Iterable[Dim],
                       outputs: Sequence[Dim], b: Bindings) -> list[int]:
-    """max(numel(outputs), max_j numel(committed ∪ leaves(W_j))), per mapping."""
+    """max(numel(outputs), max_j numel(committed ∪ linked_j)), per mapping; ``linked_j`` are the
+    leaves of weight ``j`` that the data input or the output also carries."""
     base = frozenset(committed)
     best = _numel(outputs, b)
-    for w in weight_groups:
-        s = base.union(*(leaves(d) for d in w))
-        vals = _numel(s, b)
+    for ls in linked_leaves:
+        vals = _numel(base.union(ls), b)
         best = [max(x, y) for x, y in zip(best, vals)]
     return best
 

@@ -232,6 +232,7 @@ class SynthSpace:
         self._winok: dict[tuple, bool] = {}
         self._cposs: dict[str, bool] = {}
         self._sig_cache: dict[tuple, CurSig] = {}
+        self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
                       "final_rejected": 0}
         self._prim_separable, self._prim_elim_free = self._primary_escapes()
@@ -652,17 +653,30 @@ class SynthSpace:
                     v.denominator == 1 and v.numerator % 2 == 1 for v in self.bindings.values(d.size))):
                 win *= u
         small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
-        key = key + (small_limit,)
-        got = self._dist_cache.get(key)
+        key = key[:-2] + key[-1:] + (small_limit,)  # without the remaining depth
+        limit = self.remaining(state)
+        lo_hi = self._dist_cache.get(key)  # (proved lower bound, witnessed value)
+        if lo_hi is not None:
+            if lo_hi[1] <= limit:
+                return lo_hi[1]
+            if lo_hi[0] > limit:
+                return INF
+        got = None
         if got is None:
             got = shape_lower_bound(sigs, self.desired_exps, self.n_primary, self._q_ok,
                                     small_ok=lambda q, a, b, lim=small_limit: self._small_ok(q, a, b, lim),
                                     merges_left=key[1], joins_left=key[2], strides_left=key[3],
                                     shifts_left=caps["shifts"],
                                     need_contraction=key[4], can_contract=can_c,
-                                    allowance=prim_allow, share_needs=needs, limit=self.remaining(state),
-                                    window_ok=self._window_ok, elim_free=self._prim_elim_free)
-            self._dist_cache[key] = got
+                                    allowance=prim_allow, share_needs=needs, limit=limit,
+                                    window_ok=self._window_ok, elim_free=self._prim_elim_free,
+                                    group_memo=self._group_memo, memo_context=small_limit)
+            lo, hi = lo_hi if lo_hi is not None else (0, INF)
+            if got <= limit:
+                hi = min(hi, got)
+            else:
+                lo = max(lo, limit + 1)
+            self._dist_cache[key] = (lo, hi)
         return got
 
     def _primary_escapes(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
@@ -746,14 +760,28 @@ class SynthSpace:
         return pool.is_one() or self.upper(pool) <= self.options.max_pooling_factor
 
     def flops_lower_bound(self, state: State) -> float:
+        """A plan may multiply weights with each other first, but the step that brings the data
+        input in iterates over the outputs the input will surely carry (those of current dims that
+        can no longer vanish into an outer product) and over every leaf a weight shares with the
+        input or the output; at least numel(outputs) overall."""
         can_c = self.contraction_possible(state)
         allow = self.allowance(state.usage)
         outer = self.outer_numel(state)
         committed = set(self.fixed_dims)
+        x_leaves = set(self.fixed_dims)
         for d in state.current:
             if not self.may_vanish(state, d, allow, outer, can_c):
-                committed |= {x for x in A.leaves(d) if isinstance(x, IteratorDim)}
-        per = stage_lower_bound(state.weight_groups(), committed, self.outputs, self.bindings)
+                ls = A.leaves(d)
+                x_leaves |= ls
+                committed |= {x for x in ls if isinstance(x, IteratorDim)}
+        linked = set(self.outputs) | x_leaves
+        groups = []
+        for w in state.weight_groups():
+            anc = set()
+            for d in w:
+                anc |= A.leaves(d)
+            groups.append(sorted(anc & linked, key=lambda x: x.digest))
+        per = stage_lower_bound(groups, committed, self.outputs, self.bindings)
         return self.problem.total(per)
 
     def viable(self, state: State) -> bool:
@@ -805,14 +833,10 @@ class SynthSpace:
         for r in state.reductions:
             numel = numel * r.size
         vals = [float(v) for v in self.bindings.values(numel)]
-        if self.contraction_possible(state):
-            stages = self.options.max_tensors  # max weights + pooling
-        else:
-            covered = set()
-            for w in state.weights:
-                covered |= A.leaves(w)
-            stages = state.n_weights + (1 if any(r not in covered for r in state.reductions) else 0)
-        return max(stages, 1) * self.problem.total(vals)
+        # each pairwise contraction of a plan costs at most that, and the standalone sums at most
+        # that once more in total
+        weights = self.options.max_tensors - 1 if self.contraction_possible(state) else state.n_weights
+        return (max(weights, 1) + 1) * self.problem.total(vals)
 
     # ------------------------------------------------------------------------------ children
     def _child(self, parent: Node, m: Move) -> Node | None:

@@ -143,3 +143,27 @@ def test_random_walks_resnet18_property(seed):
             check_valid(space, node.operator())
             return
     raise AssertionError("200 random walks found no operator")
+
+
+@pytest.mark.parametrize("preset, walks", [("tiny", 30), ("resnet18", 60)])
+def test_flops_bounds_hold_along_paths(preset, walks):
+    """Every ancestor's FLOPs lower bound is at most the final's planned FLOPs, and after the
+    reduction phase its upper bound is at least that (reference §5.6 test invariant)."""
+    space = space_of(preset)
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(walks):
+        got = space.random_walk(space.root(), rng, max_tries=8)
+        if got is None:
+            continue
+        path, final = got
+        flops = space.problem.total(operator_flops(final.operator(), space.bindings))
+        node = space.root()
+        for nxt in path[:-1]:
+            node = node.child(nxt)
+            if node.state.n_weights:
+                assert space.flops_lower_bound(node.state) <= flops * (1 + 1e-9)
+                checked += 1
+            if not node.state.in_reduction_phase:
+                assert space.flops_upper_bound(node.state) >= flops * (1 - 1e-9)
+    assert checked > 0
