@@ -311,7 +311,7 @@ def head_node():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     log = open(Path(tmp) / "head.log", "w")
-    proc = subprocess.Popen(["ray", "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
+    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
                              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
