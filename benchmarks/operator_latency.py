@@ -109,19 +109,21 @@ def bench_pair(base, ours, x, g, iters, reps, device, graphs=False):
 
 
 def sampled_operators(max_ratio: float, count: int):
+    """Up to ``count`` operators from the synthesizer's sampler (ResNet-18 preset) whose plan MACs
+    are <= ``max_ratio`` x conv2d's on a mid-size layer."""
     try:
-        from syno.synth import sample_operators  # type: ignore[attr-defined]
+        from syno.synth import sample_operators
     except ImportError:
         return {}
     try:
-        ops = sample_operators("tiny", count * 20, seed=0, workers=1)
+        ops = sample_operators("resnet18", count * 20, seed=0, workers=1, time_limit=120)
     except Exception as exc:  # the sampler's options may differ: report, do not fail the run
         print(f"# sampler unavailable: {exc}", file=sys.stderr)
         return {}
     m = {"N": 128, "C_in": 256, "C_out": 256, "H": 14}
     conv = library.conv2d()
     out = {}
-    for op in ops:
+    for _, op in ops:
         try:
             ratio = op.flops(op.bind(m))[0] / conv.flops(conv.bind(m))[0]
         except Exception:

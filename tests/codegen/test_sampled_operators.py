@@ -1,0 +1,44 @@
+"""Operators from the synthesizer's sampler (syno.synth.sample_operators, "tiny" preset): >= 200 per run."""
+
+import pytest
+import torch
+
+from syno.codegen.torch import build_module
+from syno.ir.evaluate import reference_forward
+
+synth = pytest.importorskip("syno.synth.sampler")
+
+MAPPING = {"N": 2, "C_in": 16, "C_out": 16, "H": 8}  # one of the tiny preset's mappings, N=2
+COUNT = 200
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    ops = synth.sample_operators("tiny", COUNT, seed=0, workers=1)
+    assert len(ops) == COUNT
+    return [op for _, op in ops]
+
+
+@pytest.mark.parametrize("part", range(4))
+def test_sampled_operators_match_reference(sampled, part):
+    torch.manual_seed(part)
+    chunk = sampled[part::4]
+    for k, op in enumerate(chunk):
+        mod = build_module(op, MAPPING).double()
+        shapes = [tuple(mod.plan.values[c] for c in t) for t in mod.plan.analysis.tensors]
+        x = torch.randn(shapes[0], dtype=torch.float64, requires_grad=True)
+        ws = [w.detach().clone().requires_grad_(True) for w in mod.weights]
+        ref = reference_forward(op, MAPPING, [x] + ws)
+        g = torch.randn_like(ref)
+        want = torch.autograd.grad((ref * g).sum(), [x] + ws) if k % 4 == 0 else None
+        for v in ("einsum:min", "fast:min", "fastd:min"):
+            mod.implementation = v
+            y = mod._select(x)(x, *ws)
+            assert y.shape == ref.shape
+            assert (y - ref).abs().max() <= 1e-9 * (1 + ref.abs().max()), (op.hash, v)
+            if want is not None:
+                got = torch.autograd.grad((y * g).sum(), [x] + ws)
+                for a, b in zip(got, want):
+                    assert (a - b).abs().max() <= 1e-9 * (1 + b.abs().max()), (op.hash, v)
+        # the plan's MACs never exceed the naive loop nest's
+        assert mod.plan.flops <= op.naive_flops(op.bind(MAPPING))[0]
