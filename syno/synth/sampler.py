@@ -71,9 +71,14 @@ def _options_of(options: SynthOptions | str | dict) -> SynthOptions:
     return SynthOptions.model_validate(options)
 
 
+_WORKER_SPACES: dict[str, SynthSpace] = {}
+
+
 def _worker(args) -> list[tuple[str, str]]:
     options_json, count, seed, max_tries, time_limit = args
-    space = SynthSpace(SynthOptions.model_validate_json(options_json))
+    space = _WORKER_SPACES.get(options_json)
+    if space is None:  # one space per worker process, kept warm across rounds
+        space = _WORKER_SPACES[options_json] = SynthSpace(SynthOptions.model_validate_json(options_json))
     return [(p, op.to_json()) for p, op in sample(space, count, seed, max_tries=max_tries, time_limit=time_limit)]
 
 
@@ -110,33 +115,36 @@ def sample_operators(options: SynthOptions | str | dict, count: int, seed: int =
     seen: set[str] = set()
     t0 = time.monotonic()
     round_ = 0
-    while len(results) < count:
-        remaining_time = None if time_limit is None else time_limit - (time.monotonic() - t0)
-        if remaining_time is not None and remaining_time <= 0:
-            break
-        need = count - len(results)
-        if workers <= 1:
-            space = SynthSpace(opts)
-            batch = [(p, op.to_json()) for p, op in
-                     sample(space, need, seed + 7919 * round_, max_tries=max_tries, time_limit=remaining_time)]
-            batches = [batch]
-        else:
-            per = -(-need // workers) + 1
-            jobs = [(opts.model_dump_json(), per, seed * 1009 + 7919 * round_ + i, max_tries, remaining_time)
-                    for i in range(workers)]
-            with ProcessPoolExecutor(max_workers=workers) as ex:
-                batches = list(ex.map(_worker, jobs))
-        added = 0
-        for batch in batches:
-            for p, j in batch:
-                h = Operator.from_json(j).hash
-                if h not in seen:
-                    seen.add(h)
-                    results.append((p, j))
-                    added += 1
-        round_ += 1
-        if added == 0:
-            break  # the walks find nothing new
+    space = SynthSpace(opts) if workers <= 1 else None
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        while len(results) < count:
+            remaining_time = None if time_limit is None else time_limit - (time.monotonic() - t0)
+            if remaining_time is not None and remaining_time <= 0:
+                break
+            need = count - len(results)
+            if pool is None:
+                batches = [[(p, op.to_json()) for p, op in
+                            sample(space, need, seed + 7919 * round_, max_tries=max_tries, time_limit=remaining_time)]]
+            else:
+                per = -(-need * 5 // (4 * workers)) + 1  # oversample: workers find some of the same
+                jobs = [(opts.model_dump_json(), per, seed * 1009 + 7919 * round_ + i, max_tries, remaining_time)
+                        for i in range(workers)]
+                batches = list(pool.map(_worker, jobs))
+            added = 0
+            for batch in batches:
+                for p, j in batch:
+                    h = Operator.from_json(j).hash
+                    if h not in seen:
+                        seen.add(h)
+                        results.append((p, j))
+                        added += 1
+            round_ += 1
+            if added == 0:
+                break  # the walks find nothing new
+    finally:
+        if pool is not None:
+            pool.shutdown()
     results = results[:count]
     if use_cache:
         _MEMO[key] = results

@@ -763,7 +763,7 @@ class SynthSpace:
         """A plan may multiply weights with each other first, but the step that brings the data
         input in iterates over the outputs the input will surely carry (those of current dims that
         can no longer vanish into an outer product) and over every leaf a weight shares with the
-        input or the output; at least numel(outputs) overall."""
+        input or the output; at least numel(outputs) overall, up to repeated output pieces."""
         can_c = self.contraction_possible(state)
         allow = self.allowance(state.usage)
         outer = self.outer_numel(state)
@@ -782,7 +782,10 @@ class SynthSpace:
                 anc |= A.leaves(d)
             groups.append(sorted(anc & linked, key=lambda x: x.digest))
         per = stage_lower_bound(groups, committed, self.outputs, self.bindings)
-        return self.problem.total(per)
+        # a repeated (standalone-Expanded) piece of an output is computed once and broadcast; all
+        # repeats multiply to at most max_expansion_repeat_multiplier (E3)
+        repeat = self.options.max_expansion_repeat_multiplier if self.expands_enabled() else 1
+        return self.problem.total(per) / repeat
 
     def viable(self, state: State) -> bool:
         """Keep a new node? Reduction-phase nodes (only reductions so far) are kept if finishing the
