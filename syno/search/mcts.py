@@ -58,6 +58,11 @@ class MCTSConfig(BaseModel):
     rave_cl: float = Field(3.0, gt=0.0, description="RAVE beta = c_l / (c_l + n_LRAVE)")
     rave_random_ratio: float = Field(0.3, ge=0.0, le=1.0, description="weight of U(0,1) in reveal scores")
     use_rave: bool = Field(True, description="order reveals by RAVE (off: random order)")
+    backprop_known: bool = Field(False, description="a walk that ends at an already evaluated final back-propagates "
+                                 "its reward again (the original); off: it back-propagates 0 (nothing new was found), "
+                                 "so nearly exhausted subtrees are not re-credited with the same kernels")
+    normalize: bool = Field(True, description="min-max normalize values by the rewards seen so far in UCB and "
+                            "RAVE scores (scale-free exploration; off: raw rewards as the original)")
     max_iterations: int = Field(3000, ge=1, description="rollouts per propose() call at most")
     max_propose_seconds: float = Field(60.0, gt=0, description="wall time per propose() call at most")
     simulation_tries: int = Field(5, ge=1, description="random walks per rollout before it counts as failed")
@@ -169,10 +174,10 @@ class _Pending:
         self.receipts = receipts
 
 
-def _rave_value(m: Meter | None) -> float | None:
+def _rave_value(m: Meter | None, lo: float = 0.0, scale: float = 1.0) -> float | None:
     if m is None or m.n == 0:
         return None
-    return m.mean + math.sqrt(m.var) - 1.0 / m.n
+    return (m.mean - lo) / scale + math.sqrt(m.var) / scale - 1.0 / m.n
 
 
 class MCTS(SearchAlgorithm):
@@ -197,6 +202,9 @@ class MCTS(SearchAlgorithm):
         self._pending: dict[str, _Pending] = {}
         self.counters: Counter = Counter()
         self._attached: set[str] = set()  # nodes whose synth children are attached in this process
+        self._path_cache: dict[Path, SynthNode] = {}
+        self.r_lo: float | None = None  # range of the rewards seen (for normalization)
+        self.r_hi: float | None = None
         root_synth = space.root()
         self.root = self._node_for(root_synth)
         self.root.in_tree = True
@@ -339,8 +347,9 @@ class MCTS(SearchAlgorithm):
             return []
         if not cfg.use_rave:
             return [self.rng.random() for _ in pairs]
-        loc = [_rave_value(lm) for lm, _ in pairs]
-        glo = [_rave_value(gm) for _, gm in pairs]
+        lo, scale = self._norm()
+        loc = [_rave_value(lm, lo, scale) for lm, _ in pairs]
+        glo = [_rave_value(gm, lo, scale) for _, gm in pairs]
 
         def fill(vals):
             known = [v for v in vals if v is not None]
@@ -357,10 +366,18 @@ class MCTS(SearchAlgorithm):
 
     # ------------------------------------------------------------------------------------------
     # selection
+    def _norm(self) -> tuple[float, float]:
+        """(offset, scale) mapping the rewards seen so far onto [0, 1] (identity when off or too few)."""
+        if not self.config.normalize or self.r_lo is None or self.r_hi - self.r_lo < 1e-9:
+            return 0.0, 1.0
+        return self.r_lo, self.r_hi - self.r_lo
+
     def _ucb(self, n: int, vl: int, mean: float, var: float, parent_n: int) -> float:
         cfg = self.config
         if n == 0:
             return 1e9 - cfg.virtual_loss * vl
+        lo, scale = self._norm()
+        mean, var = (mean - lo) / scale, var / (scale * scale)
         if n > cfg.suppress_visits and var <= 1e-6:
             return -1e9
         log_n = math.log(max(parent_n, 1))
@@ -442,13 +459,17 @@ class MCTS(SearchAlgorithm):
                 if not edges:
                     mid.dead = True
                     return None
-                start = self.nodes[self.rng.choice(edges).child_key]
+                edges_pick = self.rng.choice(edges)
+                start = self.nodes[edges_pick.child_key]
             else:
                 start = node
+            # walk from the node the rollout's own path reaches, so the proposed path depends only on
+            # the tree statistics and the RNG (not on which transposition created the tree node)
+            start_path = _receipt_path(receipt) + ((edges_pick.next,) if mid is not None else ())
+            synth = self._synth_at(start_path, start)
             if start.is_final:
-                final_synth = self._synth(start)
+                final_synth = synth
             else:
-                synth = self._synth(start)
                 if synth is None or synth.is_dead_end():
                     start.dead = True
                     if node is not None:
@@ -463,7 +484,7 @@ class MCTS(SearchAlgorithm):
                 continue
             if not final.evaluated and final.key not in self._pending and not self._accept(final):
                 continue
-            return self._arrive(final, receipt)
+            return self._arrive(final, receipt, tuple(final_synth.path))
         self.counters["simulation_failures"] += 1
         (mid if mid is not None else node).sim_fail = True
         return None
@@ -479,12 +500,28 @@ class MCTS(SearchAlgorithm):
         self.counters["filtered"] += 1
         return False
 
-    def _arrive(self, final: TreeNode, receipt: list) -> Path | None:
+    def _synth_at(self, path: Path, tn: TreeNode) -> SynthNode | None:
+        """The space's node at ``path`` (which reaches ``tn``); a small cache avoids replays."""
+        if tn.synth is not None and tuple(tn.synth.path) == path:
+            return tn.synth
+        got = self._path_cache.get(path)
+        if got is None:
+            try:
+                got = self.space.node_from_path(path)
+            except ValueError:
+                tn.dead = True
+                return None
+            if len(self._path_cache) >= 4096:
+                self._path_cache.pop(next(iter(self._path_cache)))
+            self._path_cache[path] = got
+        return got
+
+    def _arrive(self, final: TreeNode, receipt: list, path: Path | None = None) -> Path | None:
         """A rollout reached ``final`` (in the tree or by simulation)."""
         if final.evaluated:
             if final.reward is not None:
                 self.counters["known_hits"] += 1
-                self._backprop(receipt, final.reward, release=False)
+                self._backprop(receipt, final.reward if self.config.backprop_known else self._floor(), release=False)
             final.exhausted = True
             return None
         if final.filtered or final.failed:
@@ -498,9 +535,10 @@ class MCTS(SearchAlgorithm):
             self.counters["pending_hits"] += 1
             pend.receipts.append(receipt)
             return None
-        self._pending[final.key] = _Pending(final.path, [receipt])
+        path = path if path is not None else _receipt_path(receipt)
+        self._pending[final.key] = _Pending(path, [receipt])
         self.counters["proposed"] += 1
-        return final.path
+        return path
 
     # ------------------------------------------------------------------------------------------
     # updates
@@ -629,6 +667,7 @@ class MCTS(SearchAlgorithm):
                     self._release(r)
             return None
         final.reward = reward
+        self._see(reward)
         for r in receipts:
             self._backprop(r, reward, release=pend is not None)
         if not any(final in r for r in receipts):
@@ -638,6 +677,14 @@ class MCTS(SearchAlgorithm):
             self.grave_arc.setdefault(str(nxt), Meter()).add(reward)
         self._credit_orderings(final, reward)
         return reward
+
+    def _floor(self) -> float:
+        """The value of a rollout that found nothing new: the lowest reward seen (0 before any)."""
+        return self.r_lo if self.r_lo is not None else 0.0
+
+    def _see(self, reward: float) -> None:
+        self.r_lo = reward if self.r_lo is None else min(self.r_lo, reward)
+        self.r_hi = reward if self.r_hi is None else max(self.r_hi, reward)
 
     def forget(self, path: Path | str) -> None:
         final = self._node_of_path(as_path(path))
@@ -754,6 +801,10 @@ class MCTS(SearchAlgorithm):
                     elem.vl += 1  # virtual loss is exactly the number of in-flight receipts through an element
             self._pending[p["final"]] = _Pending(path_from_str(p["path"]), receipts)
         self.rng = _rng_from_json(state["rng"])
+        self.r_lo = self.r_hi = None
+        for n in self.nodes.values():
+            if n.is_final and n.reward is not None:
+                self._see(n.reward)
 
     def _deref(self, ref: list):
         kind, key = ref[0], ref[1]
@@ -764,6 +815,10 @@ class MCTS(SearchAlgorithm):
         if kind == "M":
             return mid
         return mid.edges[ref[3]]
+
+
+def _receipt_path(receipt: list) -> Path:
+    return tuple(e.next for e in receipt if isinstance(e, Edge))
 
 
 def _rng_to_json(rng: random.Random) -> list:
