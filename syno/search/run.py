@@ -71,13 +71,14 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
                address: str | None = None, max_workers: int | None = None) -> RunSummary:
     """Run (or resume) the session ``options.directory``; see the module docstring."""
     store = SessionStore(options.directory)
-    if resume:
-        if not store.exists():
-            raise SessionError(f"{store.root / 'session.json'}: no session to resume here")
-    else:
-        store.create({"options": options.to_json_dict(), "syno": __version__})
-    problem = make_problem(options)
+    if resume and not store.exists():
+        raise SessionError(f"{store.root / 'session.json'}: no session to resume here")
+    if not resume and store.exists():
+        store.create({})  # raises: a session already exists there
+    problem = make_problem(options)  # before the directory is created: bad options leave nothing behind
     algorithm = make_algorithm(options, problem)
+    if not resume:
+        store.create({"options": options.to_json_dict(), "syno": __version__})
     evaluator = make_evaluator(options, problem, executor, address, max_workers)
     try:
         runner = SearchRunner(store, problem, algorithm, evaluator, options.reward,
