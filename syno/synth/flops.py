@@ -7,10 +7,9 @@
   depend on; reductions are summed as soon as no later operand needs them (reductions of the input
   alone are pooled first). Exact for einsum-like operators, an over-estimate where a plan could
   iterate over a combined view index (e.g. an Unfold top) instead of its two leaves.
-* :func:`stage_lower_bound`: for a partial operator, a lower bound on the planned FLOPs of any
-  completion (see :meth:`SynthSpace.flops_lower_bound`; weights may be multiplied with each other
-  before the data input comes in, so only the leaves a weight shares with the input or the output
-  count) -- the original's FLOPs game plays the same role (reference §5.6).
+* :func:`stage_lower_bound`: ``max(numel(outputs), max_j numel(committed ∪ linked_j))`` per mapping,
+  the building block of :meth:`SynthSpace.flops_lower_bound` (which uses it conservatively, see
+  there) -- the original's FLOPs game plays the same role (reference §5.6).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Every returned path replays to the same operator in any process:
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import json
 import os
 import random
@@ -82,11 +82,15 @@ def _worker(args) -> list[tuple[str, str]]:
     return [(p, op.to_json()) for p, op in sample(space, count, seed, max_tries=max_tries, time_limit=time_limit)]
 
 
+def precomputed_path(options: SynthOptions, seed: int) -> FsPath:
+    return DATA_DIR / f"samples-{options.digest()}-{seed}.json.gz"
+
+
 def _precomputed(options: SynthOptions, seed: int) -> list[tuple[str, str]] | None:
-    path = DATA_DIR / f"samples-{options.digest()}-{seed}.json"
+    path = precomputed_path(options, seed)
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
+    data = json.loads(gzip.decompress(path.read_bytes()))
     if data.get("format") != "syno.samples/1":
         return None
     return [(e["path"], e["operator"]) for e in data["samples"]]
@@ -115,8 +119,18 @@ def sample_operators(options: SynthOptions | str | dict, count: int, seed: int =
     seen: set[str] = set()
     t0 = time.monotonic()
     round_ = 0
-    space = SynthSpace(opts) if workers <= 1 else None
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    options_json = opts.model_dump_json()
+    space = SynthSpace(opts)  # fresh: results depend only on (options, count, seed, workers)
+    pool = None
+    if workers > 1:
+        # warm the space here first: forked workers inherit it (and what it learnt about dead ends)
+        _WORKER_SPACES[options_json] = space
+        for p, op in sample(space, max(1, count // (2 * workers)), seed - 1, max_tries=max_tries,
+                            time_limit=time_limit):
+            if op.hash not in seen:
+                seen.add(op.hash)
+                results.append((p, op.to_json()))
+        pool = ProcessPoolExecutor(max_workers=workers)
     try:
         while len(results) < count:
             remaining_time = None if time_limit is None else time_limit - (time.monotonic() - t0)
@@ -128,7 +142,7 @@ def sample_operators(options: SynthOptions | str | dict, count: int, seed: int =
                             sample(space, need, seed + 7919 * round_, max_tries=max_tries, time_limit=remaining_time)]]
             else:
                 per = -(-need * 5 // (4 * workers)) + 1  # oversample: workers find some of the same
-                jobs = [(opts.model_dump_json(), per, seed * 1009 + 7919 * round_ + i, max_tries, remaining_time)
+                jobs = [(options_json, per, seed * 1009 + 7919 * round_ + i, max_tries, remaining_time)
                         for i in range(workers)]
                 batches = list(pool.map(_worker, jobs))
             added = 0
@@ -145,6 +159,7 @@ def sample_operators(options: SynthOptions | str | dict, count: int, seed: int =
     finally:
         if pool is not None:
             pool.shutdown()
+            _WORKER_SPACES.pop(options_json, None)
     results = results[:count]
     if use_cache:
         _MEMO[key] = results
@@ -155,10 +170,10 @@ def write_precomputed(options: SynthOptions, count: int, seed: int = 0, workers:
     """Sample and store ``count`` operators for ``options`` under ``syno/synth/data``."""
     got = sample_operators(options, count, seed, workers, use_cache=False)
     DATA_DIR.mkdir(exist_ok=True)
-    path = DATA_DIR / f"samples-{options.digest()}-{seed}.json"
+    path = precomputed_path(options, seed)
     data = {"format": "syno.samples/1", "options": json.loads(options.model_dump_json()), "seed": seed,
             "samples": [{"path": p, "operator": op.to_json(), "hash": op.hash} for p, op in got]}
-    path.write_text(json.dumps(data, indent=0) + "\n")
+    path.write_bytes(gzip.compress(json.dumps(data).encode(), mtime=0))
     return path
 
 

@@ -760,32 +760,23 @@ class SynthSpace:
         return pool.is_one() or self.upper(pool) <= self.options.max_pooling_factor
 
     def flops_lower_bound(self, state: State) -> float:
-        """A plan may multiply weights with each other first, but the step that brings the data
-        input in iterates over the outputs the input will surely carry (those of current dims that
-        can no longer vanish into an outer product) and over every leaf a weight shares with the
-        input or the output; at least numel(outputs) overall, up to repeated output pieces."""
-        can_c = self.contraction_possible(state)
-        allow = self.allowance(state.usage)
-        outer = self.outer_numel(state)
-        committed = set(self.fixed_dims)
-        x_leaves = set(self.fixed_dims)
-        for d in state.current:
-            if not self.may_vanish(state, d, allow, outer, can_c):
-                ls = A.leaves(d)
-                x_leaves |= ls
-                committed |= {x for x in ls if isinstance(x, IteratorDim)}
-        linked = set(self.outputs) | x_leaves
-        groups = []
-        for w in state.weight_groups():
-            anc = set()
-            for d in w:
-                anc |= A.leaves(d)
-            groups.append(sorted(anc & linked, key=lambda x: x.digest))
-        per = stage_lower_bound(groups, committed, self.outputs, self.bindings)
-        # a repeated (standalone-Expanded) piece of an output is computed once and broadcast; all
-        # repeats multiply to at most max_expansion_repeat_multiplier (E3)
+        """A lower bound on the planned FLOPs of any completion, valid for the cost model of
+        :mod:`syno.ir.lowering`: the step that produces the output iterates over it, except for
+        broadcast (repeated) pieces, which all repeats together shrink at most by
+        max_expansion_repeat_multiplier (E3); and every weight is read by some contraction.
+
+        Deliberately conservative: sharper leaf-level bounds (the original's FLOPs game) are not
+        valid for plans that multiply weights together first or iterate over view indices, and
+        measured, they barely changed sampling (docs/synthesis.md)."""
         repeat = self.options.max_expansion_repeat_multiplier if self.expands_enabled() else 1
-        return self.problem.total(per) / repeat
+        per = [v / repeat for v in stage_lower_bound([], (), self.outputs, self.bindings)]
+        for w in state.weight_groups():
+            numel = self.size_space.one
+            for d in w:
+                numel = numel * d.size
+            vals = self.bindings.values(numel)
+            per = [max(a, float(v)) for a, v in zip(per, vals)]
+        return self.problem.total(per)
 
     def viable(self, state: State) -> bool:
         """Keep a new node? Reduction-phase nodes (only reductions so far) are kept if finishing the

@@ -167,3 +167,22 @@ def test_flops_bounds_hold_along_paths(preset, walks):
             if not node.state.in_reduction_phase:
                 assert space.flops_upper_bound(node.state) >= flops * (1 - 1e-9)
     assert checked > 0
+
+
+def test_precomputed_tiny_samples_are_fast_and_replay():
+    """Codegen tests draw hundreds of tiny operators per run: the shipped sample serves them in
+    well under a second, and its paths still replay to the stored operators (else regenerate it
+    with ``python -m syno.synth.sampler tiny --count 400``)."""
+    import time
+
+    from syno.synth.sampler import precomputed_path
+
+    opts = SynthOptions.tiny()
+    assert precomputed_path(opts, 0).exists()
+    t = time.perf_counter()
+    got = sample_operators(opts, 200, seed=0)
+    assert time.perf_counter() - t < 5.0
+    assert len(got) == 200 and len({op.hash for _, op in got}) == 200
+    fresh = SynthSpace(opts)
+    for p, op in got[::25]:
+        assert fresh.node_from_path(p).operator().hash == op.hash
