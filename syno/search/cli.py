@@ -234,7 +234,7 @@ def demo(
     """A few-minute search on this CPU: the tiny CNN on scikit-learn's digits (shipped, offline).
 
     Synthesizes operators for the tiny CNN's 3x3 conv layers, trains each for one epoch and
-    prints the leaderboard. The session directory can be continued with `syno search tiny --resume`.
+    prints the leaderboard. Continue the session with `syno search tiny --session DIR --resume`.
     """
     import os
 
