@@ -9,10 +9,10 @@ major/minor tops of a Merge.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
-from syno.ir.primitives import (Dim, Expand, IteratorDim, Merge, Op, ReduceDim, Share, Shift, Split,
-                                Stride, TopDim, Unfold)
+from syno.ir.primitives import (Dim, IteratorDim, Merge, Op, ReduceDim, Share, Split, Stride, TopDim,
+                                Unfold)
 
 _LEAVES: dict[Dim, frozenset] = {}
 _TAGS: dict[Dim, frozenset] = {}

@@ -14,20 +14,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from itertools import permutations
 from typing import Iterable, Sequence
 
 from syno.ir.graph import Operator
-from syno.ir.primitives import Dim, ReduceDim
+from syno.ir.primitives import Dim
 from syno.ir.sizes import Bindings
 
 from .analysis import leaves
 
-try:  # the planned FLOPs land with syno.ir.lowering (another work item)
-    import syno.ir.lowering as _lowering  # noqa: F401
-    HAVE_LOWERING = True
-except ImportError:  # pragma: no cover - depends on the tree state
-    HAVE_LOWERING = False
+# the planned FLOPs come with syno.ir.lowering (another work item; present since eea93d2)
+HAVE_LOWERING = importlib.util.find_spec("syno.ir.lowering") is not None
 
 
 def _numel(dims: Iterable[Dim], b: Bindings) -> list[int]:

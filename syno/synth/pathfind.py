@@ -13,11 +13,11 @@ from __future__ import annotations
 from itertools import permutations, product
 
 from syno.ir.graph import Operator
-from syno.ir.primitives import Expand, ReduceDim
+from syno.ir.primitives import Expand
 
 from . import analysis as A
 from .canon import canonical_form
-from .protocol import Next, Path
+from .protocol import Path
 from .space import Node, SynthSpace
 from .state import State
 

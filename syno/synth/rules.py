@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from syno.ir.primitives import Dim, IteratorDim, Merge, ReduceDim, Shift, Split, Stride, Unfold
+from syno.ir.primitives import Dim, Merge, ReduceDim, Shift, Split, Stride, Unfold
 
 from . import analysis as A
 from .state import C_EXPAND, C_MERGE, C_REDUCE, C_SHARE, C_SHIFT, C_SPLIT, C_STRIDE, C_UNFOLD, State
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .space import Move, SynthSpace
+    from .space import SynthSpace
 
 
 def _move(t: str, key_text: str, payload: tuple):

@@ -33,12 +33,13 @@ DATA_DIR = FsPath(__file__).with_name("data")
 _MEMO: dict[tuple, list[tuple[str, str]]] = {}
 
 
-def sample(space: SynthSpace, count: int, seed: int = 0, *, max_walks: int | None = None,
+def sample(space: SynthSpace, count: int, seed: int | None = None, *, max_walks: int | None = None,
            max_tries: int = 16, time_limit: float | None = None) -> list[tuple[str, Operator]]:
-    """Up to ``count`` distinct valid operators from random walks (``max_tries`` backtracks each).
+    """Up to ``count`` distinct valid operators from random walks (``max_tries`` backtracks each;
+    ``seed`` defaults to ``options.seed``).
 
     Stops after ``max_walks`` walks (default ``50 * count + 100``) or ``time_limit`` seconds."""
-    rng = random.Random(seed)
+    rng = random.Random(space.options.seed if seed is None else seed)
     out: list[tuple[str, Operator]] = []
     seen: set[str] = set()
     walks = 0
@@ -96,7 +97,7 @@ def _precomputed(options: SynthOptions, seed: int) -> list[tuple[str, str]] | No
     return [(e["path"], e["operator"]) for e in data["samples"]]
 
 
-def sample_operators(options: SynthOptions | str | dict, count: int, seed: int = 0, workers: int = 1, *,
+def sample_operators(options: SynthOptions | str | dict, count: int, seed: int = 0, workers: int | None = None, *,
                      max_tries: int = 16, time_limit: float | None = None,
                      use_cache: bool = True) -> list[tuple[str, Operator]]:
     """``count`` distinct valid operators (fewer only if ``time_limit`` runs out or the space has
@@ -104,8 +105,10 @@ def sample_operators(options: SynthOptions | str | dict, count: int, seed: int =
 
     ``options``: :class:`SynthOptions`, a preset name (``"tiny"``, ``"resnet18"``, ``"gpt2"``) or a
     dict. ``workers`` processes sample with seeds derived from ``seed`` (``workers=1`` runs in this
-    process)."""
+    process; default ``options.workers``)."""
     opts = _options_of(options)
+    if workers is None:
+        workers = opts.workers
     key = (opts.digest(), seed, workers, max_tries)
     cached = _MEMO.get(key) if use_cache else None
     if (cached is None or len(cached) < count) and use_cache:

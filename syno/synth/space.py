@@ -28,8 +28,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from syno.ir.graph import Operator
-from syno.ir.primitives import (Dim, IteratorDim, Merge, ReduceDim, Share, Shift, Split, Stride, TopDim,
-                                Unfold)
+from syno.ir.primitives import Dim, IteratorDim, Merge, ReduceDim, Share, Shift, Split, Stride, Unfold
 from syno.ir.sizes import Size
 
 from . import analysis as A
@@ -214,8 +213,6 @@ class SynthSpace:
         else:
             self._prune_hi = self.flops_hi
         self.desired_exps = tuple(s.exps for s in p.desired)
-        coef_vals = [min(self.bindings.values(self.size_space.var(v.name))) for v in self.size_space.coefficient]
-        self._min_stride = min(coef_vals) if coef_vals else 2
         self._var_lower = [min(self.bindings.values(self.size_space.var(v.name)))
                            for v in self.size_space.variables]
         self._nodes: dict[str, Node] = {}
@@ -701,15 +698,14 @@ class SynthSpace:
         whether some reduction must still get under a Share (so a contraction is still needed).
 
         Every reduction ends below a Share or is pooled (P1: pooled domains multiply to at most
-        max_pooling_factor). A reduction whose primary variables are all larger than any window /
-        stride / shift block (so no Unfold or Merge can separate them from it) can only get below a
-        Share whose size contains them, consuming their occurrences. Returns the Pareto-minimal
+        max_pooling_factor). A reduction whose primary variables no window, Shift block or Stride
+        block can take (``_primary_escapes``: too large, or even under an odd-kernel rule) can only
+        get below a Share whose size contains them, consuming their occurrences. Returns the Pareto-minimal
         alternatives (one per admissible pooled subset; empty = impossible) and the flag."""
         o = self.options
         covered = set()
         for w in state.weights:
             covered |= A.leaves(w)
-        limit = max(o.max_unfold_kernel_size, o.max_strided_dim_size, o.max_shift_rhs)
         free = [r for r in state.reductions if r not in covered]
         pool_all = self.size_space.one
         for r in free:

@@ -16,7 +16,7 @@ import hashlib
 from itertools import permutations, product
 from typing import Sequence
 
-from syno.ir.primitives import Dim, ReduceDim, Share, TopDim
+from syno.ir.primitives import Dim, ReduceDim
 
 from .analysis import rebuild, reduce_groups
 
