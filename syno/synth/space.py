@@ -103,6 +103,9 @@ class Node:
         return self._operator
 
     def children(self) -> list[tuple[Next, Node]]:
+        """Live children sorted by (type, key). Two ops that give the same canonical child (e.g.
+        the same Unfold with either of two equal reduction windows) appear once, under the first
+        key; the other key still replays to that child."""
         out = []
         for moves in self.moves().values():
             for m in moves:
@@ -112,7 +115,13 @@ class Node:
         if not out and not self.is_final:
             self.dead = True
         out.sort(key=lambda nc: (TYPE_INDEX[nc[0].type], nc[0].key))
-        return out
+        seen: set[str] = set()
+        unique = []
+        for nxt, child in out:
+            if child.key not in seen:
+                seen.add(child.key)
+                unique.append((nxt, child))
+        return unique
 
     # -- extras -----------------------------------------------------------------------------------
     def moves(self) -> dict[str, list[Move]]:

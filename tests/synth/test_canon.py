@@ -116,3 +116,19 @@ def test_moves_obey_the_rules():
                     break
                 node = got[1]
         assert seen > 10
+
+
+def test_children_are_unique_and_sorted():
+    space = SynthSpace(SynthOptions.resnet18(), enforce_flops=False)
+    path = path_of(space, conv2d(space.size_space))
+    mid = space.node_from_path(path[:4])
+    kids = mid.children()
+    keys = [c.key for _, c in kids]
+    assert len(keys) == len(set(keys))
+    order = [(n.type, n.key) for n, _ in kids]
+    from syno.synth.protocol import NEXT_TYPES
+    assert order == sorted(order, key=lambda x: (NEXT_TYPES.index(x[0]), x[1]))
+    # the Unfold with the other (equal) window is not listed but still replays to the same child
+    listed = {n for n, _ in kids}
+    hidden = [m for m in mid.moves()["Unfold"] if m.next not in listed and mid.child(m.next) is not None]
+    assert hidden and all(mid.child(m.next).key in set(keys) for m in hidden)
