@@ -34,28 +34,34 @@ _MEMO: dict[tuple, list[tuple[str, str]]] = {}
 
 
 def sample(space: SynthSpace, count: int, seed: int | None = None, *, max_walks: int | None = None,
-           max_tries: int = 16, time_limit: float | None = None) -> list[tuple[str, Operator]]:
+           max_tries: int = 16, time_limit: float | None = None, patience: int = 300) -> list[tuple[str, Operator]]:
     """Up to ``count`` distinct valid operators from random walks (``max_tries`` backtracks each;
     ``seed`` defaults to ``options.seed``).
 
-    Stops after ``max_walks`` walks (default ``50 * count + 100``) or ``time_limit`` seconds."""
+    Stops after ``max_walks`` walks (default ``50 * count + 100``), ``time_limit`` seconds, or
+    ``patience`` walks in a row without a new operator (the space may have fewer)."""
     rng = random.Random(space.options.seed if seed is None else seed)
     out: list[tuple[str, Operator]] = []
     seen: set[str] = set()
     walks = 0
+    idle = 0
     limit = max_walks if max_walks is not None else 50 * count + 100
     t0 = time.monotonic()
     while len(out) < count and walks < limit:
         if time_limit is not None and time.monotonic() - t0 > time_limit:
             break
         walks += 1
+        if idle >= patience:
+            break
         got = space.random_walk(space.root(), rng, max_tries)
+        idle += 1
         if got is None:
             continue
         path, node = got
         op = node.operator()
         if op.hash in seen:
             continue
+        idle = 0
         seen.add(op.hash)
         out.append((path_to_str(path), op))
     return out

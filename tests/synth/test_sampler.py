@@ -186,3 +186,12 @@ def test_precomputed_tiny_samples_are_fast_and_replay():
     fresh = SynthSpace(opts)
     for p, op in got[::25]:
         assert fresh.node_from_path(p).operator().hash == op.hash
+
+
+def test_sampling_reaches_every_final_of_the_micro_space(micro):
+    """Random walks find exactly the operators of an exhaustive enumeration (and then stop)."""
+    from syno.synth.space import iterate_finals
+
+    exhaustive = {f.operator().hash for f in iterate_finals(SynthSpace(micro))}
+    sampled = {op.hash for _, op in sample_operators(micro, 10 * len(exhaustive), seed=3, use_cache=False)}
+    assert sampled == exhaustive
