@@ -946,6 +946,8 @@ class SynthSpace:
         """FLOPs and parameter windows of a finished operator; returns (ok, info)."""
         o = self.options
         p = self.problem
+        if not o.exact_division and not all(self.bindings.is_integral(d.size) for d in op.all_dims):
+            return False, {"error": "a size is not an integer under some mapping"}  # no padding here
         params = op.params(self.bindings)
         total_params = p.total(params)
         info = {"params": total_params}
