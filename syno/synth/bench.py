@@ -19,6 +19,7 @@ from .space import SynthSpace, iterate_finals
 
 def walk_rates(preset: str, walks: int, max_tries: int, seed: int = 0, **space_kw) -> dict:
     opts = getattr(SynthOptions, preset)()
+    settings = dict(space_kw)
     if space_kw.pop("no_flops_pruning", False):
         opts = opts.model_copy(update={"enable_flops_pruning": False})
     space = SynthSpace(opts, **space_kw)
@@ -34,7 +35,7 @@ def walk_rates(preset: str, walks: int, max_tries: int, seed: int = 0, **space_k
     dt = time.perf_counter() - t
     return {"preset": preset, "walks": walks, "max_tries": max_tries, "ok": ok, "distinct": len(distinct),
             "success_rate": ok / walks, "seconds": round(dt, 1), "states": space.stats["states"],
-            "settings": {k: v for k, v in space_kw.items()}}
+            "settings": settings}
 
 
 def throughput(preset: str, count: int, workers: int, seed: int = 0) -> dict:
@@ -74,6 +75,7 @@ def main() -> None:  # pragma: no cover - measurement script
         rows.append(walk_rates(preset, a.walks, 0, use_distance=False))
         rows.append(walk_rates(preset, a.walks, 0, use_distance=False, no_flops_pruning=True))
         rows.append(walk_rates(preset, a.walks // 2, 16))
+        rows.append(walk_rates(preset, a.walks // 2, 16, adaptive=False))
         rows.append(walk_rates(preset, a.walks // 2, 16, use_distance=False))
     for r in rows:
         print(json.dumps(r), flush=True)
