@@ -61,6 +61,8 @@ class MCTSConfig(BaseModel):
     backprop_known: bool = Field(False, description="a walk that ends at an already evaluated final back-propagates "
                                  "its reward again (the original); off: it back-propagates 0 (nothing new was found), "
                                  "so nearly exhausted subtrees are not re-credited with the same kernels")
+    max_weight: float = Field(0.0, ge=0.0, le=1.0, description="exploitation term = (1 - w) mean + w max of the "
+                              "rewards below a child (single-player MCTS for finding the best; 0: the mean)")
     normalize: bool = Field(True, description="min-max normalize values by the rewards seen so far in UCB and "
                             "RAVE scores (scale-free exploration; off: raw rewards as the original)")
     max_iterations: int = Field(3000, ge=1, description="rollouts per propose() call at most")
@@ -74,14 +76,16 @@ class MCTSConfig(BaseModel):
 
 
 class Meter:
-    """Running count, sum and sum of squares."""
+    """Running count, sum, sum of squares and maximum."""
 
-    __slots__ = ("n", "s", "ss")
+    __slots__ = ("n", "s", "ss", "mx")
 
-    def __init__(self, n: int = 0, s: float = 0.0, ss: float = 0.0):
+    def __init__(self, n: int = 0, s: float = 0.0, ss: float = 0.0, mx: float | None = None):
         self.n, self.s, self.ss = int(n), float(s), float(ss)
+        self.mx = (self.s / self.n if self.n else 0.0) if mx is None else float(mx)
 
     def add(self, r: float) -> None:
+        self.mx = r if self.n == 0 else max(self.mx, r)
         self.n += 1
         self.s += r
         self.ss += r * r
@@ -98,15 +102,14 @@ class Meter:
         return max(0.0, self.ss / self.n - m * m)
 
     def to_list(self) -> list:
-        return [self.n, self.s, self.ss]
+        return [self.n, self.s, self.ss, self.mx]
 
     @classmethod
     def from_list(cls, x: Iterable) -> Meter:
-        n, s, ss = x
-        return cls(n, s, ss)
+        return cls(*x)
 
     def __repr__(self) -> str:
-        return f"Meter(n={self.n}, mean={self.mean:.4f})"
+        return f"Meter(n={self.n}, mean={self.mean:.4f}, max={self.mx:.4f})"
 
 
 class Edge:
@@ -372,10 +375,12 @@ class MCTS(SearchAlgorithm):
             return 0.0, 1.0
         return self.r_lo, self.r_hi - self.r_lo
 
-    def _ucb(self, n: int, vl: int, mean: float, var: float, parent_n: int) -> float:
+    def _ucb(self, n: int, vl: int, mean: float, var: float, parent_n: int, mx: float | None = None) -> float:
         cfg = self.config
         if n == 0:
             return 1e9 - cfg.virtual_loss * vl
+        if cfg.max_weight and mx is not None:
+            mean = (1 - cfg.max_weight) * mean + cfg.max_weight * mx
         lo, scale = self._norm()
         mean, var = (mean - lo) / scale, var / (scale * scale)
         if n > cfg.suppress_visits and var <= 1e-6:
@@ -418,7 +423,8 @@ class MCTS(SearchAlgorithm):
                 mid = self.rng.choice([m for m in fresh if m.vl == low])
                 receipt.append(mid)
                 return self._simulate(receipt, mid=mid)
-            mid = self._pick(live, lambda m: self._ucb(m.stats.n, m.vl, m.stats.mean, m.stats.var, tn.stats.n))
+            mid = self._pick(live, lambda m: self._ucb(m.stats.n, m.vl, m.stats.mean, m.stats.var, tn.stats.n,
+                                                       m.stats.mx))
             receipt.append(mid)
             self._widen_mid(mid)
             edges = [e for e in mid.edges.values() if e.in_tree and self._child_live(self.nodes[e.child_key])]
@@ -444,7 +450,7 @@ class MCTS(SearchAlgorithm):
             def edge_score(e: Edge) -> float:
                 c = self.nodes[e.child_key]
                 st = c.stats if c.stats.n else e.stats
-                return self._ucb(e.stats.n, e.vl, st.mean, st.var, mid.stats.n)
+                return self._ucb(e.stats.n, e.vl, st.mean, st.var, mid.stats.n, st.mx)
 
             edge = self._pick(edges, edge_score)
             tn = self.nodes[edge.child_key]
