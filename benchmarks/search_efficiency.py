@@ -81,7 +81,11 @@ class OperatorOracle:
         self._data = None
 
     def new_space(self):
-        return self.problem.space
+        """A fresh space per run: the space learns dead ends as it is walked, which changes later walks,
+        so runs sharing one space would depend on the order they ran in."""
+        from syno.synth.space import SynthSpace
+
+        return SynthSpace(self.options.synth)
 
     def _save(self) -> None:
         if self.cache_path is not None:
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in range(args.seeds):
         oracle = MockOracle(seed) if args.proxy == "mock" else oracle_shared
         curves = {}
-        rkey = f"{args.proxy}:{args.epochs}:{args.power}:{seed}:{args.budget}"
+        rkey = f"{args.proxy}:{args.epochs}:{args.power}:{seed}:{args.budget}:fresh"
         rcache = json.loads(args.random_cache.read_text()) if args.random_cache and args.random_cache.exists() else {}
         for kind in ("random", "mcts"):
             if kind == "random" and rkey in rcache:
