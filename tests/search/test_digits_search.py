@@ -20,7 +20,7 @@ from syno.search.options import build_options
 from syno.search.run import run_search
 from syno.search.session import SessionStore, kernel_dir_name
 
-# a fraction of an epoch per kernel keeps the test at seconds per kernel on a busy 2-core machine
+# a fraction of an epoch per kernel: both tests take about 20 s on an idle 2-core machine (minutes on a busy one)
 FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "run.kernel_timeout": 240}
 
 
@@ -80,7 +80,6 @@ def _sets() -> list[str]:
     return out
 
 
-@pytest.mark.slow  # about 1 min on an idle 2-core machine, several on a busy one; the mock-space variant runs by default
 def test_digits_search_survives_sigkill_and_resumes(tmp_path):
     root = tmp_path / "s"
     n = 6
