@@ -73,6 +73,8 @@ class _Progress:
             self.console.print(f"resumed {runner.store.root}: {restored['kernels']} kernels "
                                f"({restored['replayed']} replayed into the search), "
                                f"{restored['reissue']} interrupted kernels to evaluate again")
+        for line in restored.get("skipped", []):  # kernels kept on disk but not replayed (one line each)
+            self.console.print(f"warning: {line}", highlight=False, markup=False)
         total = r.budget_seconds if self.by_time else r.max_evaluations
         self.task = self.progress.add_task("search", total=total, completed=0 if self.by_time else self.base,
                                            model=self.options.model, kernels=self.base,

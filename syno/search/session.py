@@ -13,16 +13,16 @@ Layout of ``results/<model>-session/`` (configurable)::
 directory renamed into place), and they are the source of truth: on resume every kernel directory
 the checkpoint does not know is replayed into the algorithm with the same reward formula, paths
 that were in flight at the kill are submitted again, and no kernel with a directory is evaluated
-twice. A damaged file stops the session with one :class:`SessionError` naming the file; nothing is
-deleted or overwritten.
+twice. A damaged session file (``session.json``, ``state.json``, ``inflight.json``) stops the session
+with one :class:`SessionError` naming the file and what to do; a kernel directory that cannot be read
+or replayed is reported in one line and skipped, and the rest resumes. Nothing is deleted or
+overwritten. The file formats live in :mod:`syno.session`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import shutil
 import time
 from collections import deque
@@ -31,56 +31,22 @@ from datetime import datetime, timezone
 from pathlib import Path as FsPath
 from typing import Any, Callable, Iterable, Mapping
 
+from syno.session import (INFLIGHT_FILE, META_FILE, META_SCHEMA_VERSION, SESSION_FILE, STATE_FILE, SessionError,
+                          is_kernel_dir_name, jsonable, kernel_dir_name, read_json, read_kernel_dir, write_json_atomic,
+                          write_kernel_dir_atomic)
 from syno.synth.protocol import path_from_str, path_to_str
 
 from .base import EvalResult, RewardConfig, SearchAlgorithm
 from .evaluator import Evaluator
 
-__all__ = ["SessionError", "SessionStore", "KernelRecord", "SearchRunner", "RunSummary", "kernel_dir_name",
-           "write_json_atomic"]
+__all__ = ["SessionError", "SessionStore", "KernelRecord", "SearchRunner", "RunSummary"]
 
-SESSION_FILE = "session.json"
-STATE_FILE = "state.json"
-INFLIGHT_FILE = "inflight.json"
-META_FILE = "meta.json"
 STATE_FORMAT = "syno.session.state/1"
-_KERNEL_DIR = re.compile(r"^(?:\d{5,}|ERROR)_[0-9A-Za-z]+$")
 
 
-class SessionError(RuntimeError):
-    """A session file is missing, damaged or inconsistent (the message names the file)."""
-
-
-def write_json_atomic(path: FsPath, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = FsPath(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: FsPath) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SessionError(f"{path}: file is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SessionError(f"{path}: not valid JSON ({exc}); the file is damaged. Nothing was changed; "
-                           f"repair or move the file away and resume again") from None
-
-
-def kernel_dir_name(result: EvalResult, kernel_hash: str, target: str = "accuracy") -> str:
-    if not result.ok:
-        return f"ERROR_{kernel_hash}"
-    if target == "loss":
-        value = result.loss if math.isfinite(result.loss) else 99.999
-        return f"{max(0, int(value * 1000)):05d}_{kernel_hash}"
-    acc = result.accuracy if math.isfinite(result.accuracy) else 0.0
-    return f"{max(0, int(acc * 10000)):05d}_{kernel_hash}"
+def _damaged(path: FsPath, exc: SessionError, what: str) -> SessionError:
+    return SessionError(f"{exc}; the {what} is damaged. Nothing was changed; repair or move the file away and "
+                        f"resume again")
 
 
 @dataclass
@@ -115,14 +81,19 @@ class SessionStore:
             raise SessionError(f"{self.root / SESSION_FILE}: a session already exists here; resume it "
                                f"(--resume) or choose another directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        leftovers = [p.name for p in self.root.iterdir() if _KERNEL_DIR.match(p.name)]
+        leftovers = [p.name for p in self.root.iterdir() if is_kernel_dir_name(p.name)]
         if leftovers:
             raise SessionError(f"{self.root}: holds kernel directories ({leftovers[0]}, ...) but no "
                                f"{SESSION_FILE}; refusing to mix sessions")
         write_json_atomic(self.root / SESSION_FILE, {**info, "created": _now()})
 
     def info(self) -> dict[str, Any]:
-        data = read_json(self.root / SESSION_FILE)
+        try:
+            data = read_json(self.root / SESSION_FILE)
+        except SessionError as exc:
+            if not (self.root / SESSION_FILE).exists():
+                raise
+            raise _damaged(self.root / SESSION_FILE, exc, "session file") from None
         if not isinstance(data, dict) or "options" not in data:
             raise SessionError(f"{self.root / SESSION_FILE}: not a syno session file (no 'options')")
         return data
@@ -135,7 +106,11 @@ class SessionStore:
         p = self.root / STATE_FILE
         if not p.exists():
             return None
-        data = read_json(p)
+        try:
+            data = read_json(p)
+        except SessionError as exc:
+            raise SessionError(f"{exc}. Nothing was changed; move the file away (or resume with --rebuild-state) "
+                               f"to rebuild the search state from the kernel directories") from None
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT or "algorithm" not in data:
             raise SessionError(f"{p}: not a syno session checkpoint (format {STATE_FORMAT!r} expected). Nothing "
                                f"was changed; move the file away to rebuild the search state from the kernel "
@@ -149,33 +124,47 @@ class SessionStore:
         p = self.root / INFLIGHT_FILE
         if not p.exists():
             return []
-        data = read_json(p)
+        try:
+            data = read_json(p)
+        except SessionError as exc:
+            raise _damaged(p, exc, "list of interrupted kernels") from None
         if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
-            raise SessionError(f"{p}: expected {{\"paths\": [...]}}")
+            raise SessionError(f"{p}: expected {{\"paths\": [...]}}; move the file away (its kernels are then "
+                               f"not re-submitted) and resume again")
         return [str(x) for x in data["paths"]]
 
     # -- kernel directories ------------------------------------------------------------------------
     def kernel_dirs(self) -> list[FsPath]:
         if not self.root.exists():
             return []
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and _KERNEL_DIR.match(p.name))
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and is_kernel_dir_name(p.name))
 
     def kernels(self) -> list[KernelRecord]:
-        """Every kernel directory, in evaluation order (meta ``time``)."""
-        out = []
+        """Every readable kernel directory, in evaluation order (meta ``time``); see :meth:`scan`."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[KernelRecord], list[str]]:
+        """Readable kernels in evaluation order, and one line per kernel directory that cannot be read
+        (it is left on disk as it is; the line says which directory to repair or move away)."""
+        out, problems = [], []
         for d in self.kernel_dirs():
-            meta_path = d / META_FILE
-            meta = read_json(meta_path)
+            k = read_kernel_dir(d)
             try:
+                if k.problem:
+                    raise ValueError(k.problem)
+                meta = k.meta
                 res = EvalResult.from_dict(meta["result"])
-                rec = KernelRecord(d, str(meta["path"]), str(meta["hash"]), res, meta.get("reward"),
+                rec = KernelRecord(d, str(meta["path"]), str(meta["hash"]), res, k.record.reward,
                                    float(meta["time"]), meta)
                 path_from_str(rec.path)
             except (KeyError, TypeError, ValueError) as exc:
-                raise SessionError(f"{meta_path}: damaged kernel metadata ({type(exc).__name__}: {exc})") from None
+                what = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                problems.append(f"{d}: kernel skipped, {what}; it stays on disk unchanged (repair its meta.json or "
+                                f"move the directory {d.name} out of the session)")
+                continue
             out.append(rec)
         out.sort(key=lambda r: (r.time, r.name))
-        return out
+        return out, problems
 
     def clean_tmp(self) -> None:
         """Remove half-written kernel directories left by a kill (their kernels are re-evaluated)."""
@@ -185,35 +174,11 @@ class SessionStore:
                     shutil.rmtree(p, ignore_errors=True)
 
     def write_kernel(self, name: str, meta: Mapping[str, Any], files: Mapping[str, str]) -> FsPath:
-        final = self.root / name
-        if final.exists():  # an existing kernel directory is never rewritten
-            return final
-        tmp = self.root / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        for fname, text in files.items():
-            (tmp / fname).write_text(text)
-        with open(tmp / META_FILE, "w") as f:
-            json.dump(meta, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, final)
-        return final
+        return write_kernel_dir_atomic(self.root, name, meta, files)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 @dataclass
@@ -257,13 +222,19 @@ class SearchRunner:
         self.new = 0
         self.reissued = 0
         self._started: dict[str, float] = {}
+        self.skipped: list[str] = []  # kernels restore() could not replay (one line each)
         self._durations: list[float] = []
 
     # -- resume ------------------------------------------------------------------------------
-    def restore(self, rebuild_state: bool = False) -> dict[str, int]:
-        """Load the checkpoint, replay kernel directories it lacks, queue interrupted paths."""
+    def restore(self, rebuild_state: bool = False) -> dict[str, Any]:
+        """Load the checkpoint, replay kernel directories it lacks, queue interrupted paths.
+
+        A kernel that cannot be replayed (its directory is damaged, or its path does not exist in this
+        session's synthesis space) never blocks the resume: it is left on disk unchanged, reported as
+        one line in ``"skipped"``, and the rest resumes. A replayable-but-unplaceable kernel still
+        counts: its operator is not evaluated again."""
         self.store.clean_tmp()
-        records = self.store.kernels()
+        records, skipped = self.store.scan()
         state = None if rebuild_state else self.store.load_state()
         if state is not None:
             try:
@@ -277,23 +248,27 @@ class SearchRunner:
         for rec in records:
             self._remember(rec)
             try:
-                known = self.algo.is_evaluated(rec.path)
-            except ValueError as exc:
-                raise SessionError(f"{rec.dir / META_FILE}: its path does not exist in this session's "
-                                   f"synthesis space ({exc})") from None
-            if not known:
-                self.algo.report(rec.path, rec.result)
-                replayed += 1
+                if not self.algo.is_evaluated(rec.path):
+                    self.algo.report(rec.path, rec.result)
+                    replayed += 1
+            except ValueError as exc:  # the space cannot place this path: keep the kernel, skip the replay
+                skipped.append(f"{rec.dir}: not replayed into the search, its path does not exist in this "
+                               f"session's synthesis space ({exc}); the kernel is kept")
         if records:
             self.elapsed_offset = max(self.elapsed_offset, max(r.time for r in records))
         candidates = [path_to_str(p) for p in self.algo.pending] + self.store.load_inflight()
         for p in candidates:
-            h = self._identify(p)
+            try:
+                h = self._identify(p)
+            except ValueError as exc:  # an in-flight path this space cannot rebuild: nothing to re-submit
+                skipped.append(f"{self.store.root / INFLIGHT_FILE}: interrupted path {p} not submitted again ({exc})")
+                continue
             if h in self.by_hash or p in self.reissue or any(self._identify(q) == h for q in self.reissue):
                 continue
             self.reissue.append(p)
         self._t0 = time.monotonic()
-        return {"kernels": len(records), "replayed": replayed, "reissue": len(self.reissue)}
+        self.skipped = skipped
+        return {"kernels": len(records), "replayed": replayed, "reissue": len(self.reissue), "skipped": skipped}
 
     # -- bookkeeping -------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -318,7 +293,7 @@ class SearchRunner:
     def checkpoint(self) -> None:
         self.store.save_state({"algorithm": self.algo.state_dict(), "algorithm_name": self.algo.name,
                                "elapsed": self.elapsed(), "evaluated": len(self.records),
-                               "stats": _jsonable(self.algo.stats())})
+                               "stats": jsonable(self.algo.stats())})
         self._last_ckpt = time.monotonic()
 
     def _submit(self, path: str) -> None:
@@ -340,13 +315,15 @@ class SearchRunner:
             files, extra = self.problem.artifacts(path)
         except Exception as exc:  # noqa: BLE001 - artifacts are best effort; the result is what counts
             files, extra = {}, {"artifact_error": f"{type(exc).__name__}: {exc}"}
-        meta = _jsonable({
-            "path": path, "hash": h, "status": result.status, "accuracy": result.accuracy, "loss": result.loss,
+        meta = jsonable({
+            "schema": META_SCHEMA_VERSION, "target": self.reward.target, "path": path, "hash": h,
+            "status": result.status, "accuracy": result.accuracy, "loss": result.loss,
             "flops": result.flops, "params": result.params, "time": self.elapsed(), "eval_time": result.time,
             "reward": reward, "message": result.message, "algorithm": self.algo.name,
             **self.info, **extra, "result": result.to_dict(),
         })
-        d = self.store.write_kernel(kernel_dir_name(result, h, self.reward.target), meta, files)
+        name = kernel_dir_name(h, ok=result.ok, target=self.reward.target, accuracy=result.accuracy, loss=result.loss)
+        d = self.store.write_kernel(name, meta, files)
         rec = KernelRecord(d, path, h, result, reward, meta["time"], meta)
         self._remember(rec)
         self.new += 1
