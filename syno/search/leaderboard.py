@@ -69,6 +69,7 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
                       console: Console | None = None, title: str | None = None) -> list[dict[str, Any]]:
     console = console or Console()
     rows = leaderboard_rows(store, include_failed=include_failed)
+    problems = store.scan()[1]
     summ = session_summary(store)
     try:
         opts = store.info().get("options", {})
@@ -102,4 +103,6 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
     if ref.get("macs"):
         console.print(f"MACs and params relative to the original model ({ref['macs']:.4g} MACs/sample, "
                       f"{ref.get('params', 0):.4g} params)")
+    for line in problems:  # damaged kernel directories: listed, not fatal
+        console.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
     return rows

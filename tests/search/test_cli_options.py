@@ -83,10 +83,12 @@ def test_cli_show_damaged_session(tmp_path: Path):
     assert r.exit_code == 0
     meta = next(p for p in s.iterdir() if p.is_dir()) / "meta.json"
     meta.write_text("{")
+    # a damaged kernel directory is listed as a warning naming it, not fatal (#19 items 1 and 4)
     r = runner.invoke(app, ["show", str(s)])
-    assert r.exit_code == 2 and "meta.json" in r.output and "error:" in r.output
+    assert r.exit_code == 0 and "warning:" in r.output and meta.parent.name in r.output, r.output
     r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "-n", "5", "-q"])
-    assert r.exit_code == 2 and "meta.json" in r.output
+    assert r.exit_code == 0 and "warning:" in r.output and meta.parent.name in r.output, r.output
+    assert meta.read_text() == "{"
 
 
 def test_cli_show_options():
