@@ -8,7 +8,9 @@
 * :func:`quantize_experiment` / :func:`quantize_fx` / :func:`compare_latency` — int8 post-training
   quantization with and without an operator, accuracy and side-by-side CPU latency.
 
-See docs/post.md. Heavy submodules are imported lazily.
+Kernel directories are read with :mod:`syno.session`; models are built and trained by
+:mod:`syno.train.pipeline` (one trainer per task, checkpointed). See docs/post.md. Heavy submodules
+are imported lazily.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ _EXPORTS = {
     "select_kernels": "select", "session_baseline_flops": "select", "load_selection": "select",
     "ProbeConfig": "equivalence", "Equivalence": "equivalence", "compare": "equivalence",
     "probe_mapping": "equivalence", "fit_error": "equivalence",
-    "KernelRecord": "session", "scan_session": "session", "load_kernel": "session", "write_kernel_dir": "session",
-    "reevaluate": "reevaluate", "recipe": "reevaluate", "train_operator": "reevaluate",
-    "build_filled_model": "reevaluate", "pick_kernels": "reevaluate",
+    "write_kernel_dir": "session",
+    "reevaluate": "reevaluate", "recipe": "reevaluate", "train_operator": "reevaluate", "pick_kernels": "reevaluate",
     "train_custom": "custom", "CUSTOM_KERNELS": "custom", "custom_operator": "custom",
     "quantize_experiment": "quantize", "quantize_fx": "quantize", "compare_latency": "quantize",
-    "train_vision_resumable": "training", "train_lm_resumable": "training", "evaluate_vision": "training",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,8 +18,11 @@ from typing import Any, Callable
 from syno.ir import library
 from syno.ir.graph import Operator
 
-from .reevaluate import REEVAL_FILE, load_data, recipe, train_operator, upsert_entry
-from .session import read_json, write_json, write_kernel_dir
+from syno.session import SessionError, read_json, write_json_atomic
+from syno.train.pipeline import load_task_data
+
+from .reevaluate import REEVAL_FILE, recipe, train_operator, upsert_entry
+from .session import write_kernel_dir
 
 __all__ = ["CUSTOM_KERNELS", "custom_operator", "train_custom"]
 
@@ -54,7 +57,7 @@ def train_custom(model: str, kernel: str, dataset: str, out: str | Path, *, data
             return read_json(d / "meta.json")
     options, extra = recipe(dataset, **(overrides or {}))
     if data is None:
-        data = load_data(dataset, data_dir, image_size)
+        data = load_task_data(dataset, data_dir, image_size)
     say(f"{kernel}: training {model} on {dataset}")
     _, fields, _ = train_operator(op, model, dataset, data, marker, options=options, extra=extra, resume=resume,
                                 model_kwargs=model_kwargs, factory=factory)
@@ -89,20 +92,20 @@ def train_custom(model: str, kernel: str, dataset: str, out: str | Path, *, data
             return meta
     if dataset == "lm1b":  # loss target: the directory name carries int(loss * 1000)
         loss = fields.get("loss")
-        kdir = write_kernel_dir(out, op, meta, accuracy=(loss / 10.0) if loss is not None else None,
-                                mappings=mappings)
+        kdir = write_kernel_dir(out, op, meta, ok=loss is not None, target="loss",
+                                loss=loss, mappings=mappings)
     else:
-        kdir = write_kernel_dir(out, op, meta, accuracy=accuracy if fields["status"] == "ok" else None,
-                                mappings=mappings)
+        kdir = write_kernel_dir(out, op, meta, ok=fields["status"] == "ok" and accuracy is not None,
+                                accuracy=accuracy, mappings=mappings)
     entry = {"name": kdir.name, "hash": op.hash, "operator_hash": op.hash, "kernel": kernel, "model": model,
              "dataset": dataset, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
     upsert_entry(kdir / REEVAL_FILE, entry)
-    write_json(done_path, {"kernel_dir": str(kdir)})
+    write_json_atomic(done_path, {"kernel_dir": str(kdir)})
     for stale in out.iterdir():  # an earlier finished run of the same kernel with another accuracy
         if stale.is_dir() and stale != kdir and stale.name.endswith("_" + op.hash):
             try:
                 m = read_json(stale / "meta.json")
-            except (ValueError, OSError):
+            except SessionError:
                 continue
             if m.get("custom") and m.get("model") == model and m.get("dataset") == dataset:
                 shutil.rmtree(stale)

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .training import evaluate_vision
+from syno.train.classifier import evaluate_classifier
 
 __all__ = ["quantize_fx", "compare_latency", "quantize_experiment", "Fp32Island", "QUANT_FILE"]
 
@@ -158,8 +158,10 @@ def quantize_experiment(model_name: str, dataset: str, out: str | Path, *, kerne
     checkpointed under ``out/train-<variant>/``: with ``resume`` a finished training is reused.
     """
     from .custom import custom_operator
-    from .reevaluate import load_data, recipe, train_operator
-    from .session import load_kernel, write_json
+    from syno.session import read_kernel_dir, write_json_atomic
+    from syno.train.pipeline import load_task_data
+
+    from .reevaluate import recipe, train_operator
 
     say = log or (lambda _m: None)
     if dataset == "lm1b" or model_name == "gpt2":
@@ -169,14 +171,14 @@ def quantize_experiment(model_name: str, dataset: str, out: str | Path, *, kerne
     op = None
     op_label = None
     if kernel_dir is not None:
-        rec = load_kernel(kernel_dir)
+        rec = read_kernel_dir(kernel_dir)
         op, op_label = rec.operator(), rec.name
     elif operator is not None:
         op, op_label = custom_operator(operator), operator
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = load_data(dataset, data_dir, image_size)
+        data = load_task_data(dataset, data_dir, image_size)
     options, extra = recipe(dataset, **(overrides or {}))
     options = options.model_copy(update={"device": "cpu" if options.device == "auto" and not torch.cuda.is_available()
                                          else options.device})
@@ -203,10 +205,10 @@ def quantize_experiment(model_name: str, dataset: str, out: str | Path, *, kerne
         if tr.status not in ("ok",):
             raise RuntimeError(f"training the {name} model stopped: {tr.status} {tr.reason}")
         model = model.cpu().eval()
-        _, acc32 = evaluate_vision(model, data, batch_size=256)
+        _, acc32 = evaluate_classifier(model, data, batch_size=256)
         say(f"{name}: fp32 accuracy {acc32:.4f}; quantizing")
         qmodel = quantize_fx(model, calib, backend=backend)
-        _, acc8 = evaluate_vision(qmodel, data, batch_size=256)
+        _, acc8 = evaluate_classifier(qmodel, data, batch_size=256)
         say(f"{name}: int8 accuracy {acc8:.4f}")
         report["variants"][name] = {"fp32_accuracy": acc32, "int8_accuracy": acc8,
                                     "accuracy_drop": acc32 - acc8, "train_accuracy_metric": fields.get("accuracy"),
@@ -227,5 +229,5 @@ def quantize_experiment(model_name: str, dataset: str, out: str | Path, *, kerne
             report.setdefault("relative_to_original_fp32", {})[k] = lat[k]["median_ms"] / base
     report["latency"] = {"batch": latency_batch, "input": list(x_lat.shape), "rounds": latency_rounds,
                          "threads": threads or torch.get_num_threads(), "per_model": lat}
-    write_json(out / QUANT_FILE, report)
+    write_json_atomic(out / QUANT_FILE, report)
     return report

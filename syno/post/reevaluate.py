@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from syno.ir.graph import Operator
+from syno.session import (KernelDir, SessionError, read_json, read_kernel_dir, read_session_info, scan_kernel_dirs,
+                          session_target, write_json_atomic)
 from syno.train.options import LMTrainOptions, TrainResult, VisionTrainOptions
+from syno.train.pipeline import build_task_model, count_macs, load_task_data, train_task_model
 
 from .select import SELECTED_FILE, load_selection
-from .session import KernelRecord, load_kernel, read_json, scan_session, write_json
-from .training import train_lm_resumable, train_vision_resumable
 
-__all__ = ["DATASETS", "recipe", "reevaluate", "train_operator", "build_filled_model", "pick_kernels",
-           "REEVAL_FILE"]
+__all__ = ["DATASETS", "recipe", "reevaluate", "train_operator", "pick_kernels", "REEVAL_FILE"]
 
 DATASETS = ("imagenet", "cifar100", "digits", "lm1b")
 REEVAL_FILE = "reeval.json"
@@ -47,8 +47,9 @@ def recipe(dataset: str, **overrides: Any) -> tuple[VisionTrainOptions | LMTrain
     * ``cifar100``: the search proxy's recipe (§2.1) for the full 100 epochs without the 60 s epoch
       cutoff; metric = best epoch.
     * ``digits``: 15 epochs, batch 64, lr 0.05 (CPU-sized); metric = best epoch.
-    * ``lm1b``: GPT-2, 100,000 AdamW steps at 3e-4, max-loss check 10, no time limit (§2.4);
-      metric = mean of the last 20% of the logged training losses (+ validation loss if available).
+    * ``lm1b``: GPT-2, 100,000 AdamW steps at 3e-4, max-loss check 10, no time limit (§2.4), the loss
+      logged every 10 s as in the search; metric = mean of the last 20% of the logged training losses
+      (+ validation loss if available).
 
     ``overrides`` replace option fields (``epochs``, ``batch_size``, ``lr``, ``max_iters``,
     ``device``, ``time_budget_s``...).
@@ -66,8 +67,7 @@ def recipe(dataset: str, **overrides: Any) -> tuple[VisionTrainOptions | LMTrain
         opts = VisionTrainOptions(epochs=15, batch_size=64, lr=0.05, epoch_time_limit_s=None)
         extra = {"metric": "best", "tta_flip": False}
     elif dataset == "lm1b":
-        opts = LMTrainOptions(max_iters=100_000, max_loss=10.0, time_budget_s=None, log_every_steps=10,
-                              eval_batches=20)
+        opts = LMTrainOptions(max_iters=100_000, max_loss=10.0, time_budget_s=None, eval_batches=20)
         extra = {"metric": "tail-loss"}
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {list(DATASETS)}")
@@ -76,64 +76,6 @@ def recipe(dataset: str, **overrides: Any) -> tuple[VisionTrainOptions | LMTrain
         opts = opts.model_copy(update=given)
         opts = type(opts).model_validate(opts.model_dump())  # validate the overrides
     return opts, extra
-
-
-def load_data(dataset: str, data_dir: str | Path | None = None, image_size: int | None = None, **kw):
-    """The dataset with the same size rules as ``syno baseline``."""
-    from syno.data import load_dataset
-
-    kw = dict(kw)
-    if dataset == "imagenet":  # no more loader workers than CPUs
-        import os
-
-        kw.setdefault("num_workers", min(4, os.cpu_count() or 1))
-    if image_size is not None:
-        if dataset == "digits":
-            kw.setdefault("image_size", image_size)
-        elif dataset == "cifar100" and image_size != 32:
-            kw.setdefault("resize", image_size)
-        elif dataset == "imagenet":
-            kw.setdefault("image_size", image_size)
-    return load_dataset(dataset, data_dir, **kw)
-
-
-def build_filled_model(model_name: str, data, op: Operator | None, *, seed: int = 42,
-                       model_kwargs: dict[str, Any] | None = None,
-                       factory: Callable[[Operator], Callable] | None = None) -> nn.Module:
-    """The zoo model for ``data`` with every placeholder filled by ``op`` (``None``: the vanilla model).
-
-    ``factory`` maps an operator to a ``mapping -> nn.Module`` factory (default
-    :func:`syno.codegen.torch.operator_factory`). Weights outside the kernels are initialized after
-    ``torch.manual_seed(seed)``, so every kernel starts from the same model."""
-    from syno.models import build_model, fill_placeholders
-
-    kwargs = dict(model_kwargs or {})
-    torch.manual_seed(seed)
-    ph = op is not None  # without an operator: the vanilla model (stride-2 convs stay convs)
-    if model_name == "gpt2":
-        kwargs.setdefault("vocab_size", data.vocab_size)
-        model = build_model("gpt2", mapping_batch=1, placeholders=ph, **kwargs)
-    else:
-        model = build_model(model_name, num_classes=data.num_classes, image_size=data.image_size,
-                            in_channels=data.in_channels, mapping_batch=1, placeholders=ph, **kwargs)
-    if op is not None:
-        if factory is None:
-            from syno.codegen.torch import operator_factory as factory
-        fill_placeholders(model, factory(op))
-    return model
-
-
-def _count(model: nn.Module) -> tuple[int | None, int]:
-    from syno.models import profile, sample_input
-
-    params = sum(p.numel() for p in model.parameters())
-    try:
-        return profile(model, sample_input(model, 1, device="meta")).macs, params
-    except Exception:  # noqa: BLE001 - a module without meta support: count on a real sample
-        try:
-            return profile(model, sample_input(model, 1)).macs, params
-        except Exception:  # noqa: BLE001
-            return None, params
 
 
 def train_operator(op: Operator | None, model_name: str, dataset: str, data, work_dir: str | Path, *,
@@ -149,15 +91,13 @@ def train_operator(op: Operator | None, model_name: str, dataset: str, data, wor
     ckpt = work / "checkpoint.pt"
     if not resume:
         ckpt.unlink(missing_ok=True)
-    model = build_filled_model(model_name, data, op, seed=options.seed, model_kwargs=model_kwargs, factory=factory)
-    flops, params = _count(model)
+    model, _ = build_task_model(model_name, data, op, seed=options.seed, model_kwargs=model_kwargs, factory=factory)
+    flops, params = count_macs(model)
     if dataset == "lm1b":
         seq_len = options.seq_len or getattr(model.config, "seq_len", None)
         options = options.model_copy(update={"seq_len": seq_len})
-        tr = train_lm_resumable(model, data, options, ckpt, checkpoint_every=checkpoint_every or 500)
-    else:
-        tr = train_vision_resumable(model, data, options, ckpt, checkpoint_every=checkpoint_every or 1,
-                                    tta_flip=bool(extra.get("tta_flip")), metric=extra.get("metric", "best"))
+    tr = train_task_model(model, data, options, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                          tta_flip=bool(extra.get("tta_flip")), metric=extra.get("metric", "best"))
     history = tr.history
     best = max((h["test_acc"] for h in history if h.get("test_acc") is not None), default=None)
     fields = {
@@ -171,20 +111,22 @@ def train_operator(op: Operator | None, model_name: str, dataset: str, data, wor
 
 
 def pick_kernels(session: str | Path | None = None, kernels: Sequence[str | Path] = (), top: int | None = None
-                 ) -> list[KernelRecord]:
+                 ) -> list[KernelDir]:
     """Kernels to reevaluate: the given directories, else the session's ``selected.json`` (first
-    ``top``), else the session's ``top`` most accurate usable kernels (lowest loss for loss targets)."""
+    ``top``), else the session's ``top`` best usable kernels (most accurate, or lowest loss for a
+    loss-target session)."""
     if kernels:
-        recs = [load_kernel(k) for k in kernels]
+        recs = [read_kernel_dir(k) for k in kernels]
     else:
         if session is None:
             raise ValueError("give a session or kernel directories")
         root = Path(session)
         if (root / SELECTED_FILE).is_file():
-            recs = [load_kernel(d if d.is_absolute() else root / d.name) for d in load_selection(root)]
+            recs = [read_kernel_dir(d if d.is_absolute() else root / d.name) for d in load_selection(root)]
         else:
-            recs = [r for r in scan_session(root) if r.usable]
-            if any(r.accuracy is not None for r in recs):
+            all_recs = scan_kernel_dirs(root, include_errors=False)
+            recs = [r for r in all_recs if r.usable]
+            if session_target(read_session_info(root)[0], all_recs) == "accuracy":
                 recs.sort(key=lambda r: (-(r.accuracy if r.accuracy is not None else -1), r.name))
             else:
                 recs.sort(key=lambda r: (r.loss if r.loss is not None else math.inf, r.name))
@@ -197,19 +139,15 @@ def pick_kernels(session: str | Path | None = None, kernels: Sequence[str | Path
 
 
 def _session_info(kernel_dir: Path) -> dict[str, Any]:
-    p = kernel_dir.parent / "session.json"
-    try:
-        data = read_json(p) if p.is_file() else {}
-    except (ValueError, OSError):
-        data = {}
-    opts = data.get("options") if isinstance(data, dict) else None
+    data, _ = read_session_info(kernel_dir.parent)
+    opts = data.get("options")
     return opts if isinstance(opts, dict) else {}
 
 
-def _model_for(rec: KernelRecord, model: str | None) -> str:
+def _model_for(rec: KernelDir, model: str | None) -> str:
     if model:
         return model
-    m = rec.meta.get("model") or _session_info(rec.dir).get("model")
+    m = rec.model or _session_info(rec.dir).get("model")
     if not isinstance(m, str) or not m:
         raise ValueError(f"{rec.dir}: the kernel does not record its model; pass model= (--model)")
     return m
@@ -218,7 +156,7 @@ def _model_for(rec: KernelRecord, model: str | None) -> str:
 def read_entries(path: Path) -> list[dict[str, Any]]:
     try:
         data = read_json(path)
-    except (ValueError, OSError):
+    except SessionError:
         return []
     items = data.get("kernels") if isinstance(data, dict) else None
     return [e for e in items if isinstance(e, dict)] if isinstance(items, list) else []
@@ -228,7 +166,7 @@ def upsert_entry(path: Path, entry: dict[str, Any]) -> None:
     """Put ``entry`` into ``path``'s ``kernels`` list, replacing the one for the same dataset."""
     entries = [e for e in read_entries(path) if e.get("dataset") != entry.get("dataset")]
     entries.append(entry)
-    write_json(path, {"format": "syno.reeval/1", "kernels": entries})
+    write_json_atomic(path, {"format": "syno.reeval/1", "kernels": entries})
 
 
 SUMMARY_COLUMNS = ("name", "hash", "model", "dataset", "status", "accuracy", "best_accuracy", "final_accuracy",
@@ -255,7 +193,7 @@ def reevaluate(dataset: str, *, session: str | Path | None = None, kernels: Sequ
         raise ValueError("no kernel to reevaluate")
     options, extra = recipe(dataset, **(overrides or {}))
     if data is None:
-        data = load_data(dataset, data_dir, image_size)
+        data = load_task_data(dataset, data_dir, image_size)
     root = Path(out) if out is not None else (Path(session) if session is not None else recs[0].dir.parent)
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(recs, 1):
@@ -290,7 +228,7 @@ def reevaluate(dataset: str, *, session: str | Path | None = None, kernels: Sequ
         rows.append({**{k: entry.get(k) for k in SUMMARY_COLUMNS}, "out_dir": str(kdir)})
     summary = {"format": "syno.reeval-summary/1", "dataset": dataset, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "options": options.model_dump(), "kernels": rows}
-    write_json(root / f"reeval-{dataset}.json", summary)
+    write_json_atomic(root / f"reeval-{dataset}.json", summary)
     with open(root / f"reeval-{dataset}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(SUMMARY_COLUMNS))
         w.writeheader()

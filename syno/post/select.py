@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from .equivalence import Equivalence, ProbeConfig, compare
-from .session import KernelRecord, read_json, scan_session, write_json
+from syno.session import KernelDir, SessionError, read_json, read_session_info, scan_kernel_dirs, \
+    session_target, write_json_atomic
 
 __all__ = ["select_kernels", "session_baseline_flops", "load_selection", "SELECTED_FILE"]
 
@@ -49,7 +50,7 @@ def session_baseline_flops(session: str | Path) -> float | None:
             continue
         try:
             data = read_json(p)
-        except (ValueError, OSError):
+        except SessionError:
             continue
         if not isinstance(data, dict):
             continue
@@ -72,7 +73,7 @@ def _load_cache(path: Path) -> dict[str, Any]:
     try:
         data = read_json(path)
         return data if isinstance(data, dict) else {}
-    except (ValueError, OSError):
+    except SessionError:
         return {}
 
 
@@ -106,9 +107,10 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
         if baseline_flops is None:
             raise ValueError("a FLOPs window needs the baseline model's FLOPs: pass baseline_flops "
                              "(--baseline-flops) or record 'baseline_flops' in the session's session.json")
-    records = scan_session(root, include_errors=True)
+    info, _ = read_session_info(root)
+    records = scan_kernel_dirs(root, include_errors=True)
     rejected: list[dict[str, Any]] = []
-    usable: list[KernelRecord] = []
+    usable: list[KernelDir] = []
     for r in records:
         if r.error:
             rejected.append({"name": r.name, "reason": "error"})
@@ -121,9 +123,9 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
                 rejected.append({"name": r.name, "reason": f"operator does not load: {exc}"})
                 continue
             usable.append(r)
-    if target == "auto":
-        target = "accuracy" if any(r.accuracy is not None for r in usable) else "loss"
-    ranked: list[KernelRecord] = []
+    if target == "auto":  # the session's target (session.json), else what the kernels carry
+        target = session_target(info, records)
+    ranked: list[KernelDir] = []
     for r in usable:
         metric = r.accuracy if target == "accuracy" else r.loss
         if metric is None:
@@ -146,7 +148,7 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
     cache_path = root / _CACHE
     cache = _load_cache(cache_path) if use_cache else {}
     probe_key = probe.key()
-    kept: list[KernelRecord] = []
+    kept: list[KernelDir] = []
     duplicates: list[dict[str, Any]] = []
     comparisons = 0
     t0 = time.perf_counter()
@@ -165,7 +167,7 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
                     comparisons += 1
                     cache[key] = verdict.to_dict()
                     if use_cache:
-                        write_json(cache_path, cache)
+                        write_json_atomic(cache_path, cache)
                 if verdict.same:
                     dup_of = k
                     break
@@ -177,7 +179,7 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
         kept.append(r)
         say(f"selected {r.name} (accuracy {r.accuracy}, flops {r.flops})")
 
-    def entry(rank: int, r: KernelRecord) -> dict[str, Any]:
+    def entry(rank: int, r: KernelDir) -> dict[str, Any]:
         e = r.summary()
         e["rank"] = rank
         e["operator_hash"] = r.operator().hash
@@ -200,7 +202,7 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
                    "selected": len(kept), "duplicates": len(duplicates), "comparisons": comparisons},
         "compare_seconds": round(time.perf_counter() - t0, 3),
     }
-    write_json(Path(out) if out is not None else root / SELECTED_FILE, result)
+    write_json_atomic(Path(out) if out is not None else root / SELECTED_FILE, result)
     return result
 
 

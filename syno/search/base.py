@@ -19,16 +19,15 @@ from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from syno.session.status import OK_STATUSES, is_ok
 from syno.synth.protocol import Path, SynthNode, path_from_str, path_to_str
 
 __all__ = ["EvalResult", "RewardConfig", "SearchAlgorithm", "FinalFilter", "Status", "as_path", "as_path_str",
            "OK_STATUSES"]
 
-# ok: trained normally; pruned: stopped early by the trainer (time/prune limit) but has an accuracy;
-# error: exception while building/training; nan: loss diverged; timeout: killed by the evaluator;
-# crash: the worker process died; filtered: rejected before training (e.g. FLOPs ratio).
-Status = Literal["ok", "pruned", "error", "nan", "timeout", "crash", "filtered"]
-OK_STATUSES = frozenset({"ok", "pruned"})
+# A status name of syno.session.status.STATUSES (ok, pruned, error, nan, timeout, crash, filtered, ...);
+# that table is the one place that says which statuses exist and which count as success.
+Status = str
 
 # A filter on final nodes applied before a kernel is handed out: returns None to accept, or a
 # short reason to reject (the final is then marked dead without evaluation).
@@ -58,7 +57,7 @@ class EvalResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in OK_STATUSES
+        return is_ok(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -64,19 +64,10 @@ class MockProblem:
 # the real problem: synthesized operators trained in a zoo model
 
 def _load_data(options):
-    """The proxy dataset of a search (same keyword rules as ``syno baseline``)."""
-    from syno.data import load_dataset
+    """The proxy dataset of a search (the pipeline's keyword rules, as ``syno baseline``)."""
+    from syno.train.pipeline import load_task_data
 
-    kw = dict(options.dataset_kwargs)
-    size = options.image_size
-    if size is not None:
-        if options.dataset == "digits":
-            kw.setdefault("image_size", size)
-        elif options.dataset == "cifar100" and size != 32:
-            kw.setdefault("resize", size)
-        elif options.dataset == "imagenet":
-            kw.setdefault("image_size", size)
-    return load_dataset(options.dataset, options.data_dir, **kw)
+    return load_task_data(options.dataset, options.data_dir, options.image_size, **options.dataset_kwargs)
 
 
 def _distinct_mappings(mappings) -> list[tuple[dict, int]]:
@@ -128,31 +119,22 @@ class FlopsRatioFilter:
 
 def evaluate_operator(options, op, data, train_options) -> EvalResult:
     """Train the search's model with ``op`` in every placeholder; returns the proxy result."""
-    import torch
-
     from syno.codegen.torch import operator_factory
-    from syno.models.placeholder import fill_placeholders
-    from syno.train import train_classifier, train_lm
-
-    from .options import reference_model
+    from syno.train.pipeline import build_task_model, train_task_model
 
     device = str(train_options.device)
     impl = options.implementation
     if impl == "auto" and not device.startswith("cuda"):
         impl = cpu_implementation(op, options.synth.mappings)
-    torch.manual_seed(train_options.seed)  # same initial weights outside the kernels for every kernel
-    model = reference_model(options)
-    if options.model == "gpt2":
-        model = _gpt_for_data(options, data)
-    modules = fill_placeholders(model, operator_factory(op, implementation=impl))
+    # same initial weights outside the kernels for every kernel (seeded inside)
+    model, modules = build_task_model(options.model, data, op, seed=train_options.seed,
+                                      model_kwargs=options.model_kwargs,
+                                      factory=lambda o: operator_factory(o, implementation=impl))
     ref = options.reference
     macs = float(ref.get("non_placeholder_macs", 0)) + sum(
         float(m.plan.flops) / max(1, int(m.mapping.get("N", 1))) for m in modules)
     params = sum(p.numel() for p in model.parameters())
-    if options.dataset == "lm1b":
-        tr = train_lm(model, data, train_options)
-    else:
-        tr = train_classifier(model, data, train_options)
+    tr = train_task_model(model, data, train_options)
     status, message = tr.status, tr.reason
     acc = tr.accuracy if tr.accuracy is not None else math.nan
     loss = tr.loss if tr.loss is not None else math.inf
@@ -194,14 +176,6 @@ def cpu_implementation(op, mappings) -> str:
     return "fast:min"
 
 
-def _gpt_for_data(options, data):
-    from syno.models import build_model
-
-    kwargs = dict(options.model_kwargs)
-    kwargs.setdefault("vocab_size", getattr(data, "vocab_size", 50257))
-    return build_model("gpt2", mapping_batch=1, **kwargs)
-
-
 class KernelJob:
     """Evaluation recipe for :class:`~syno.search.evaluator.LocalPoolEvaluator` workers: rebuilds the
     synthesis space and the dataset from the options, then trains one kernel per call. The operator
@@ -224,12 +198,19 @@ class KernelJob:
         self.train_options = o.train.model_copy(update={"device": device, "progress": False})
         self.space = SynthSpace(o.synth)
         self.data = _load_data(o)
+        from .latency import KernelTimer  # every kernel is timed on this worker's device before training
+
+        self.timer = KernelTimer(o, device, session_dir=o.directory) if o.latency.enabled else None
 
     def evaluate(self, path: str) -> EvalResult:
+        from .latency import evaluate_with_latency
+
         node = self.space.node_from_path(path_from_str(path))
         if not node.is_final:
             raise ValueError(f"path {path!r} does not reach a final node")
-        return evaluate_operator(self.options, node.operator(), self.data, self.train_options)
+        op = node.operator()
+        return evaluate_with_latency(getattr(self, "timer", None), self.options.objective, op,
+                                     lambda: evaluate_operator(self.options, op, self.data, self.train_options))
 
 
 class KernelProblem:

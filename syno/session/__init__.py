@@ -12,13 +12,13 @@ A session directory holds ``session.json`` (the search options), ``state.json`` 
 """
 
 from .files import SessionError, jsonable, read_json, write_json_atomic, write_kernel_dir_atomic
-from .naming import KERNEL_DIR_RE, is_kernel_dir_name, kernel_dir_name, parse_kernel_dir_name
+from .naming import KERNEL_DIR_RE, Target, is_kernel_dir_name, kernel_dir_name, parse_kernel_dir_name
 from .reader import KernelDir, read_kernel_dir, read_session_info, scan_kernel_dirs, session_target
 from .schema import META_SCHEMA_VERSION, KernelMeta, LatencyRecord, Rung
 from .status import OK_STATUSES, STATUSES, is_ok, register_status
 
 __all__ = ["SessionError", "jsonable", "read_json", "write_json_atomic", "write_kernel_dir_atomic", "KERNEL_DIR_RE",
-           "is_kernel_dir_name", "kernel_dir_name", "parse_kernel_dir_name", "KernelDir", "read_kernel_dir",
+           "Target", "is_kernel_dir_name", "kernel_dir_name", "parse_kernel_dir_name", "KernelDir", "read_kernel_dir",
            "read_session_info", "scan_kernel_dirs", "session_target", "META_SCHEMA_VERSION", "KernelMeta",
            "LatencyRecord", "Rung", "OK_STATUSES", "STATUSES", "is_ok", "register_status",
            "SESSION_FILE", "STATE_FILE", "INFLIGHT_FILE", "META_FILE"]

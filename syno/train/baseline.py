@@ -10,13 +10,12 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..data import DATASET_NAMES, load_dataset
-from ..models import MODEL_NAMES, build_model, profile, sample_input
-from .classifier import train_classifier
+from ..data import DATASET_NAMES
+from ..models import MODEL_NAMES, profile, sample_input
 from .common import resolve_device
-from .lm import train_lm
 from .metrics import write_json
 from .options import LMTrainOptions, VisionTrainOptions
+from .pipeline import build_task_model, load_task_data, train_task_model
 
 __all__ = ["run_baseline"]
 
@@ -53,27 +52,15 @@ def run_baseline(model_name: str, dataset_name: str, out_dir: str | Path,
         options = options.model_copy(update={"log_path": str(out / "metrics.jsonl")})
         (out / "metrics.jsonl").unlink(missing_ok=True)
 
+    data = load_task_data(dataset_name, data_dir, None if is_lm else image_size, **dataset_kwargs)
     if is_lm:
-        data = load_dataset(dataset_name, data_dir, **dataset_kwargs)
         seq_len = options.seq_len or model_kwargs.get("seq_len", 2048)
         model_kwargs.update(vocab_size=data.vocab_size, seq_len=seq_len)
-        torch.manual_seed(options.seed)
-        model = build_model("gpt2", placeholders=False, **model_kwargs)
         options = options.model_copy(update={"seq_len": seq_len})
-    else:
-        if image_size is not None and dataset_name == "digits":
-            dataset_kwargs.setdefault("image_size", image_size)
-        elif image_size is not None and dataset_name == "cifar100" and image_size != 32:
-            dataset_kwargs.setdefault("resize", image_size)
-        elif image_size is not None and dataset_name == "imagenet":
-            dataset_kwargs.setdefault("image_size", image_size)
-        data = load_dataset(dataset_name, data_dir, **dataset_kwargs)
-        torch.manual_seed(options.seed)
-        model = build_model(model_name, num_classes=data.num_classes, image_size=data.image_size,
-                            in_channels=data.in_channels, placeholders=False, **model_kwargs)
+    model, _ = build_task_model(model_name, data, None, seed=options.seed, model_kwargs=model_kwargs)
 
     prof = profile(model, sample_input(model, 1, device="meta"))
-    result = (train_lm if is_lm else train_classifier)(model, data, options)
+    result = train_task_model(model, data, options)
     metric = {"loss": result.loss} if is_lm else {"accuracy": result.accuracy}
     record: dict[str, Any] = {
         "model": model_name,

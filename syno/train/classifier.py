@@ -1,9 +1,12 @@
-"""Image-classifier proxy trainer (the original's CIFAR-100 search evaluator, reference §2.1-2.2)."""
+"""Image-classifier trainer: the original's CIFAR-100 search proxy (reference §2.1-2.2) and, with a
+checkpoint file, the long resumable reevaluation runs (ImageNet, reference §2.3). One loop for both."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -12,6 +15,7 @@ from torch.nn import functional as F
 from ..data.common import ClassificationData
 from .common import (to_channels_last, amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
                      setup_backends)
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import append_jsonl
 from .options import TrainResult, VisionTrainOptions
 
@@ -21,8 +25,9 @@ __all__ = ["train_classifier", "evaluate_classifier"]
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, data: ClassificationData, *, batch_size: int = 256,
                         device: torch.device | str = "cpu", amp: bool = False, amp_dtype: str = "bfloat16",
-                        channels_last: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy on the whole test split (no image dropped)."""
+                        channels_last: bool = False, tta_flip: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy on the whole test split (no image dropped). ``tta_flip`` sums
+    the logits of each image and its horizontal mirror (the original's ImageNet evaluation, §2.3)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -34,8 +39,10 @@ def evaluate_classifier(model: nn.Module, data: ClassificationData, *, batch_siz
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with amp_context(amp, device, amp_dtype):
-                out = model(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+                out = model(x).float()
+                if tta_flip:
+                    out = out + model(x.flip(3)).float()
+            loss_sum += F.cross_entropy(out, y, reduction="sum").double()
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
     finally:
@@ -45,23 +52,37 @@ def evaluate_classifier(model: nn.Module, data: ClassificationData, *, batch_siz
     return loss_sum.item() / seen, correct.item() / seen
 
 
-def train_classifier(model: nn.Module, data: ClassificationData,
-                     options: VisionTrainOptions | None = None) -> TrainResult:
+class _CallbackError(Exception):
+    """An exception raised by ``on_epoch``: the caller's, so it is re-raised, never reported as a training error."""
+
+
+def train_classifier(model: nn.Module, data: ClassificationData, options: VisionTrainOptions | None = None, *,
+                     checkpoint: str | Path | None = None, checkpoint_every: int = 1, tta_flip: bool = False,
+                     metric: str = "best", on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` and evaluate on its test split after every epoch.
 
-    Returns a :class:`TrainResult` with ``accuracy`` = max test accuracy over epochs (the original's
-    metric) and ``status``: ``ok``; ``pruned`` (a milestone's accuracy bound missed); ``timeout``
-    (``time_budget_s`` spent, or an epoch (index >= 1) slower than ``epoch_time_limit_s``); ``nan``
-    (non-finite training loss); ``error`` (an exception, with ``catch_errors``). The model is trained
-    in place (moved to the device). ``torch.manual_seed(options.seed)`` is called first; data order and
-    augmentation depend only on the seed and the epoch, so with the same initial weights a CPU run
-    is reproducible.
+    Returns a :class:`TrainResult` with ``accuracy`` = max test accuracy over epochs (``metric="best"``,
+    the search proxy's) or after the last epoch (``"final"``, the ImageNet recipe's), and ``status``:
+    ``ok``; ``pruned`` (a milestone's accuracy bound missed); ``timeout`` (``time_budget_s`` spent, or
+    an epoch (index >= 1) slower than ``epoch_time_limit_s``); ``nan`` (non-finite training loss);
+    ``error`` (an exception, with ``catch_errors``). The model is trained in place (moved to the
+    device). ``torch.manual_seed(options.seed)`` is called first; data order and augmentation depend
+    only on the seed and the epoch, so with the same initial weights a CPU run is reproducible.
+
+    With ``checkpoint`` (a file) the whole training state is saved there every ``checkpoint_every``
+    epochs and when the run stops, and a later call with the same file continues where it stopped
+    (a finished run returns at once). The time budget is then checked between epochs, so the saved
+    state is always at an epoch boundary; a run stopped by it has status ``timeout`` and a reason
+    saying to resume. ``on_epoch(record)`` is called after each epoch (its exceptions propagate).
     """
     opts = options or VisionTrainOptions()
+    if metric not in ("best", "final"):
+        raise ValueError(f"metric {metric!r}: best or final")
     start = time.perf_counter()
     history: list[dict] = []
     status, reason = "ok", ""
-    steps = epochs_done = 0
+    steps = epochs_done = epoch0 = 0
+    budget_stop = False  # stopped by time_budget_s: a later call with the checkpoint continues
     best: float | None = None
     last_loss: float | None = None
 
@@ -88,12 +109,39 @@ def train_classifier(model: nn.Module, data: ClassificationData,
             raise ValueError(f"{data.num_train} training samples make no batch of {opts.batch_size}")
         eval_bs = opts.eval_batch_size or opts.batch_size
 
+        state = load_checkpoint(checkpoint, map_location=device) if checkpoint is not None else None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            history, best = list(state["history"]), state["best"]
+            epoch0 = epochs_done = int(state["epoch"])
+            steps = int(state["steps"])
+            last_loss = history[-1].get("train_loss") if history else None
+            if not state.get("resumable", True):  # a verdict (nan, pruned, too slow) stays
+                status, reason = state["status"], state.get("reason", "")
+
+        def save(epoch: int) -> None:
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {
+                    "kind": "vision", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+                    "history": history, "best": best, "epoch": epoch, "steps": steps, "status": status,
+                    "reason": reason, "resumable": status == "ok" or budget_stop})
+
         with make_progress(opts.progress) as progress:
-            ep_task = progress.add_task("epochs", total=opts.epochs, info="")
+            ep_task = progress.add_task("epochs", total=opts.epochs, completed=epoch0, info="")
             step_task = progress.add_task("train", total=spe, info="")
-            for epoch in range(opts.epochs):
+            for epoch in range(epoch0, opts.epochs):
+                if status != "ok":
+                    break
                 if opts.time_budget_s is not None and elapsed() > opts.time_budget_s:
                     status, reason = "timeout", f"time budget {opts.time_budget_s}s spent after {epoch} epochs"
+                    if checkpoint is not None:
+                        reason += "; resume to continue"
+                        budget_stop = True
                     break
                 model.train()
                 progress.reset(step_task, total=spe)
@@ -139,7 +187,8 @@ def train_classifier(model: nn.Module, data: ClassificationData,
                     if (n_steps % 10 == 0 or n_steps == spe) and not torch.isfinite(loss_sum):
                         stop = "nan"
                         break
-                    if opts.time_budget_s is not None and elapsed() > opts.time_budget_s:
+                    # a checkpointed run stops between epochs only, so its saved state is resumable
+                    if checkpoint is None and opts.time_budget_s is not None and elapsed() > opts.time_budget_s:
                         stop = "timeout"
                         break
                 train_time = time.perf_counter() - t0
@@ -150,11 +199,12 @@ def train_classifier(model: nn.Module, data: ClassificationData,
                     status, reason = "nan", f"non-finite training loss in epoch {epoch + 1}"
                     history.append({"epoch": epoch + 1, "train_loss": None, "steps": n_steps, "lr": lr,
                                     "train_time_s": train_time})
+                    save(epoch + 1)
                     break
                 t1 = time.perf_counter()
                 test_loss, test_acc = evaluate_classifier(run_model, data, batch_size=eval_bs, device=device,
                                                           amp=use_amp, amp_dtype=opts.amp_dtype,
-                                                          channels_last=channels_last)
+                                                          channels_last=channels_last, tta_flip=tta_flip)
                 partial = n_steps < spe
                 rec = {"epoch": epoch + 1, "train_loss": last_loss, "train_acc": correct.item() / seen,
                        "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "steps": n_steps,
@@ -172,17 +222,29 @@ def train_classifier(model: nn.Module, data: ClassificationData,
                 bound = opts.prune_milestones.get(epoch + 1)
                 if bound is not None and best < bound:
                     status, reason = "pruned", f"best accuracy {best:.4f} < {bound} at epoch {epoch + 1}"
-                    break
-                if (opts.epoch_time_limit_s is not None and epoch >= 1 and train_time > opts.epoch_time_limit_s
+                elif (opts.epoch_time_limit_s is not None and epoch >= 1 and train_time > opts.epoch_time_limit_s
                         and epoch + 1 < opts.epochs):
                     status, reason = "timeout", (f"epoch {epoch + 1} trained in {train_time:.1f}s > "
                                                  f"epoch_time_limit_s {opts.epoch_time_limit_s}")
-                    break
+                if status != "ok" or (epoch + 1) % checkpoint_every == 0 or epoch + 1 == opts.epochs:
+                    save(epoch + 1)
+                if on_epoch is not None:
+                    try:
+                        on_epoch(rec)
+                    except Exception as exc:  # noqa: BLE001 - the caller's exception, re-raised below
+                        raise _CallbackError() from exc
+        if budget_stop:
+            save(epochs_done)
+    except _CallbackError as e:
+        raise e.__cause__ from None
     except Exception as e:  # noqa: BLE001 - reported as status "error"
         if not opts.catch_errors:
             raise
         status, reason = "error", error_reason(e)
 
+    if status == "ok" and epochs_done < opts.epochs:
+        status, reason = "timeout", f"stopped after {epochs_done}/{opts.epochs} epochs; resume to continue"
     final = history[-1].get("test_acc") if history else None
-    return TrainResult(status=status, accuracy=best, final_accuracy=final, loss=last_loss, history=history,
+    accuracy = final if metric == "final" else best
+    return TrainResult(status=status, accuracy=accuracy, final_accuracy=final, loss=last_loss, history=history,
                        epochs=epochs_done, steps=steps, wall_time_s=time.perf_counter() - start, reason=reason)

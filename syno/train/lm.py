@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 
 from ..data.text import TokenData
 from .common import amp_context, amp_enabled, decay_groups, error_reason, make_progress, resolve_device, setup_backends
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import append_jsonl
 from .options import LMTrainOptions, TrainResult
 
@@ -49,8 +51,8 @@ def _model_seq_len(model: nn.Module) -> int | None:
     return getattr(cfg, "seq_len", None)
 
 
-def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrainOptions | None = None
-             ) -> TrainResult:
+def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrainOptions | None = None, *,
+             checkpoint: str | Path | None = None, checkpoint_every: int = 500) -> TrainResult:
     """Train a causal LM (``model(idx[N, T]) -> logits[N, T, V]``) on random windows of ``tokens``.
 
     Stops at ``max_iters`` steps (if > 0), at ``time_budget_s`` (status ``timeout``), on a non-finite
@@ -60,6 +62,11 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
     entry, every ``log_interval_s`` seconds (or ``log_every_steps`` steps); ``loss`` = mean of the
     last 20% of the entries. A run that reaches neither a logging point nor the end is logged once
     at the end. ``history`` holds ``{"step", "time_s", "loss"}`` entries.
+
+    With ``checkpoint`` (a file) the whole training state (model, optimizer, scaler, RNG and data-order
+    generator, history) is saved there every ``checkpoint_every`` steps and when the run stops, and a
+    later call with the same file continues from it (a run stopped by ``time_budget_s`` continues; a
+    verdict such as ``nan`` or ``pruned`` stays). ``time_s`` continues across resumed runs.
     """
     opts = options or LMTrainOptions()
     start = time.perf_counter()
@@ -68,6 +75,7 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
     status, reason = "ok", ""
     steps = 0
     val_loss = None
+    t_offset = 0.0  # time_s of a resumed run continues the checkpointed one
 
     def elapsed() -> float:
         return time.perf_counter() - start
@@ -88,6 +96,29 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
         optimizer = torch.optim.AdamW(decay_groups(model, opts.weight_decay, skip_embeddings=True), lr=opts.lr,
                                       betas=opts.betas)
         scaler = torch.amp.GradScaler(device.type) if use_amp and opts.amp_dtype == "float16" else None
+        state = load_checkpoint(checkpoint, map_location=device) if checkpoint is not None else None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            g.set_state(state["data_rng"].cpu())
+            history.extend(state["history"])
+            logged.extend(h["loss"] if h["loss"] is not None else math.nan for h in history)
+            steps = int(state["steps"])
+            t_offset = history[-1]["time_s"] if history else 0.0
+            if not state.get("resumable", True):
+                status, reason = state["status"], state.get("reason", "")
+
+        def save() -> None:
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {
+                    "kind": "lm", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+                    "data_rng": g.get_state(), "history": history, "steps": steps, "status": status,
+                    "reason": reason, "resumable": status in ("ok", "timeout")})
+
         model.train()
         window_sum = torch.zeros((), device=device, dtype=torch.float64)
         window_n = 0
@@ -97,7 +128,7 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
         def log_entry() -> float:
             nonlocal window_sum, window_n, last_log_t
             value = window_sum.item() / window_n
-            rec = {"step": steps, "time_s": elapsed(), "loss": value}
+            rec = {"step": steps, "time_s": t_offset + elapsed(), "loss": value}
             history.append(rec)
             logged.append(value)
             if opts.log_path:
@@ -109,7 +140,8 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
 
         with make_progress(opts.progress) as progress:
             task = progress.add_task("lm", total=total, info="")
-            while True:
+            progress.update(task, completed=steps)
+            while status == "ok":
                 if total is not None and steps >= total:
                     break
                 if opts.time_budget_s is not None and elapsed() > opts.time_budget_s:
@@ -136,9 +168,12 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
                 window_sum += loss.detach().double()
                 window_n += 1
                 progress.advance(task)
+                ckpt_due = checkpoint is not None and steps % checkpoint_every == 0
                 due = (steps % opts.log_every_steps == 0 if opts.log_every_steps
                        else elapsed() - last_log_t >= opts.log_interval_s)
                 if not due:
+                    if ckpt_due:
+                        save()
                     continue
                 value = log_entry()
                 progress.update(task, info=f"loss {value:.3f}")
@@ -151,10 +186,15 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
                 if opts.max_loss is not None and elapsed() > opts.max_loss_grace_s and value > opts.max_loss:
                     status, reason = "pruned", f"loss {value:.3f} > max_loss {opts.max_loss} at step {steps}"
                     break
+                if ckpt_due:
+                    save()
             if window_n and (status in ("ok", "timeout") or not logged):  # flush the last partial window
                 value = log_entry()
                 if not math.isfinite(value):
                     status, reason = "nan", f"non-finite loss at step {steps}"
+        if status == "timeout" and checkpoint is not None:
+            reason += "; resume to continue"
+        save()
         if opts.eval_batches and data.val is not None and status in ("ok", "timeout"):
             val_loss = evaluate_lm(run_model, data, batches=opts.eval_batches, batch_size=opts.batch_size,
                                    seq_len=seq_len, device=device, seed=opts.seed, amp=use_amp,

@@ -11,7 +11,7 @@ from syno.ir.builder import Builder
 from syno.ir.evaluate import reference_forward, tensor_shapes
 from syno.ir.graph import Operator
 from syno.ir.library import CONV_OUTPUT, conv_space
-from syno.post.session import kernel_dir_name, write_json
+from syno.session import kernel_dir_name, write_json_atomic
 
 
 def conv_scaled() -> Operator:
@@ -32,7 +32,7 @@ def conv_scaled() -> Operator:
 def make_kernel_dir(session: Path, op: Operator, accuracy: float | None, flops: float, *,
                     operator_in_meta: bool = True, status: str = "ok", name_hash: str | None = None) -> Path:
     h = name_hash or op.hash
-    d = session / kernel_dir_name(accuracy, h)
+    d = session / kernel_dir_name(h, ok=accuracy is not None, accuracy=accuracy)
     d.mkdir(parents=True, exist_ok=True)
     meta = {"path": f"Finalize:{h}", "accuracy": accuracy if accuracy is not None else -1, "flops": flops,
             "params": 1000, "time": 1.0, "loss": 1.0, "status": status}
@@ -40,7 +40,7 @@ def make_kernel_dir(session: Path, op: Operator, accuracy: float | None, flops: 
         meta["operator"] = op.to_dict()
     else:
         (d / "operator.json").write_text(op.to_json())
-    write_json(d / "meta.json", meta)
+    write_json_atomic(d / "meta.json", meta)
     (d / "loop.txt").write_text("// loop\n")
     return d
 

@@ -5,7 +5,7 @@ import pytest
 from syno.ir.library import conv2d, operator1, pointwise_conv2d, stacked_conv
 from syno.post.equivalence import ProbeConfig
 from syno.post.select import load_selection, select_kernels, session_baseline_flops
-from syno.post.session import kernel_dir_name, scan_session
+from syno.session import kernel_dir_name, scan_kernel_dirs
 
 from .helpers import conv_scaled, make_kernel_dir
 
@@ -29,7 +29,7 @@ def session(tmp_path_factory):
 
 
 def test_scan_session_reads_both_operator_locations(session):
-    recs = {r.name: r for r in scan_session(session, include_errors=True)}
+    recs = {r.name: r for r in scan_kernel_dirs(session, include_errors=True)}
     assert "not-a-kernel" not in recs
     assert any(r.error for r in recs.values())
     usable = [r for r in recs.values() if r.usable]
@@ -43,14 +43,15 @@ def test_scan_session_reads_both_operator_locations(session):
 def test_select_window_dedup_and_ranking(session):
     res = select_kernels(session, top=3, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig(steps=150))
     names = [e["name"] for e in res["selected"]]
-    assert names == [kernel_dir_name(0.72, conv_scaled().hash), kernel_dir_name(0.69, operator1().hash),
-                     kernel_dir_name(0.68, stacked_conv().hash)]
+    assert names == [kernel_dir_name(conv_scaled().hash, ok=True, accuracy=0.72),
+                     kernel_dir_name(operator1().hash, ok=True, accuracy=0.69),
+                     kernel_dir_name(stacked_conv().hash, ok=True, accuracy=0.68)]
     for e in res["selected"]:
         assert 0.3 <= e["flops_ratio"] <= 0.9 and 0 < e["accuracy"] < 1
     dups = {d["name"]: d for d in res["duplicates"]}
-    assert dups[kernel_dir_name(0.70, conv2d().hash)]["reason"] == "fit"
+    assert dups[kernel_dir_name(conv2d().hash, ok=True, accuracy=0.70)]["reason"] == "fit"
     reasons = {r["name"]: r["reason"] for r in res["rejected"]}
-    assert reasons[kernel_dir_name(0.75, pointwise_conv2d().hash)] == "flops-window"
+    assert reasons[kernel_dir_name(pointwise_conv2d().hash, ok=True, accuracy=0.75)] == "flops-window"
     assert reasons["ERROR_0bad"] == "error"
     assert reasons["09000_1bad"].startswith("unusable")
     written = json.loads((session / "selected.json").read_text())
@@ -61,7 +62,7 @@ def test_select_window_dedup_and_ranking(session):
     again = select_kernels(session, top=4, min_flops_ratio=0.3, max_flops_ratio=0.9, probe=ProbeConfig(steps=150))
     assert [e["name"] for e in again["selected"]][:3] == names
     # the 0.65 copy of Operator 1 has the same hash: a duplicate without any fit
-    assert {d["name"]: d["reason"] for d in again["duplicates"]}[kernel_dir_name(0.65, "feedbeef")] == "hash"
+    assert {d["name"]: d["reason"] for d in again["duplicates"]}[kernel_dir_name("feedbeef", ok=True, accuracy=0.65)] == "hash"
     assert again["counts"]["comparisons"] < res["counts"]["comparisons"] + 4
 
 

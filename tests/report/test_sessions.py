@@ -45,7 +45,8 @@ def test_mock_search_session(mock_session, tmp_path):
 def _write_loss_session(root):
     """Kernel dirs of a loss-target session, written by the session writer."""
     from syno.search.base import EvalResult, RewardConfig
-    from syno.search.session import SessionStore, kernel_dir_name
+    from syno.search.session import SessionStore
+    from syno.session import kernel_dir_name
 
     reward = RewardConfig(target="loss", max_loss=6.9, power=4)
     store = SessionStore(root)
@@ -60,7 +61,7 @@ def _write_loss_session(root):
                 "loss": r.loss if math.isfinite(r.loss) else None, "accuracy": None, "flops": r.flops,
                 "params": r.params, "time": 100.0 * (i + 1), "eval_time": r.time, "reward": reward(r),
                 "message": r.message, "result": r.to_dict()}
-        store.write_kernel(kernel_dir_name(r, h, "loss"), meta, {})
+        store.write_kernel(kernel_dir_name(h, ok=r.ok, target="loss", loss=r.loss), meta, {})
     return root
 
 

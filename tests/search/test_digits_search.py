@@ -18,7 +18,8 @@ import torch
 from syno.ir.graph import Operator
 from syno.search.options import build_options
 from syno.search.run import run_search
-from syno.search.session import SessionStore, kernel_dir_name
+from syno.search.session import SessionStore
+from syno.session import kernel_dir_name
 
 # a fraction of an epoch per kernel: both tests take about 20 s on an idle 2-core machine (minutes on a busy one)
 FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "run.kernel_timeout": 240}
@@ -29,7 +30,7 @@ def check_kernel_dir(rec) -> None:
     meta = json.loads((d / "meta.json").read_text())
     for key in ("path", "accuracy", "flops", "params", "time", "loss", "status", "operator", "hash", "reward"):
         assert key in meta, key
-    assert d.name == kernel_dir_name(rec.result, rec.hash)
+    assert d.name == kernel_dir_name(rec.hash, ok=rec.result.ok, accuracy=rec.result.accuracy)
     op = Operator.from_json((d / "operator.json").read_text())
     assert op.hash == rec.hash == meta["hash"]
     assert Operator.from_dict(meta["operator"]).hash == op.hash
