@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from syno.bench import (BenchOptions, BenchRow, CompileConfig, TimingOptions, bench_model, codegen_available,  # noqa: E402
-                        device_name, find_kernels, parse_grid, print_tables, resolve_operator)
+from syno.bench import (BenchOptions, BenchRow, CompileConfig, TimingOptions, bench_model, device_name,  # noqa: E402
+                        find_kernels, parse_grid, print_tables, resolve_operator)
 from syno.bench.operators import BASELINE  # noqa: E402
 
 
@@ -78,9 +78,6 @@ def parse_args(argv=None):
 
 def build_specs(args) -> list:
     impls = _list(args.impls)
-    if "codegen" in impls and not codegen_available():
-        print("note: syno.codegen.operator_factory is not available; codegen variants skipped", flush=True)
-        impls = [i for i in impls if i != "codegen"]
     cg_opts = {}
     if args.codegen_implementation:
         cg_opts["implementation"] = args.codegen_implementation

@@ -18,7 +18,7 @@ _EXPORTS = {
     "core": ["BACKENDS", "BenchOptions", "BenchRow", "bench_layers", "bench_model", "build_baseline",
              "build_substituted", "example_input", "layer_sites", "LayerSite"],
     "manual": ["MANUAL_FACTORIES", "Operator1", "StackedConv", "conv2d_module", "manual_factory"],
-    "operators": ["BASELINE", "OperatorSpec", "codegen_available", "find_kernels", "resolve_operator"],
+    "operators": ["BASELINE", "OperatorSpec", "find_kernels", "resolve_operator"],
     "report": ["print_tables", "read_csv", "render_tables", "write_csv"],
     "timing": ["Timing", "TimingOptions", "device_name", "measure"],
     "tune": ["CompileConfig", "TuneCache", "TuneResult", "compile_module", "default_grid", "parse_grid", "tune_inductor"],

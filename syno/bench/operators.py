@@ -8,24 +8,23 @@ Implementations (``impl``):
 * ``manual``: the hand-written two-convolution modules of :mod:`syno.bench.manual`
   (``conv2d``, ``operator1``, ``stacked_conv``; also used for a kernel dir whose operator has the
   same hash as one of them);
-* ``auto`` (default): ``codegen`` when :mod:`syno.codegen` provides ``operator_factory``, else
-  ``manual`` when there is one, else an error that says what is missing.
+* ``auto`` (default): ``codegen``.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 from torch import nn
 
+from syno.session import is_ok, read_kernel_dir, read_session_info, session_target
+
 from .manual import MANUAL_FACTORIES, manual_factory
 
-__all__ = ["OperatorSpec", "resolve_operator", "codegen_factory", "codegen_available", "find_kernels",
-           "IMPLS", "BASELINE"]
+__all__ = ["OperatorSpec", "resolve_operator", "find_kernels", "IMPLS", "BASELINE"]
 
 IMPLS = ("auto", "codegen", "manual")
 BASELINE = "baseline"
@@ -51,22 +50,6 @@ class OperatorSpec:
         return f"{self.op_hash}/{self.impl}" + (f"[{opts}]" if opts else "")
 
 
-def codegen_factory() -> Callable[[object], Factory] | None:
-    """``syno.codegen.operator_factory`` (or ``syno.codegen.torch.operator_factory``) if it has landed, else None."""
-    for name in ("syno.codegen", "syno.codegen.torch"):
-        try:
-            fn = getattr(importlib.import_module(name), "operator_factory", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    return None
-
-
-def codegen_available() -> bool:
-    return codegen_factory() is not None
-
-
 def _hand_built() -> dict:
     from syno.ir.library import HAND_BUILT
 
@@ -88,16 +71,13 @@ def _pick(op, manual_name: str | None, impl: str, what: str, codegen_options: di
           ) -> tuple[Factory, str]:
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
-    gen = codegen_factory()
-    if impl in ("auto", "codegen") and gen is not None and op is not None:
-        return gen(op, **(codegen_options or {})), "codegen"
-    if impl == "codegen":
-        raise RuntimeError(f"{what}: syno.codegen.operator_factory is not available (syno/codegen has not landed "
-                           "or failed to import); use --impl manual where a hand-written version exists")
-    if manual_name is not None:
+    if impl == "manual":
+        if manual_name is None:
+            raise RuntimeError(f"{what}: no hand-written version (have {sorted(MANUAL_FACTORIES)}); use --impl codegen")
         return manual_factory(manual_name), "manual"
-    raise RuntimeError(f"{what}: no implementation: syno.codegen.operator_factory is not available and there is "
-                       f"no hand-written version (have {sorted(MANUAL_FACTORIES)})")
+    from syno.codegen.torch import operator_factory
+
+    return operator_factory(op, **(codegen_options or {})), "codegen"
 
 
 def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = None, *,
@@ -126,43 +106,37 @@ def resolve_operator(name: str | None = None, kernel_dir: str | Path | None = No
     if not f.is_file():
         raise FileNotFoundError(f"{d} has no operator.json (not a kernel directory)")
     op = Operator.from_json(f.read_text())
-    meta = {}
-    if (d / "meta.json").is_file():
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-        except json.JSONDecodeError:
-            meta = {}
+    meta = read_kernel_dir(d).meta  # {} when missing or damaged: the operator is what matters here
     factory, used = _pick(op, _manual_name_for(op), impl, f"kernel {d}", codegen_options)
     return OperatorSpec(label=d.name, factory=factory, op_hash=op.hash, impl=used, operator=op, source=str(d),
                         meta=meta, options=dict(codegen_options or {}) if used == "codegen" else {})
 
 
-def _accuracy(d: Path) -> float:
-    try:
-        acc = json.loads((d / "meta.json").read_text()).get("accuracy")
-        if acc is not None:
-            return float(acc)
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
-        pass
-    head = d.name.split("_", 1)[0]
-    return int(head) / 1e4 if head.isdigit() else float("-inf")
-
-
 def find_kernels(session_dir: str | Path, top: int | None = None) -> list[Path]:
-    """Kernel dirs (holding ``operator.json``) under ``session_dir``, best accuracy first.
+    """Kernel dirs (holding ``operator.json``) under ``session_dir`` (searched recursively), best first.
 
-    Accuracy comes from ``meta.json`` (``accuracy``) or the ``<acc*1e4>_`` dir-name prefix. Dirs
-    whose ``meta.json`` status is not ok/pruned are skipped.
+    Each directory is read with :mod:`syno.session`; failed kernels (status not ok) are skipped.
+    "Best" follows the target of the session the kernel belongs to (``session.json``'s reward target,
+    else what its kernels record): highest accuracy, or lowest loss for a loss-target (GPT-2) session.
+    The directory-name prefix is never used for ranking: it encodes accuracy or loss depending on
+    the target.
     """
     root = Path(session_dir)
-    dirs = []
+    by_session: dict[Path, list] = {}
     for f in sorted(root.rglob("operator.json")):
-        d = f.parent
-        try:
-            status = json.loads((d / "meta.json").read_text()).get("status", "ok")
-        except (OSError, json.JSONDecodeError):
-            status = "ok"
-        if status in ("ok", "pruned"):
-            dirs.append(d)
-    dirs.sort(key=_accuracy, reverse=True)
+        k = read_kernel_dir(f.parent)
+        if k.record is not None and not is_ok(k.status):
+            continue
+        by_session.setdefault(k.session, []).append(k)
+    ranked = []
+    for sess, kernels in by_session.items():
+        target = session_target(read_session_info(sess)[0], kernels)
+        for k in kernels:
+            k.target = target  # lets a kernel without meta.json be ranked by its directory-name prefix
+            v = k.metric(target)
+            # unknown metric last; a loss ranks by its negation so that higher is better everywhere
+            score = -math.inf if v is None else (v if target == "accuracy" else -v)
+            ranked.append((target, score, k.dir))
+    ranked.sort(key=lambda t: (t[0] != "accuracy", -t[1], str(t[2])))
+    dirs = [d for _, _, d in ranked]
     return dirs[:top] if top else dirs
