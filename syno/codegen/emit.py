@@ -13,6 +13,7 @@ without graph breaks (no data-dependent Python control flow, no ``.item()``).
 from __future__ import annotations
 
 import math
+import re
 import string
 from typing import Sequence
 
@@ -117,7 +118,7 @@ class Emitter:
             srcs = [alias[s] for s in step.srcs]
             out = getattr(self, "step_" + step.kind)(step, srcs)
             alias[step.dst] = out
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(release_dead(self.lines, self.plan.input_names)) + "\n"
 
     def _view_comment(self, step: Step) -> None:
         f = self.plan.analysis.fops[step.fop]
@@ -223,6 +224,19 @@ class Emitter:
         self.axes[dst] = axes[:i] + [f.bottoms[0]] + axes[i + 1:] + [f.bottoms[1]]
         return dst
 
+    def step_select(self, step: Step, srcs) -> str:
+        """The 0/1 tensor of an Unfold: e[u, m, w] = [u == m + w - K//2] (out of range: no u)."""
+        u, m, w = step.dst_axes
+        size = self.plan.values
+        lo = size[w] // 2
+        dst = self.fresh("e")
+        self.comment(f"unfold {self.cname(u)} -> {self.cname(m)},{self.cname(w)} as a selection tensor")
+        self.emit(f"{dst} = (torch.arange({size[u]}, device=x.device)[:, None, None] == "
+                  f"torch.arange({size[m]}, device=x.device)[None, :, None] + "
+                  f"torch.arange({size[w]}, device=x.device)[None, None, :] - {lo}).to(x.dtype)")
+        self.axes[dst] = [u, m, w]
+        return dst
+
     def step_diag(self, step: Step, srcs) -> str:
         name = srcs[0]
         c = step.classes[0]
@@ -293,6 +307,56 @@ class Emitter:
         return name
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*) = ")
+
+
+def release_dead(lines: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
+    """Insert ``del a, b`` after the statement that last reads each local, so an eager forward
+    frees an intermediate (and the views that pin it) as soon as it is dead: the peak memory is
+    then the largest live set, not the sum of every intermediate. ``lines``: a generated
+    function (header line, then 4-space statements; deeper lines belong to the statement above,
+    as do ``else:``/``elif`` lines). Inputs (``keep``) are the caller's and never deleted."""
+    header, body = lines[0], list(lines[1:])
+    stmts: list[list[str]] = []
+    for line in body:
+        top = line.startswith("    ") and not line.startswith("     ")
+        if top and not line.lstrip().startswith(("else:", "elif ")) or not stmts:
+            stmts.append([line])
+        else:
+            stmts[-1].append(line)
+    assigned: set[str] = set()
+    top_level: set[str] = set()  # assigned on every path (else only in a branch: set to None)
+    last: dict[str, int] = {}
+    for k, st in enumerate(stmts):
+        for j, line in enumerate(st):
+            code = line.split("#", 1)[0]
+            m = _ASSIGN.match(code)
+            if m:
+                assigned.add(m.group(1))
+                if j == 0:
+                    top_level.add(m.group(1))
+            for name in _NAME.findall(re.sub(r"'[^']*'", "", code)):
+                last[name] = k
+    dead: dict[int, list[str]] = {}
+    for name in assigned - set(keep):
+        k = last[name]
+        if not any(l.lstrip().startswith("return") for l in stmts[k]):
+            dead.setdefault(k, []).append(name)
+    out = [header]
+    for k, st in enumerate(stmts):
+        out += st
+        if k in dead:
+            names = sorted(dead[k])
+            gone = [n for n in names if n in top_level]
+            maybe = [n for n in names if n not in top_level]
+            if gone:
+                out.append("    del " + ", ".join(gone))
+            if maybe:
+                out.append("    " + " = ".join(maybe) + " = None")
+    return out
+
+
 def emit_forward(plan: Plan, fn_name: str = "forward") -> str:
     """Source of ``def forward(x, w1, ...)`` executing ``plan`` with einsum (the reference path)."""
     return Emitter(plan, fn_name).run()
@@ -329,4 +393,4 @@ def init_bounds(plan: Plan) -> list[float]:
     return [math.sqrt(3.0 * var_each)] * n_w
 
 
-__all__ = ["Emitter", "emit_forward", "macs_expr", "init_bounds", "ident"]
+__all__ = ["Emitter", "emit_forward", "macs_expr", "init_bounds", "ident", "release_dead"]

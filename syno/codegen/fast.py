@@ -47,7 +47,7 @@ import torch
 
 from syno.ir.lowering import Plan, Step, plan_for
 
-from .emit import LETTERS, Emitter
+from .emit import LETTERS, Emitter, release_dead
 
 #: plan options of each plan name used in variant names ("<emitter>:<plan>")
 PLAN_OPTIONS = {
@@ -204,7 +204,7 @@ class FastEmitter(Emitter):
                 out = getattr(self, "step_" + step.kind)(step, srcs)
                 self.is_data[out] = any(self.is_data.get(s, False) for s in srcs)
             alias[step.dst] = out
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(release_dead(self.lines, self.plan.input_names)) + "\n"
 
     def lazy_unfold(self, step: Step, src: str) -> str:
         f = self.plan.analysis.fops[step.fop]

@@ -53,7 +53,7 @@ import heapq
 import itertools
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterable, Mapping, Sequence
 
@@ -63,6 +63,11 @@ from .primitives import (Dim, Expand, IRError, IteratorDim, Merge, Op, ReduceDim
 from .sizes import Bindings, Size
 
 _FWD_KIND = {Split: "split", Merge: "merge", Shift: "shift", Stride: "stride", Unfold: "unfold"}
+#: cost of writing one element, in MACs (the "bytes" planner scores MACs + BYTE_WEIGHT x elements
+#: written by unfolds, contractions and sums). A MAC in a GEMM is far cheaper than an element
+#: written and read back (H100: ~100x; one CPU core: ~10-40x); 16 keeps the MAC count decisive
+#: between plans that move similar bytes, while a 441x blow-up loses to any dense alternative.
+BYTE_WEIGHT = 16.0
 #: Views that never increase numel: applied as soon as they can be (no search branching).
 _EAGER = ("split", "merge", "shift", "stride")
 
@@ -279,11 +284,13 @@ def _dynamic_variables(an: Analysis) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------------------------
 # Search
 # --------------------------------------------------------------------------------------------
-Tensor = tuple  # (frozenset[int] classes, bool data)
+Tensor = tuple  # (frozenset[int] classes, bool data, frozenset[int] lazy windows)
+#: no pending (lazily unfolded) windows
+_NOLAZY: frozenset = frozenset()
 
 
 def _key(t: Tensor):
-    return (tuple(sorted(t[0])), t[1])
+    return (tuple(sorted(t[0])), t[1], tuple(sorted(t[2])))
 
 
 def _canon(tensors: Iterable[Tensor]) -> tuple[Tensor, ...]:
@@ -292,7 +299,7 @@ def _canon(tensors: Iterable[Tensor]) -> tuple[Tensor, ...]:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str                      # fwd | inv | contract | sum
+    kind: str                      # fwd | inv | sel | contract | sum
     fop: int = -1
     a: Tensor | None = None
     b: Tensor | None = None
@@ -302,7 +309,8 @@ class Action:
 
 class _Searcher:
     def __init__(self, an: Analysis, values: Sequence[int], weights_first: bool = False,
-                 max_states: int = 20000, allow_diag: bool = True):
+                 max_states: int = 20000, allow_diag: bool = True, cost: str = "bytes",
+                 select: bool = True, byte_weight: float = BYTE_WEIGHT, peak_limit: int | None = None):
         self.an = an
         self.values = values
         self.weights_first = weights_first
@@ -310,6 +318,16 @@ class _Searcher:
         self.max_states = max_states
         self.output_set = frozenset(c for c in an.outputs if not an.classes[c].free)
         self.is_reduce = [c.role == "reduce" and not c.free for c in an.classes]
+        if cost not in ("bytes", "macs"):
+            raise ValueError(f"cost must be 'bytes' or 'macs', not {cost!r}")
+        # "macs": the min-MAC planner (ties: smaller peak); "bytes": MACs + byte_weight x the
+        # elements every non-eager step writes, so a blown-up intermediate costs what it moves
+        self.byte_weight = byte_weight if cost == "bytes" else 0.0
+        self.select = select
+        self.peak_limit = peak_limit
+        # forward consumer (an Unfold) of each class: a class taken by a selection matrix stays
+        # on its holders after its consumer ran, and is summed like a reduction
+        self.sel_consumer = {f.tops[0]: f.index for f in an.fops if f.kind == "unfold"}
 
     # -- helpers ---------------------------------------------------------------------------
     def numel(self, classes: Iterable[int]) -> int:
@@ -323,12 +341,28 @@ class _Searcher:
         return p is None or p not in pending
 
     def summable(self, c: int, holders: int, pending: frozenset) -> bool:
-        return self.is_reduce[c] and holders == 1 and self.produced(c, pending)
+        if holders != 1 or not self.produced(c, pending):
+            return False
+        if self.is_reduce[c]:
+            return True
+        f = self.sel_consumer.get(c)
+        return f is not None and f not in pending  # index of a selection matrix (see "sel")
 
     # -- views -----------------------------------------------------------------------------
+    def lazy_ok(self, t: Tensor, f: FwdOp, tensors) -> bool:
+        """An Unfold of a data tensor that the fast path runs as a convolution window (nothing
+        materialized): the window is a weight-side class (a kernel tap or a kept window) and the
+        unfolded axis is not (it is a conv spatial axis, not a diagonal)."""
+        if not t[1]:
+            return False
+        u, m, w = f.tops[0], f.bottoms[0], f.bottoms[1]
+        side = [s for s in tensors if not s[1]]
+        return (m not in t[0] and any(w in s[0] for s in side)
+                and not any(u in s[0] or m in s[0] for s in side))
+
     def view(self, tensors: tuple[Tensor, ...], pending: frozenset, fi: int, inverse: bool):
         """Apply forward op ``fi`` (or its inverse) to all holders; None if not applicable.
-        Returns (new tensors, max numel created, increasing?)."""
+        Returns (new tensors, max numel created, increasing?, elements written)."""
         f = self.an.fops[fi]
         src, dst = (f.bottoms, f.tops) if inverse else (f.tops, f.bottoms)
         held = [c for c in src if any(c in t[0] for t in tensors)]
@@ -349,7 +383,7 @@ class _Searcher:
                     return None  # produced but held by nobody: cannot happen in valid states
             if not held:
                 return None
-        out, peak, increasing = [], 0, False
+        out, peak, increasing, written = [], 0, False, 0
         for t in tensors:
             if not any(c in t[0] for c in held):
                 out.append(t)
@@ -358,19 +392,27 @@ class _Searcher:
                 return None
             if not self.allow_diag and any(c in t[0] for c in dst if c not in src):
                 return None
-            new = (t[0] - set(src)) | set(dst)
+            new = frozenset((t[0] - set(src)) | set(dst))
             n_new = self.numel(new)
+            if f.kind == "unfold" and not inverse:
+                increasing = True
+                if self.lazy_ok(t, f, tensors):
+                    peak = max(peak, self.numel(t[0]))  # a strided view; the conv reads windows
+                    out.append((new, t[1], t[2] | {f.bottoms[1]}))
+                    continue
+            written += self.numel(t[0]) if t[2] else 0  # pending windows are copied first
             if len(held) < len(src) or f.kind == "unfold":
                 increasing = True
                 peak = max(peak, self.numel(t[0]) * math.prod(self.values[c] for c in src if c not in held))
+                written += n_new
             peak = max(peak, n_new)
-            out.append((frozenset(new), t[1]))
-        return _canon(out), peak, increasing
+            out.append((new, t[1], _NOLAZY))
+        return _canon(out), peak, increasing, written
 
     def closure(self, tensors, pending):
         """Apply eager (numel non-increasing) forward views to a fixpoint."""
         actions = []
-        peak = 0
+        peak = written = 0
         progress = True
         while progress:
             progress = False
@@ -381,15 +423,17 @@ class _Searcher:
                 r = self.view(tensors, pending, fi, False)
                 if r is None or r[2]:
                     continue
-                tensors, p, _ = r
+                tensors, p, _, wr = r
                 peak = max(peak, p)
+                written += wr
                 pending = pending - {fi}
                 actions.append(Action("fwd", fi))
                 progress = True
-        return tensors, pending, actions, peak
+        return tensors, pending, actions, peak, written
 
     # -- successors ------------------------------------------------------------------------
     def successors(self, tensors, pending):
+        """Yields (action, tensors, pending, MACs, largest numel created, elements written)."""
         holders: dict[int, int] = {}
         for t in tensors:
             for c in t[0]:
@@ -399,19 +443,34 @@ class _Searcher:
             f = self.an.fops[fi]
             r = self.view(tensors, pending, fi, False)
             if r is not None and (r[2] or f.kind not in _EAGER):
-                yield Action("fwd", fi), r[0], pending - {fi}, 0, r[1]
+                yield Action("fwd", fi), r[0], pending - {fi}, 0, r[1], r[3]
             if f.kind in ("split", "merge"):
                 r = self.view(tensors, pending, fi, True)
                 if r is not None:
-                    yield Action("inv", fi), r[0], pending, 0, r[1]
+                    yield Action("inv", fi), r[0], pending, 0, r[1], r[3]
+        # an Unfold as a 0/1 selection tensor E[u, m, w] = [u == m + w - K//2] (zero padding
+        # included): contracted like a weight, so the window can be folded into a small weight
+        # (e.g. a window over channels becomes a dense channel mix) instead of materialized
+        if self.select:
+            for fi in sorted(pending):
+                f = self.an.fops[fi]
+                if f.kind != "unfold" or not self.produced(f.tops[0], pending):
+                    continue
+                if not any(f.tops[0] in t[0] for t in tensors):
+                    continue
+                e = (frozenset((f.tops[0],) + f.bottoms), False, _NOLAZY)
+                n = self.numel(e[0])
+                yield Action("sel", fi), _canon(tensors + (e,)), pending - {fi}, 0, n, n
         # standalone sums
         for i, t in enumerate(tensors):
             s = frozenset(c for c in t[0] if self.summable(c, holders[c], pending))
             if s:
                 n = self.numel(t[0])
-                new = (t[0] - s, t[1])
+                new = (t[0] - s, t[1], _NOLAZY)
                 rest = tensors[:i] + tensors[i + 1:] + (new,)
-                yield Action("sum", a=t, summed=s, macs=n), _canon(rest), pending, n, self.numel(new[0])
+                n_out = self.numel(new[0])
+                yield (Action("sum", a=t, summed=s, macs=n), _canon(rest), pending, n, n_out,
+                       n_out + (n if t[2] else 0))
         # contractions
         n_weight_tensors = sum(1 for t in tensors if not t[1])
         for i, j in itertools.combinations(range(len(tensors)), 2):
@@ -424,55 +483,81 @@ class _Searcher:
                 cnt[c] -= 1
             s = frozenset(c for c in union if self.summable(c, cnt[c], pending))
             n = self.numel(union)
-            new = (frozenset(union - s), a[1] or b[1])
+            new = (frozenset(union - s), a[1] or b[1], _NOLAZY)
             rest = tuple(t for k, t in enumerate(tensors) if k not in (i, j)) + (new,)
             if a[1] or (not b[1] and len(a[0]) >= len(b[0])):
                 pa, pb = a, b
             else:
                 pa, pb = b, a
+            written = self.numel(new[0])
+            for x, y in ((a, b), (b, a)):
+                # lazy windows stay unmaterialized when the other side holds them (a conv)
+                if x[2] and (y[1] or not x[2] <= y[0]):
+                    written += self.numel(x[0])
             yield (Action("contract", a=pa, b=pb, summed=s, macs=n), _canon(rest), pending, n,
-                   self.numel(new[0]))
+                   self.numel(new[0]), written)
 
     def is_goal(self, tensors, pending) -> bool:
         return not pending and len(tensors) == 1 and tensors[0][0] == self.output_set
 
     # -- drivers ---------------------------------------------------------------------------
     def initial(self):
-        ts = _canon([(frozenset(t), k == 0) for k, t in enumerate(self.an.tensors)]
-                    + [(frozenset([c]), False) for c in self.an.consts])
+        ts = _canon([(frozenset(t), k == 0, _NOLAZY) for k, t in enumerate(self.an.tensors)]
+                    + [(frozenset([c]), False, _NOLAZY) for c in self.an.consts])
         pending = frozenset(range(len(self.an.fops))) - self.an.free_ops
         return ts, pending
 
-    def search(self) -> tuple[list[Action], int, int, bool]:
-        """Returns (actions, macs, peak, exhaustive)."""
+    def search(self) -> tuple[list[Action], int, int, bool, int]:
+        """Returns (actions, macs, peak, exhaustive, elements written). With a ``peak_limit``, a
+        plan whose largest intermediate stays under it is preferred to a cheaper one."""
+        found = self._dijkstra(None)
+        if found is not None and self.peak_limit is not None and found[2] > self.peak_limit:
+            within = self._dijkstra(self.peak_limit)
+            if within is not None:
+                found = within
+        if found is not None:
+            return found
         ts, pending = self.initial()
-        ts, pending, eager, p0 = self.closure(ts, pending)
+        ts, pending, eager, p0, w0 = self.closure(ts, pending)
+        acts, macs, peak, written = self.greedy((ts, pending), eager, p0)
+        return acts, macs, peak, False, w0 + written
+
+    def _dijkstra(self, limit: int | None):
+        """Best-first on (cost, peak, steps); cost = MACs + byte_weight x elements written. Both
+        are additive and non-negative, so the first goal popped is optimal."""
+        ts, pending = self.initial()
+        ts, pending, eager, p0, w0 = self.closure(ts, pending)
         counter = itertools.count()
         start = (ts, pending)
-        best = {start: (0, p0)}
+        bw = self.byte_weight
+        best = {start: (bw * w0, p0)}
+        acc = {start: (0, w0)}  # MACs, elements written
         parent: dict = {start: None}
-        heap = [(0, p0, 0, next(counter), start)]
+        heap = [(bw * w0, p0, 0, next(counter), start)]
         popped = 0
         while heap:
-            macs, peak, nsteps, _, state = heapq.heappop(heap)
-            if best.get(state, (None,))[:2] != (macs, peak):
+            cost, peak, nsteps, _, state = heapq.heappop(heap)
+            if best.get(state) != (cost, peak):
                 continue
             if self.is_goal(*state):
-                return eager + self._path(parent, state), macs, peak, True
+                return eager + self._path(parent, state), acc[state][0], peak, True, acc[state][1]
             popped += 1
             if popped > self.max_states:
-                break
-            for action, nts, npend, cost, created in self.successors(*state):
-                nts, npend, more, p2 = self.closure(nts, npend)
+                return None
+            for action, nts, npend, macs, created, wr in self.successors(*state):
+                nts, npend, more, p2, w2 = self.closure(nts, npend)
+                npeak = max(peak, created, p2)
+                if limit is not None and npeak > limit:
+                    continue
                 ns = (nts, npend)
-                cand = (macs + cost, max(peak, created, p2))
+                cand = (cost + macs + bw * (wr + w2), npeak)
                 old = best.get(ns)
                 if old is None or cand < old:
                     best[ns] = cand
+                    acc[ns] = (acc[state][0] + macs, acc[state][1] + wr + w2)
                     parent[ns] = (state, [action] + more)
                     heapq.heappush(heap, (cand[0], cand[1], nsteps + 1, next(counter), ns))
-        acts, macs, peak = self.greedy(start, eager, p0)
-        return acts, macs, peak, False
+        return None
 
     @staticmethod
     def _path(parent, state) -> list[Action]:
@@ -484,22 +569,23 @@ class _Searcher:
         return out
 
     def greedy(self, start, eager, p0):
-        """Always-terminating fallback: cheapest next action (no inverse views)."""
+        """Always-terminating fallback: cheapest next action (no inverse views, no selections)."""
         actions = list(eager)
         ts, pending = start
-        macs, peak = 0, p0
+        macs, peak, written = 0, p0, 0
         while not self.is_goal(ts, pending):
-            options = [s for s in self.successors(ts, pending) if s[0].kind != "inv"]
+            options = [s for s in self.successors(ts, pending) if s[0].kind not in ("inv", "sel")]
             if not options:
                 raise LoweringError("lowering got stuck (no applicable step)")
             # prefer views, then sums, then the cheapest contraction
             rank = {"fwd": 0, "sum": 1, "contract": 2}
-            action, ts, pending, cost, created = min(options, key=lambda s: (rank[s[0].kind], s[3], s[4]))
-            ts, pending, more, p2 = self.closure(ts, pending)
+            action, ts, pending, cost, created, wr = min(options, key=lambda s: (rank[s[0].kind], s[3], s[4]))
+            ts, pending, more, p2, w2 = self.closure(ts, pending)
             actions += [action] + more
             macs += cost
+            written += wr + w2
             peak = max(peak, created, p2)
-        return actions, macs, peak
+        return actions, macs, peak, written
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,7 +600,13 @@ class Step:
     * ``diag``: take the diagonal of the two axes holding class ``classes[0]``;
     * ``contract``: einsum of ``srcs[0]``, ``srcs[1]`` summing ``summed``;
     * ``sum``: sum ``srcs[0]`` over ``summed``;
-    * ``output``: permute ``srcs[0]`` to the output order, broadcast free output axes, scale.
+    * ``output``: permute ``srcs[0]`` to the output order, broadcast free output axes, scale;
+    * ``select``: a constant 0/1 tensor ``dst[u, m, w] = [u == m + w - K//2]`` standing for Unfold
+      ``fop`` (no source): contracting it with the holders of ``u`` is the unfold, zero padding
+      included, so the planner may fold the window into a weight instead of materializing it.
+
+    ``numel``: elements of the result; ``writes``: elements the reference (einsum) lowering writes
+    for this step (0 for views; for an unfold, the window view its consumer will copy).
     """
 
     kind: str
@@ -528,6 +620,8 @@ class Step:
     classes: tuple[int, ...] = ()
     macs: int = 0
     data: bool = False            # the result descends from the data input
+    numel: int = 0
+    writes: int = 0
 
 
 @dataclass
@@ -544,6 +638,33 @@ class Plan:
     allow_diag: bool = True
     scale: int = 1                        # product of free reduction sizes
     _mac_classes: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
+    cost_model: str = "bytes"             # "bytes": MACs + BYTE_WEIGHT x elements written; "macs"
+    select: bool = True                   # Unfolds may become selection tensors ("select" steps)
+    cost: float = 0.0                     # the planner's score of this plan
+    written: int = 0                      # elements written as the cost model counts them (fast path:
+                                          # conv windows are read in place, not copied)
+
+    @property
+    def elements_written(self) -> int:
+        """Elements written by unfolds (the window copy their consumer makes), contractions and sums."""
+        return sum(s.writes for s in self.steps)
+
+    @property
+    def largest_step(self) -> int:
+        """Index of the step with the largest result (the one that blows up, if any)."""
+        return max(range(len(self.steps)), key=lambda i: self.steps[i].numel)
+
+    @property
+    def variant_options(self) -> dict:
+        """Keyword arguments of :func:`plan_for` that give this plan back."""
+        return dict(weights_first=self.weights_first, allow_diag=self.allow_diag,
+                    cost=self.cost_model, select=self.select)
+
+    def peak_bytes(self, implementation: str = "einsum", itemsize: int = 4) -> int:
+        """Peak live bytes of a no-grad forward (inputs, weights and every intermediate) of this
+        plan's generated code, found by running it on meta tensors (nothing is allocated)."""
+        from syno.codegen.cost import plan_peak_bytes  # codegen depends on ir, not back
+        return plan_peak_bytes(self, implementation, itemsize)
 
     @property
     def classes(self) -> tuple[DimClass, ...]:
@@ -645,7 +766,15 @@ def _replay(an: Analysis, values, actions: Sequence[Action], output_order: Seque
     for n in list(live):
         dedup(n)
 
+    n_sel = itertools.count(1)
     for ai, act in enumerate(actions):
+        if act.kind == "sel":
+            f = an.fops[act.fop]
+            dst = f"e{next(n_sel)}"
+            axes = (f.tops[0],) + tuple(f.bottoms)
+            steps.append(Step("select", (), dst, (), axes, fop=act.fop))
+            live[dst] = [list(axes), False]
+            continue
         if act.kind in ("fwd", "inv"):
             f = an.fops[act.fop]
             inverse = act.kind == "inv"
@@ -732,6 +861,16 @@ def _replay(an: Analysis, values, actions: Sequence[Action], output_order: Seque
     return steps, mac_classes
 
 
+def _with_sizes(steps: Sequence[Step], values) -> list[Step]:
+    """Fill ``numel`` and ``writes`` (what the reference lowering writes) of every step."""
+    out = []
+    for s in steps:
+        n = math.prod(values[c] for c in s.dst_axes)
+        writes = n if s.kind in ("unfold", "contract", "sum", "select") else 0
+        out.append(replace(s, numel=n, writes=writes))
+    return out
+
+
 _CACHE: dict[tuple, Plan] = {}
 _LOCK = threading.Lock()
 
@@ -755,8 +894,15 @@ def class_values(op: Operator, mapping: Mapping[str, int] | Bindings) -> tuple[i
 
 
 def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = False,
-             allow_diag: bool = True, max_states: int = 20000) -> Plan:
-    """The minimal-MAC plan of ``op`` under ``mapping`` (cached).
+             allow_diag: bool = True, max_states: int = 20000, cost: str = "bytes",
+             select: bool = True, peak_limit: int | None = None) -> Plan:
+    """The cheapest plan of ``op`` under ``mapping`` (cached).
+
+    ``cost="bytes"`` (default) scores MACs + :data:`BYTE_WEIGHT` x elements written, so a plan
+    that materializes a blown-up window loses to one that folds it into a weight; ``cost="macs"``
+    with ``select=False`` is the min-MAC planner of before (ties: smaller peak). ``select``:
+    Unfolds may become 0/1 selection tensors contracted like weights. ``peak_limit`` (elements):
+    prefer a plan whose largest intermediate stays under it, when one exists.
 
     Variants used by the autotuner as candidates: ``weights_first`` contracts all weights
     together before touching the data (e.g. folds a factorized operator back into one dense conv
@@ -767,7 +913,8 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
     full = b.mapping(0)
     # op.hash ignores the order of weight axes; plans (and parameter shapes) depend on it
     layout = tuple(tuple(d.digest for d in t) for t in op.tensors)
-    key = (op.hash, layout, tuple(sorted(full.items())), weights_first, allow_diag, max_states)
+    key = (op.hash, layout, tuple(sorted(full.items())), weights_first, allow_diag, max_states,
+           cost, select, peak_limit)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
@@ -775,20 +922,24 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
     an = analyze(op)
     values = class_values(op, b)
     searcher = _Searcher(an, values, weights_first=weights_first, max_states=max_states,
-                         allow_diag=allow_diag)
+                         allow_diag=allow_diag, cost=cost, select=select, peak_limit=peak_limit)
     try:
-        actions, macs, peak, exhaustive = searcher.search()
+        actions, macs, peak, exhaustive, written = searcher.search()
     except LoweringError:
         if allow_diag:
             raise
-        return plan_for(op, mapping, weights_first=weights_first, max_states=max_states)
+        return plan_for(op, mapping, weights_first=weights_first, max_states=max_states,
+                        cost=cost, select=select, peak_limit=peak_limit)
     steps, mac_classes = _replay(an, values, actions, an.outputs)
+    steps = _with_sizes(steps, values)
     scale = 1
     for c in an.classes:
         if c.role == "reduce" and c.free:
             scale *= values[c.id]
     plan = Plan(op, full, an, values, tuple(steps), macs, peak, exhaustive, weights_first,
-                allow_diag, scale, tuple(mac_classes))
+                allow_diag, scale, tuple(mac_classes), cost, select)
+    plan.written = written
+    plan.cost = macs + searcher.byte_weight * written
     assert plan.flops == sum(s.macs for s in plan.steps)
     with _LOCK:
         if len(_CACHE) > 4096:
@@ -798,4 +949,4 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
 
 
 __all__ = ["Plan", "Step", "Analysis", "DimClass", "FwdOp", "LoweringError", "analyze", "plan_for",
-           "class_values"]
+           "class_values", "BYTE_WEIGHT"]

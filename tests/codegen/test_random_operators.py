@@ -61,7 +61,8 @@ def test_greedy_fallback_is_exact():
         x = torch.randn([plan.values[c] for c in plan.analysis.tensors[0]], dtype=torch.float64)
         ref = reference_forward(op, MAPPING, [x] + list(mod.weights))
         assert torch.allclose(mod(x), ref, atol=1e-10)
-        assert plan.flops >= plan_for(op, MAPPING).flops
+        # the greedy plan never beats the exhaustive min-MAC planner's MACs
+        assert plan.flops >= plan_for(op, MAPPING, cost="macs", select=False).flops
 
 
 def test_gradcheck_random_operators():
