@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "inputs": ["collect", "load_session", "Inputs", "Session", "Kernel", "Baseline", "BenchRow", "ReevalEntry",
+    "inputs": ["collect", "load_session", "Inputs", "Session", "KernelDir", "Baseline", "BenchCsvRow", "ReevalEntry",
                "QuantizeResult", "LossCurve"],
     "figures": ["FIGURES", "FigureResult", "MissingInput", "PlotOptions", "draw", "plot_all", "smooth_losses",
                 "fig_end_to_end", "fig_imagenet_performance", "fig_case_study", "fig_kernel_performance",

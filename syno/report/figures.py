@@ -44,7 +44,7 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .inputs import BenchRow, Inputs, Kernel, LossCurve, group_by  # noqa: E402
+from .inputs import BenchCsvRow, Inputs, KernelDir, LossCurve, group_by  # noqa: E402
 
 __all__ = ["MissingInput", "FigureResult", "FIGURES", "plot_all", "draw", "fig_end_to_end",
            "fig_imagenet_performance", "fig_case_study", "fig_kernel_performance", "fig_gpt_loss",
@@ -129,7 +129,7 @@ def _pretty_operator(name: str) -> str:
     return f"{pretty} [{rest}" if sep else pretty
 
 
-def _speedups(rows: Sequence[BenchRow]) -> dict[int, float]:
+def _speedups(rows: Sequence[BenchCsvRow]) -> dict[int, float]:
     """Speedup of each ok kernel row (by id): the CSV's own column (measured in the same call as its
     baseline), else baseline median / row median with the baseline from the same file."""
     base: dict[tuple, float] = {}
@@ -149,7 +149,7 @@ def _speedups(rows: Sequence[BenchRow]) -> dict[int, float]:
     return out
 
 
-def _kernel_accuracy(inputs: Inputs, r: BenchRow) -> tuple[float | None, float | None, Kernel | None]:
+def _kernel_accuracy(inputs: Inputs, r: BenchCsvRow) -> tuple[float | None, float | None, KernelDir | None]:
     """(kernel accuracy, its baseline's accuracy, kernel) for a bench row (search accuracy, not reeval)."""
     k = inputs.find_kernel(name=r.variant, op_hash=r.op_hash, model=r.model)
     if k is None or k.accuracy is None or not k.ok:
@@ -442,7 +442,7 @@ def _pareto_panel(ax, xy, base_xy, xlabel: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- 3. case study
-def _match_operator(rows: Sequence[BenchRow], inputs: Inputs, name: str) -> list[BenchRow]:
+def _match_operator(rows: Sequence[BenchCsvRow], inputs: Inputs, name: str) -> list[BenchCsvRow]:
     """Rows of operator ``name``: by label (``name`` or ``name[impl]``) or by the hand-built operator's hash."""
     h = _hand_built_hash(name)
     return [r for r in rows if not r.is_baseline and (r.variant == name or r.variant.startswith(name + "[") or

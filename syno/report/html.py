@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .figures import FigureResult, PlotOptions, plot_all
-from .inputs import Inputs, Kernel, Session, collect
+from .inputs import Inputs, KernelDir, Session, collect
 
 __all__ = ["write_report", "render_report", "render_dot_svg", "dot_available"]
 
@@ -151,7 +151,7 @@ def _summary(session: Session, inputs: Inputs) -> str:
     return f'<section id="summary"><h2>Summary</h2><dl class="metrics">{body}</dl>{extra}</section>'
 
 
-def _best_speedups(inputs: Inputs, k: Kernel) -> str:
+def _best_speedups(inputs: Inputs, k: KernelDir) -> str:
     out = []
     for r in inputs.bench:
         if r.scope == "model" and not r.is_baseline and r.ok and (r.op_hash == k.hash or r.variant == k.name) \
@@ -237,7 +237,7 @@ def _figures(results: Sequence[FigureResult]) -> str:
     return f'<section id="figures"><h2>Figures</h2>{"".join(parts)}{miss}</section>'
 
 
-def _kernel_section(k: Kernel, rank: int, session: Session, inputs: Inputs, use_dot: bool) -> str:
+def _kernel_section(k: KernelDir, rank: int, session: Session, inputs: Inputs, use_dot: bool) -> str:
     loss = session.target == "loss"
     metrics = [("rank", str(rank)), ("accuracy", _fmt_pct(k.accuracy)), ("loss", _fmt_num(k.loss)),
                ("MACs / sample", _fmt_count(k.flops)), ("params", _fmt_count(k.params)),
@@ -252,7 +252,7 @@ def _kernel_section(k: Kernel, rank: int, session: Session, inputs: Inputs, use_
     sp = _best_speedups(inputs, k)
     if sp != "–":
         metrics.append(("speedup (bench)", sp))
-    op = k.operator()
+    op = k.try_operator()
     if op is not None:
         try:
             metrics.append(("operator", f"<code>{_e(repr(op))}</code>"))

@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["Kernel", "Session", "Baseline", "BenchRow", "ReevalEntry", "QuantizeResult", "LossCurve", "Inputs", "collect",
-           "load_session", "KERNEL_DIR_RE", "BASELINE_VARIANT"]
+from syno.session import KERNEL_DIR_RE, KernelDir, is_ok, read_kernel_dir, read_session_info, session_target
 
-KERNEL_DIR_RE = re.compile(r"^(?P<acc>\d{5,}|ERROR)_(?P<hash>[0-9A-Za-z]+)$")
-OK_STATUSES = frozenset({"ok", "pruned"})
+__all__ = ["KernelDir", "Session", "Baseline", "BenchCsvRow", "ReevalEntry", "QuantizeResult", "LossCurve", "Inputs",
+           "collect", "load_session", "BASELINE_VARIANT"]
 BASELINE_VARIANT = "baseline"
 _SKIP_DIRS = {".post-cache", ".scheduler-cache", ".send-cache", "__pycache__", ".git"}
 _MAX_FILE_BYTES = 64 << 20
@@ -73,142 +72,10 @@ def _find_key(obj: Any, key: str, depth: int = 3) -> Any:
 
 # ------------------------------------------------------------------------------------------ records
 @dataclass
-class Kernel:
-    """One kernel directory of a search session."""
-
-    dir: Path
-    session: Path
-    hash: str
-    error: bool
-    meta: dict[str, Any] = field(default_factory=dict)
-    problem: str = ""                      #: why meta.json could not be read
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
-
-    def _metric(self, key: str) -> float | None:
-        v = _num(self.meta.get(key))
-        if v is None and isinstance(self.meta.get("result"), dict):
-            v = _num(self.meta["result"].get(key))
-        return v
-
-    @property
-    def accuracy(self) -> float | None:
-        v = self._metric("accuracy")
-        if v is None and not self.meta and not self.error:  # meta missing: the directory name says it
-            m = KERNEL_DIR_RE.match(self.name)
-            if m and m.group("acc").isdigit():
-                v = int(m.group("acc")) / 10000
-        return v
-
-    @property
-    def loss(self) -> float | None:
-        return self._metric("loss")
-
-    @property
-    def flops(self) -> float | None:
-        return self._metric("flops")
-
-    @property
-    def params(self) -> float | None:
-        return self._metric("params")
-
-    @property
-    def time(self) -> float | None:
-        """Seconds since the session started when the result arrived."""
-        return _num(self.meta.get("time"))
-
-    @property
-    def eval_time(self) -> float | None:
-        v = _num(self.meta.get("eval_time"))
-        if v is None and isinstance(self.meta.get("result"), dict):
-            v = _num(self.meta["result"].get("time"))
-        return v
-
-    @property
-    def reward(self) -> float | None:
-        return _num(self.meta.get("reward"))
-
-    @property
-    def status(self) -> str:
-        s = self.meta.get("status")
-        if s is None and isinstance(self.meta.get("result"), dict):
-            s = self.meta["result"].get("status")
-        if self.error:
-            return str(s) if s and s not in OK_STATUSES else "error"
-        return str(s or ("unknown" if self.problem else "ok"))
-
-    @property
-    def message(self) -> str:
-        m = self.meta.get("message")
-        if not m and isinstance(self.meta.get("result"), dict):
-            m = self.meta["result"].get("message")
-        return str(m or self.problem or "")
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and self.status in OK_STATUSES and (self.accuracy is not None or self.loss is not None)
-
-    @property
-    def path(self) -> str:
-        return str(self.meta.get("path", ""))
-
-    @property
-    def model(self) -> str | None:
-        m = self.meta.get("model")
-        return str(m) if isinstance(m, str) and m else None
-
-    def text(self, name: str) -> str | None:
-        p = self.dir / name
-        try:
-            return p.read_text() if p.is_file() else None
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    @property
-    def loop_text(self) -> str | None:
-        return self.text("loop.txt")
-
-    @property
-    def dot(self) -> str | None:
-        return self.text("graph.dot")
-
-    def operator_json(self) -> Any | None:
-        """The serialized operator (``meta["operator"]`` or ``operator.json``), or None."""
-        op = self.meta.get("operator")
-        if op is not None:
-            return op
-        txt = self.text("operator.json")
-        if txt is None:
-            return None
-        try:
-            return json.loads(txt)
-        except ValueError:
-            return None
-
-    def operator(self):
-        """:class:`syno.ir.graph.Operator` or None when there is none or it does not load."""
-        data = self.operator_json()
-        if data is None:
-            return None
-        try:
-            from syno.ir.graph import Operator
-
-            return Operator.from_json(data) if isinstance(data, str) else Operator.from_dict(data)
-        except Exception:  # noqa: BLE001 - a damaged operator is reported as missing
-            return None
-
-    def standalone_module(self) -> Path | None:
-        pys = sorted(p for p in self.dir.glob("*.py") if p.is_file())
-        return pys[0] if pys else None
-
-
-@dataclass
 class Session:
     root: Path
     info: dict[str, Any] = field(default_factory=dict)   #: session.json (empty if absent)
-    kernels: list[Kernel] = field(default_factory=list)
+    kernels: list[KernelDir] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -240,13 +107,7 @@ class Session:
     @property
     def target(self) -> str:
         v = _find_key(self.info, "target")
-        if v in ("accuracy", "loss"):
-            return v
-        oks = [k for k in self.kernels if k.ok]
-        if oks and all(k.accuracy is None or (k.accuracy == 0 and k.loss is not None) for k in oks) \
-                and any(k.loss is not None for k in oks):
-            return "loss"
-        return "accuracy"
+        return v if v in ("accuracy", "loss") else session_target(self.info, self.kernels)
 
     @property
     def algorithm(self) -> str | None:
@@ -255,7 +116,7 @@ class Session:
             v = v.get("name")
         if isinstance(v, str):
             return v
-        algos = {k.meta.get("algorithm") for k in self.kernels if k.meta.get("algorithm")}
+        algos = {k.record.algorithm for k in self.kernels if k.record is not None and k.record.algorithm}
         return ", ".join(sorted(map(str, algos))) or None
 
     @property
@@ -275,7 +136,7 @@ class Session:
         v = _num(self.reference.get("params"))
         return v if v and v > 0 else None
 
-    def ranked(self) -> list[Kernel]:
+    def ranked(self) -> list[KernelDir]:
         """Successful kernels, best first (accuracy descending, or loss ascending), ties by FLOPs, name."""
         ok = [k for k in self.kernels if k.ok]
         if self.target == "loss":
@@ -285,8 +146,8 @@ class Session:
                              k.name)
         return sorted(ok, key=key)
 
-    def metric(self, k: Kernel) -> float | None:
-        return k.loss if self.target == "loss" else k.accuracy
+    def metric(self, k: KernelDir) -> float | None:
+        return k.metric(self.target)
 
 
 @dataclass
@@ -302,8 +163,9 @@ class Baseline:
 
 
 @dataclass
-class BenchRow:
-    """One row of a ``syno bench`` CSV (only the fields the figures use; ``raw`` has them all)."""
+class BenchCsvRow:
+    """One row of a ``syno bench`` CSV as read back (only the fields the figures use; ``raw`` has them
+    all). :class:`syno.bench.core.BenchRow` is the row as measured and written."""
 
     scope: str
     model: str
@@ -381,7 +243,7 @@ class LossCurve:
 class Inputs:
     sessions: list[Session] = field(default_factory=list)
     baselines: list[Baseline] = field(default_factory=list)
-    bench: list[BenchRow] = field(default_factory=list)
+    bench: list[BenchCsvRow] = field(default_factory=list)
     reevals: list[ReevalEntry] = field(default_factory=list)
     quantize: list[QuantizeResult] = field(default_factory=list)
     loss_curves: list[LossCurve] = field(default_factory=list)
@@ -390,16 +252,16 @@ class Inputs:
 
     # -- lookups used by the figures ---------------------------------------------------------
     @property
-    def kernels(self) -> list[Kernel]:
+    def kernels(self) -> list[KernelDir]:
         return [k for s in self.sessions for k in s.kernels]
 
-    def session_of(self, kernel: Kernel) -> Session | None:
+    def session_of(self, kernel: KernelDir) -> Session | None:
         for s in self.sessions:
             if s.root == kernel.session:
                 return s
         return None
 
-    def find_kernel(self, name: str = "", op_hash: str = "", model: str | None = None) -> Kernel | None:
+    def find_kernel(self, name: str = "", op_hash: str = "", model: str | None = None) -> KernelDir | None:
         """The session kernel named ``name`` or with operator hash ``op_hash`` (preferring ``model``)."""
         hits = []
         for k in self.kernels:
@@ -414,7 +276,7 @@ class Inputs:
         ok = [k for k in hits if k.ok]
         return (ok or hits)[0]
 
-    def kernel_model(self, k: Kernel) -> str | None:
+    def kernel_model(self, k: KernelDir) -> str | None:
         if k.model:
             return k.model
         s = self.session_of(k)
@@ -433,7 +295,7 @@ class Inputs:
             cands = [b for b in cands if b.dataset is None]
         return cands[-1] if cands else None
 
-    def reeval_for(self, k: Kernel) -> ReevalEntry | None:
+    def reeval_for(self, k: KernelDir) -> ReevalEntry | None:
         for r in self.reevals:
             if (r.name and r.name == k.name) or (r.hash and r.hash == k.hash):
                 return r
@@ -448,46 +310,26 @@ class Inputs:
 
 
 # ------------------------------------------------------------------------------------------ readers
-def _load_kernel(d: Path, session: Path) -> Kernel:
-    m = KERNEL_DIR_RE.match(d.name)
-    k = Kernel(dir=d, session=session, hash=m.group("hash") if m else d.name,
-               error=bool(m and m.group("acc") == "ERROR"))
-    mp = d / "meta.json"
-    if not mp.is_file():
-        k.problem = "no meta.json"
-        return k
-    try:
-        meta = _read_json(mp)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        k.meta = meta
-        if isinstance(meta.get("hash"), str) and meta["hash"]:
-            k.hash = meta["hash"]
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        k.problem = f"unreadable meta.json ({exc})"
-    return k
-
-
 def load_session(root: str | Path, problems: list[str] | None = None) -> Session:
-    """A session directory: ``session.json`` (if any) and every kernel directory, in evaluation order."""
+    """A session directory: ``session.json`` (if any) and every kernel directory, in evaluation order
+    (read with :mod:`syno.session`; what cannot be read becomes a line in ``problems``)."""
     root = Path(root)
     problems = problems if problems is not None else []
     s = Session(root=root)
-    sj = root / "session.json"
-    if sj.is_file():
-        try:
-            info = _read_json(sj)
-            s.info = info if isinstance(info, dict) else {}
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{sj}: unreadable ({exc})")
+    s.info, problem = read_session_info(root)
+    if problem:
+        problems.append(problem)
     for d in sorted(root.iterdir()):
         if d.is_dir() and KERNEL_DIR_RE.match(d.name):
-            k = _load_kernel(d, root)
-            if k.problem and k.problem != "no meta.json":
-                problems.append(f"{d / 'meta.json'}: {k.problem}")
-            elif k.problem:
+            k = read_kernel_dir(d)
+            if k.problem == "no meta.json":
                 problems.append(f"{d}: {k.problem}")
+            elif k.problem:
+                problems.append(f"{d / 'meta.json'}: {k.problem}")
             s.kernels.append(k)
+    target = s.target
+    for k in s.kernels:  # a kernel without meta.json: its directory-name prefix encodes the target's metric
+        k.target = target
     s.kernels.sort(key=lambda k: (k.time if k.time is not None else math.inf, k.name))
     return s
 
@@ -542,7 +384,7 @@ def _history_curve(history: Any, label: str, role: str, source: Path) -> LossCur
     return LossCurve(label, role, losses, steps if all(s is not None for s in steps) else None, source)
 
 
-def _bench_rows(path: Path) -> list[BenchRow]:
+def _bench_rows(path: Path) -> list[BenchCsvRow]:
     rows = []
     with path.open(newline="") as f:
         for raw in csv.DictReader(f):
@@ -551,7 +393,7 @@ def _bench_rows(path: Path) -> list[BenchRow]:
                 count = int(float(raw.get("count") or 1))
             except ValueError:
                 batch, count = 0, 1
-            rows.append(BenchRow(
+            rows.append(BenchCsvRow(
                 scope=(raw.get("scope") or "").strip(), model=(raw.get("model") or "").strip(),
                 variant=(raw.get("variant") or "").strip(), op_hash=(raw.get("op_hash") or "").strip(),
                 backend=(raw.get("backend") or "").strip(), device=(raw.get("device") or "").strip(),
@@ -654,7 +496,7 @@ def _parse_loss_log(text: str) -> tuple[list[float], list[float] | None] | None:
     return [v for v in losses if math.isfinite(v)], None
 
 
-def _classify_file(path: Path, inputs: Inputs, *, in_kernel: Kernel | None = None) -> None:
+def _classify_file(path: Path, inputs: Inputs, *, in_kernel: KernelDir | None = None) -> None:
     """Read one file into ``inputs`` if it is something the figures use."""
     try:
         if path.stat().st_size > _MAX_FILE_BYTES:
@@ -732,7 +574,7 @@ def _looks_baseline(path: Path) -> bool:
     return "baseline" in low or "orig" in path.name.lower() or (path.parent / "baseline.json").is_file()
 
 
-def _curve_label(path: Path, kernel: Kernel | None, role: str) -> str:
+def _curve_label(path: Path, kernel: KernelDir | None, role: str) -> str:
     if kernel is not None:
         return kernel.name
     if path.stem in ("metrics", "loss", "losses") and path.parent.name:
@@ -819,7 +661,7 @@ def collect(paths: Iterable[str | Path]) -> Inputs:
     for e in inputs.reevals:
         key = (e.hash or e.name, e.dataset)
         old = best.get(key)
-        rank = lambda x: (x.status in OK_STATUSES, x.history is not None)  # noqa: E731
+        rank = lambda x: (is_ok(x.status), x.history is not None)  # noqa: E731
         if old is None or rank(e) > rank(old):
             best[key] = e
     inputs.reevals = list(best.values())
