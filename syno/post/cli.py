@@ -59,6 +59,9 @@ def select(
     tol: float = typer.Option(0.05, "--tol", help="near-same: mutual fit residual below this"),
     steps: int = typer.Option(300, "--probe-steps", help="Adam steps of each fit"),
     out: Optional[Path] = typer.Option(None, "--out", help="output file (default SESSION/selected.json)"),
+    min_speedup: Optional[float] = typer.Option(None, "--min-speedup", help="keep kernels measured at least this "
+                                                "much faster than the original model (speedup the search recorded)"),
+    sort: str = typer.Option("accuracy", "--sort", help="rank by accuracy (loss) or by measured speedup"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Pick the TOP most accurate kernels of SESSION inside a FLOPs window, without duplicates; write selected.json."""
@@ -68,13 +71,15 @@ def select(
     try:
         res = select_kernels(session, top, min_flops_ratio=min_flops_ratio, max_flops_ratio=max_flops_ratio,
                              baseline_flops=baseline_flops, dedup=dedup, probe=ProbeConfig(tol=tol, steps=steps),
-                             out=out, log=_say(quiet))
+                             out=out, log=_say(quiet), min_speedup=min_speedup,
+                             rank_by={"accuracy": "metric", "loss": "metric"}.get(sort, sort))
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     for e in res["selected"]:
         ratio = f"{e['flops_ratio']:.3f}" if e.get("flops_ratio") is not None else "-"
         metric = e["accuracy"] if res["target"] == "accuracy" else e["loss"]
-        typer.echo(f"{e['rank']:>3}  {e['name']}  {res['target']}={metric:.4f}  flops_ratio={ratio}")
+        speed = f"  speedup={e['speedup']:.3f}" if e.get("speedup") is not None else ""
+        typer.echo(f"{e['rank']:>3}  {e['name']}  {res['target']}={metric:.4f}  flops_ratio={ratio}{speed}")
     c = res["counts"]
     typer.echo(f"selected {c['selected']} of {c['kernels']} kernels ({c['in_window']} in window, "
                f"{c['duplicates']} duplicates) -> {out or session / 'selected.json'}")

@@ -94,10 +94,20 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
                    max_flops_ratio: float | None = None, baseline_flops: float | None = None,
                    dedup: bool = True, probe: ProbeConfig | None = None,
                    target: Literal["auto", "accuracy", "loss"] = "auto", out: str | Path | None = None,
-                   use_cache: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Select up to ``top`` kernels of ``session``; writes and returns the ``selected.json`` content."""
+                   use_cache: bool = True, log: Callable[[str], None] | None = None,
+                   min_speedup: float | None = None, rank_by: Literal["metric", "speedup"] = "metric"
+                   ) -> dict[str, Any]:
+    """Select up to ``top`` kernels of ``session``; writes and returns the ``selected.json`` content.
+
+    ``min_speedup`` keeps only kernels whose measured speedup over the original model (recorded by the
+    search, :mod:`syno.search.latency`) is at least that; an unmeasured kernel is rejected then.
+    ``rank_by="speedup"`` ranks by measured speedup instead of accuracy (loss)."""
+    from syno.search.latency import headline_speedup
+
     if top < 1:
         raise ValueError("top must be >= 1")
+    if rank_by not in ("metric", "speedup"):
+        raise ValueError(f"rank_by {rank_by!r}: choose metric or speedup")
     root = Path(session)
     say = log or (lambda _msg: None)
     probe = probe or ProbeConfig()
@@ -140,10 +150,17 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
                     (max_flops_ratio is not None and ratio > max_flops_ratio):
                 rejected.append({"name": r.name, "reason": "flops-window", "flops_ratio": ratio})
                 continue
+        if min_speedup is not None:
+            s = headline_speedup(r.meta)
+            if s is None or s < min_speedup:
+                rejected.append({"name": r.name, "reason": "not measured" if s is None else "slower", "speedup": s})
+                continue
         ranked.append(r)
     sign = -1.0 if target == "accuracy" else 1.0
     ranked.sort(key=lambda r: (sign * (r.accuracy if target == "accuracy" else r.loss),
                                r.flops if r.flops is not None else float("inf"), r.name))
+    if rank_by == "speedup":  # stable: equal speedups keep the accuracy order
+        ranked.sort(key=lambda r: -(headline_speedup(r.meta) or 0.0))
 
     cache_path = root / _CACHE
     cache = _load_cache(cache_path) if use_cache else {}
@@ -184,6 +201,7 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
         e["rank"] = rank
         e["operator_hash"] = r.operator().hash
         e["flops_ratio"] = (r.flops / baseline_flops) if (baseline_flops and r.flops is not None) else None
+        e["speedup"] = headline_speedup(r.meta)
         return e
 
     result = {
@@ -192,7 +210,8 @@ def select_kernels(session: str | Path, top: int = 10, *, min_flops_ratio: float
         "target": target,
         "top": top,
         "window": {"min_flops_ratio": min_flops_ratio, "max_flops_ratio": max_flops_ratio,
-                   "baseline_flops": baseline_flops},
+                   "baseline_flops": baseline_flops, "min_speedup": min_speedup},
+        "rank_by": rank_by,
         "dedup": dedup,
         "probe": asdict(probe),
         "selected": [entry(i + 1, r) for i, r in enumerate(kept)],

@@ -97,6 +97,8 @@ class _Progress:
             status = rec.result.status
             what = (f"loss {rec.result.loss:.4f}" if self.loss else f"acc {rec.result.accuracy:.4f}") \
                 if rec.result.ok else f"{status}"
+            speedup = rec.result.extra.get("speedup")  # measured before training (syno.search.latency)
+            what += f"  {speedup:.2f}x" if isinstance(speedup, (int, float)) else ""
             self.progress.console.print(f"  {rec.name}  {what}  ({rec.result.time:.1f} s)", highlight=False)
             return
         upd = {"kernels": len(runner.records), "best": self._best(runner)}
@@ -168,6 +170,10 @@ def search(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="proxy training epochs (train.epochs)"),
     device: Optional[str] = typer.Option(None, "--device", help="training device (train.device): auto, cpu, cuda"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="dataset directory"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="accuracy (default; the original's reward) "
+                                            "or speed (accuracy reward x measured speedup; objective.*)"),
+    min_speedup: Optional[float] = typer.Option(None, "--min-speedup", help="kernels measured slower than this "
+                                                "speedup over the original model are not trained (status slow)"),
     show_options: bool = typer.Option(False, "--show-options", help="print the resolved options as JSON and exit"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     top: int = typer.Option(20, "--top", help="leaderboard rows to print at the end"),
@@ -196,7 +202,8 @@ def search(
     explicit = {"algorithm": algorithm, "run.budget_seconds": parse_duration(budget),
                 "run.max_evaluations": max_kernels, "run.workers": workers,
                 "run.kernel_timeout": parse_duration(timeout), "mcts.seed": seed, "random.seed": seed,
-                "train.epochs": epochs, "train.device": device, "data_dir": data_dir}
+                "train.epochs": epochs, "train.device": device, "data_dir": data_dir,
+                "objective.kind": objective, "objective.min_speedup": min_speedup}
     overrides.update({k: v for k, v in explicit.items() if v is not None})
     try:
         if resume:
@@ -266,6 +273,9 @@ def show(
     top: int = typer.Option(20, "--top", help="rows (0: all)"),
     failed: bool = typer.Option(False, "--failed", help="also list failed kernels"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+    sort: str = typer.Option("reward", "--sort", help="rank by reward or by measured speedup"),
+    min_speedup: Optional[float] = typer.Option(None, "--min-speedup", help="only kernels measured at least this "
+                                                "much faster than the original model"),
 ) -> None:
     """Leaderboard of a search session: kernels ranked by reward, with MACs/params relative to the model."""
     from .leaderboard import leaderboard_rows, print_leaderboard
@@ -278,10 +288,10 @@ def show(
         if as_json:
             import json
 
-            rows = leaderboard_rows(store, include_failed=failed)
+            rows = leaderboard_rows(store, include_failed=failed, min_speedup=min_speedup, sort=sort)
             typer.echo(json.dumps(rows if top <= 0 else [r for r in rows if r["rank"] is None or r["rank"] <= top],
                                   indent=1, default=lambda x: None))
         else:
-            print_leaderboard(store, top=top, include_failed=failed)
-    except SessionError as exc:
+            print_leaderboard(store, top=top, include_failed=failed, min_speedup=min_speedup, sort=sort)
+    except (SessionError, ValueError) as exc:
         _fail(str(exc))

@@ -10,6 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .latency import headline_speedup
 from .session import KernelRecord, SessionStore
 
 __all__ = ["leaderboard_rows", "print_leaderboard", "session_summary"]
@@ -23,8 +24,14 @@ def _ratio(rec: KernelRecord, ref: dict[str, Any], key: str) -> float | None:
     return val / base
 
 
-def leaderboard_rows(store: SessionStore, include_failed: bool = False) -> list[dict[str, Any]]:
-    """One dict per kernel, best first (failed kernels last, if included)."""
+def leaderboard_rows(store: SessionStore, include_failed: bool = False, *, min_speedup: float | None = None,
+                     sort: str = "reward") -> list[dict[str, Any]]:
+    """One dict per kernel, best first (failed kernels last, if included).
+
+    ``sort="speedup"`` ranks by measured speedup (unmeasured last); ``min_speedup`` keeps only kernels
+    measured at least that much faster than the original model (:mod:`syno.search.latency`)."""
+    if sort not in ("reward", "speedup"):
+        raise ValueError(f"sort by {sort!r}: choose reward or speedup")
     try:
         ref = store.info().get("options", {}).get("reference", {}) or {}
     except Exception:  # noqa: BLE001 - a leaderboard of kernel dirs still works without session.json
@@ -33,6 +40,10 @@ def leaderboard_rows(store: SessionStore, include_failed: bool = False) -> list[
     ok = sorted((r for r in recs if r.reward is not None),
                 key=lambda r: (-r.reward, -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0), r.time))
     rows = []
+    if min_speedup is not None:
+        ok = [r for r in ok if (headline_speedup(r.meta) or 0.0) >= min_speedup]
+    if sort == "speedup":
+        ok.sort(key=lambda r: -(headline_speedup(r.meta) or 0.0))
     for rank, r in enumerate(ok, start=1):
         rows.append(_row(r, rank, ref))
     if include_failed:
@@ -45,7 +56,8 @@ def _row(r: KernelRecord, rank: int | None, ref: dict[str, Any]) -> dict[str, An
     return {"rank": rank, "dir": r.name, "hash": r.hash, "status": r.result.status, "reward": r.reward,
             "accuracy": r.result.accuracy, "loss": r.result.loss, "flops": r.result.flops,
             "flops_ratio": _ratio(r, ref, "macs"), "params": r.result.params,
-            "params_ratio": _ratio(r, ref, "params"), "eval_time": r.result.time, "time": r.time, "path": r.path,
+            "params_ratio": _ratio(r, ref, "params"), "speedup": headline_speedup(r.meta),
+            "eval_time": r.result.time, "time": r.time, "path": r.path,
             "message": r.result.message.splitlines()[0] if r.result.message else ""}
 
 
@@ -66,9 +78,11 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool = False,
-                      console: Console | None = None, title: str | None = None) -> list[dict[str, Any]]:
+                      console: Console | None = None, title: str | None = None, *, min_speedup: float | None = None,
+                      sort: str = "reward") -> list[dict[str, Any]]:
     console = console or Console()
-    rows = leaderboard_rows(store, include_failed=include_failed)
+    rows = leaderboard_rows(store, include_failed=include_failed, min_speedup=min_speedup, sort=sort)
+    timed = any(r["speedup"] is not None for r in rows)
     problems = store.scan()[1]
     summ = session_summary(store)
     try:
@@ -85,6 +99,8 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
     table.add_column("reward", justify="right", no_wrap=True)
     table.add_column("MACs", justify="right", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
+    if timed:  # measured speedup over the original model (end to end unless latency.scope says otherwise)
+        table.add_column("speedup", justify="right", no_wrap=True, min_width=7)
     table.add_column("time", justify="right", no_wrap=True)
     table.add_column("kernel directory", no_wrap=True, min_width=22)
     table.add_column("status", overflow="fold", min_width=6)
@@ -96,8 +112,9 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
             f"{r['status']}: {r['message'][:40]}"
         table.add_row(str(r["rank"] or "-"),
                       _fmt(r["loss"], ".4f") if loss_target else _fmt(r["accuracy"], ".4f"),
-                      _fmt(r["reward"], ".4f"), macs, params, _fmt(r["eval_time"], ".0f") + "s",
-                      r["dir"], status)
+                      _fmt(r["reward"], ".4f"), macs, params,
+                      *([_fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else "")] if timed else []),
+                      _fmt(r["eval_time"], ".0f") + "s", r["dir"], status)
     console.print(table)
     ref = opts.get("reference") or {}
     if ref.get("macs"):

@@ -18,7 +18,9 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import RewardConfig
+from .latency import LatencyOptions
 from .mcts import MCTSConfig
+from .objective import ObjectiveOptions
 from .random_search import RandomSearchConfig
 
 __all__ = ["SearchOptions", "RunOptions", "build_options", "apply_overrides", "parse_value", "PRESETS",
@@ -60,6 +62,10 @@ class SearchOptions(BaseModel):
                                 "autotuned; CPU: fast:min where it matches einsum on a probe, else einsum), "
                                 "einsum, fast:min, ...")
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    objective: ObjectiveOptions = Field(default_factory=ObjectiveOptions,
+                                        description="accuracy or speed (syno.search.objective)")
+    latency: LatencyOptions = Field(default_factory=LatencyOptions,
+                                    description="how every kernel is timed before training (syno.search.latency)")
     flops_ratio: tuple[float, float] | None = Field(
         None, description="(min, max) MACs of the whole model with the kernel, relative to the original model")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig)

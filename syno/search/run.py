@@ -15,6 +15,7 @@ from syno import __version__
 from .base import SearchAlgorithm
 from .evaluator import Evaluator, InlineEvaluator, LocalPoolEvaluator
 from .mcts import MCTS
+from .objective import make_reward
 from .options import RUN_FIELDS, SearchOptions, apply_overrides
 from .problem import make_problem
 from .random_search import RandomSearch
@@ -25,8 +26,8 @@ __all__ = ["run_search", "make_algorithm", "make_evaluator", "load_session_optio
 
 def make_algorithm(options: SearchOptions, problem) -> SearchAlgorithm:
     if options.algorithm == "mcts":
-        return MCTS(problem.space, options.mcts, reward=options.reward, final_filter=problem.final_filter)
-    return RandomSearch(problem.space, options.random, reward=options.reward, final_filter=problem.final_filter)
+        return MCTS(problem.space, options.mcts, reward=make_reward(options), final_filter=problem.final_filter)
+    return RandomSearch(problem.space, options.random, reward=make_reward(options), final_filter=problem.final_filter)
 
 
 def make_evaluator(options: SearchOptions, problem, executor: str = "local", address: str | None = None,
@@ -81,7 +82,7 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
         store.create({"options": options.to_json_dict(), "syno": __version__})
     evaluator = make_evaluator(options, problem, executor, address, max_workers)
     try:
-        runner = SearchRunner(store, problem, algorithm, evaluator, options.reward,
+        runner = SearchRunner(store, problem, algorithm, evaluator, make_reward(options),
                               checkpoint_interval=options.run.checkpoint_interval, on_event=on_event,
                               info={"model": options.model})
         restored = runner.restore(rebuild_state=rebuild_state)

@@ -321,6 +321,8 @@ class SearchRunner:
             "flops": result.flops, "params": result.params, "time": self.elapsed(), "eval_time": result.time,
             "reward": reward, "message": result.message, "algorithm": self.algo.name,
             **self.info, **extra, "result": result.to_dict(),
+            # measured latencies (syno.search.latency) as the schema's latency block
+            **({"latency": result.extra["latency"]} if result.extra.get("latency") else {}),
         })
         name = kernel_dir_name(h, ok=result.ok, target=self.reward.target, accuracy=result.accuracy, loss=result.loss)
         d = self.store.write_kernel(name, meta, files)

@@ -21,6 +21,7 @@ STATUSES: dict[str, tuple[bool, str]] = {
     "crash": (False, "the worker process died"),
     "filtered": (False, "rejected before training (e.g. the FLOPs ratio)"),
     "too_costly": (False, "rejected because its measured cost (latency) is too high"),
+    "slow": (False, "measured slower than the search's --min-speedup before training, so not trained"),
 }
 
 #: the statuses that count as success (a view kept in sync by :func:`register_status`)

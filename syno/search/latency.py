@@ -1,0 +1,470 @@
+"""Latency in the loop: every evaluated kernel is timed on its worker's device before it is trained.
+
+A :class:`KernelTimer` (built once per evaluation worker from :class:`LatencyOptions`) measures, for
+one operator, with the implementation the trainer will use (``implementation`` of the search; on a
+CPU ``auto`` resolves to :func:`~syno.search.problem.cpu_implementation`, on CUDA to the codegen
+module's autotuned choice):
+
+* ``scope="model"``: the whole zoo model with every placeholder filled by the operator, against the
+  vanilla model (real convolutions), forward (and forward+backward with ``latency.backward``);
+* ``scope="layer"``: every distinct placeholder site (:func:`syno.bench.core.layer_sites`): the
+  original layer against the operator module at that site's mapping and input shape;
+* ``scope="layers"``: the sum over sites, each weighted by how many placeholders share it.
+
+The baseline (vanilla model and original layers) is measured once per session and settings and
+cached in ``<session>/latency_baseline.json``, keyed by everything that changes a timing (device,
+threads, batch, dtype, mode, torch version); every worker of the session reads it from there.
+
+Timing (:func:`syno.bench.timing.measure`: warm-up, then the median of repeated runs):
+
+* CUDA: the forward is captured once into a CUDA graph and the graph's replays are timed with CUDA
+  events (GPU time, no Python launch overhead); a module that cannot be captured is timed per call
+  with CUDA events (``timer`` says which);
+* CPU: wall time with ``torch`` threads fixed to ``latency.threads`` (default 1: a multi-threaded
+  timing next to the other workers' trainings, or on a shared host, measures OpenMP barrier waits
+  rather than the kernel); a short budget, since the demo's kernels train in seconds.
+
+The records are :class:`syno.session.LatencyRecord` dicts (``meta.json``'s ``latency`` block); the
+headline ``speedup`` (the scope of ``latency.scope``) also goes to ``EvalResult.extra["speedup"]``
+where the reward (:mod:`syno.search.objective`) reads it, on replay too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["LatencyOptions", "KernelTimer", "KernelLatency", "BASELINE_FILE", "headline_speedup",
+           "latency_records", "library_versions"]
+
+BASELINE_FILE = "latency_baseline.json"
+
+
+class LatencyOptions(BaseModel):
+    """How kernels are timed during a search (``latency.*`` options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="time every evaluated kernel before training it")
+    batch: int | None = Field(None, ge=1, description="batch of the timed input (None: the training batch)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="compute dtype of the timed models (bf16/fp16 only on CUDA)")
+    backward: bool = Field(False, description="also time forward+backward of the whole model")
+    sites: bool = Field(True, description="also time every distinct placeholder site (layer-wise)")
+    scope: Literal["model", "layers"] = Field(
+        "model", description="which speedup the objective and --min-speedup use: the whole model's (end to "
+        "end) or the placeholder sites' summed")
+    cuda_graphs: bool = Field(True, description="CUDA: time replays of a captured CUDA graph")
+    warmup_ms: float = Field(20.0, ge=0, description="warm-up wall time per measurement")
+    budget_ms: float = Field(100.0, gt=0, description="timed wall time per measurement")
+    min_repeat: int = Field(5, ge=1)
+    max_repeat: int = Field(200, ge=1)
+    threads: int | None = Field(1, ge=1, description="CPU: torch threads while timing (None: the worker's "
+                                "share). One by default: stable next to concurrent trainings and on a busy host")
+
+    @model_validator(mode="after")
+    def _scope_needs_sites(self) -> "LatencyOptions":
+        if self.scope == "layers" and not self.sites:
+            raise ValueError("latency.scope=layers needs latency.sites=true (the sites are what it sums)")
+        return self
+
+
+def library_versions() -> dict[str, str]:
+    import torch
+
+    from syno import __version__
+
+    out = {"torch": torch.__version__, "syno": __version__}
+    try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001 - triton is optional (CPU wheels)
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def latency_records(meta_or_result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The latency records of a kernel's ``meta.json`` (``latency`` block, else ``result.extra``)."""
+    if not isinstance(meta_or_result, dict):
+        return []
+    recs = meta_or_result.get("latency")
+    if not recs:
+        res = meta_or_result.get("result") if isinstance(meta_or_result.get("result"), dict) else meta_or_result
+        recs = (res.get("extra") or {}).get("latency") if isinstance(res.get("extra"), dict) else None
+    return [r for r in (recs or []) if isinstance(r, dict)]
+
+
+def headline_speedup(meta_or_result: dict[str, Any] | None) -> float | None:
+    """The speedup a kernel was judged by: ``extra.speedup`` of its result, else the forward
+    end-to-end record of its latency block; None when it was not measured."""
+    if not isinstance(meta_or_result, dict):
+        return None
+    res = meta_or_result.get("result") if isinstance(meta_or_result.get("result"), dict) else meta_or_result
+    extra = res.get("extra") if isinstance(res.get("extra"), dict) else {}
+    s = extra.get("speedup")
+    if s is None:
+        s = next((r.get("speedup") for r in latency_records(meta_or_result)
+                  if r.get("scope") == "model" and r.get("mode", "forward") == "forward"), None)
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        return None
+    return s if math.isfinite(s) and s > 0 else None
+
+
+@dataclass
+class KernelLatency:
+    """What :meth:`KernelTimer.measure` found for one operator."""
+
+    records: list[dict[str, Any]]
+    speedup: float | None             #: the headline (``latency.scope``) speedup
+    implementation: str
+    flops: float = 0.0                #: MACs per sample of the model with the kernel (the plans')
+    params: int = 0                   #: parameters of that model
+
+    def extra(self) -> dict[str, Any]:
+        return {"latency": self.records, "speedup": self.speedup}
+
+
+# ----------------------------------------------------------------------------------------------
+# timing one callable
+
+def _timing_options(o: LatencyOptions):
+    from syno.bench.timing import TimingOptions
+
+    return TimingOptions(warmup_ms=o.warmup_ms, budget_ms=o.budget_ms, min_warmup=2, min_repeat=o.min_repeat,
+                         max_repeat=o.max_repeat, estimate_runs=2)
+
+
+def _graph_forward(module, x) -> Callable[[], object] | None:
+    """A CUDA-graph replay of ``module(x)`` (None when the module cannot be captured)."""
+    import torch
+
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s), torch.no_grad():
+            for _ in range(3):  # warm-up on a side stream, as capture requires
+                module(x)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g), torch.no_grad():
+            module(x)
+        torch.cuda.synchronize()
+        return g.replay
+    except Exception:  # noqa: BLE001 - e.g. a host sync inside: time it per call instead
+        torch.cuda.synchronize()
+        return None
+
+
+def time_forward(module, x, o: LatencyOptions) -> tuple[float, str]:
+    """Median forward latency (ms) of ``module(x)`` and the timer used."""
+    import torch
+
+    from syno.bench.timing import measure
+
+    with torch.no_grad():
+        module(x)  # first eager call: the codegen module picks (autotunes) its implementation here
+    fn = None
+    timer = "cpu-wall"
+    if x.device.type == "cuda":
+        timer = "cuda-events"
+        if o.cuda_graphs:
+            fn = _graph_forward(module, x)
+            timer = "cuda-graph" if fn is not None else timer
+
+    if fn is None:
+        def fn():
+            with torch.no_grad():
+                return module(x)
+    t = measure(fn, x.device, options=_timing_options(o))
+    return t.median_ms, timer
+
+
+def time_forward_backward(module, x, o: LatencyOptions) -> tuple[float, str]:
+    """Median latency (ms) of one training step's forward+backward (no optimizer step)."""
+    import torch
+
+    from syno.bench.timing import measure
+
+    module.train()
+
+    def fn():
+        module.zero_grad(set_to_none=True)
+        out = module(x)
+        out.float().square().mean().backward()
+
+    fn()
+    t = measure(fn, x.device, options=_timing_options(o))
+    module.eval()
+    return t.median_ms, "cuda-events" if x.device.type == "cuda" else "cpu-wall"
+
+
+# ----------------------------------------------------------------------------------------------
+# the timer of a search
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class KernelTimer:
+    """Times operators in the search's model on ``device``; see the module docstring.
+
+    ``session_dir`` (optional) holds the baseline cache; ``log`` receives one line per baseline
+    measurement."""
+
+    def __init__(self, options, device: str = "cpu", session_dir: str | Path | None = None,
+                 log: Callable[[str], None] | None = None):
+        import torch
+
+        self.options = options            # SearchOptions
+        self.o: LatencyOptions = options.latency
+        self.device = torch.device(device)
+        if self.device.type != "cuda" and self.o.dtype != "float32":
+            raise ValueError(f"latency.dtype={self.o.dtype} needs a CUDA device (this worker runs on {device})")
+        self.session_dir = Path(session_dir) if session_dir is not None else None
+        self.log = log
+        train_batch = getattr(options.train, "batch_size", None)
+        self.batch = int(self.o.batch or train_batch or 1)
+        self._baseline: dict[str, Any] | None = None
+
+    # -- settings ------------------------------------------------------------------------------
+    @contextmanager
+    def _pinned(self):
+        """CPU: torch threads fixed to ``latency.threads`` while timing (restored afterwards)."""
+        import torch
+
+        before = torch.get_num_threads()
+        if self.device.type == "cpu" and self.o.threads:
+            torch.set_num_threads(self.o.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _threads(self) -> int:
+        import torch
+
+        return int(self.o.threads or torch.get_num_threads())
+
+    def device_label(self) -> str:
+        from syno.bench.timing import device_name
+
+        if self.device.type == "cuda":
+            return f"{self.device} {device_name(self.device)}"
+        return f"cpu {device_name('cpu')}"  # includes the thread count
+
+    def settings_key(self) -> str:
+        """Everything that changes a timing; the baseline cache is keyed by it."""
+        import torch
+
+        o = self.o
+        key = {"model": self.options.model, "dataset": self.options.dataset, "image_size": self.options.image_size,
+               "model_kwargs": self.options.model_kwargs, "mappings": self.options.synth.mappings,
+               "batch": self.batch, "dtype": o.dtype, "backward": o.backward, "sites": o.sites,
+               "cuda_graphs": o.cuda_graphs, "device": self.device_label(),
+               "threads": self._threads() if self.device.type == "cpu" else None, "torch": torch.__version__,
+               "timing": [o.warmup_ms, o.budget_ms, o.min_repeat, o.max_repeat]}
+        return hashlib.blake2b(json.dumps(key, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+    # -- models ----------------------------------------------------------------------------------
+    def _model(self, placeholders: bool):
+        import torch
+
+        from .options import reference_model
+
+        torch.manual_seed(0)
+        return reference_model(self.options, placeholders=placeholders)
+
+    def _input(self, model):
+        from syno.bench.core import example_input
+
+        return example_input(model, self.batch, self.device)
+
+    def _to(self, module, x):
+        dt = _dtype(self.o.dtype)
+        module = module.to(self.device).eval()
+        if x.dtype.is_floating_point:
+            module, x = module.to(dt), x.to(dt)
+        return module, x
+
+    def _sites(self):
+        from syno.bench.core import layer_sites
+
+        return layer_sites(self._model(True), self.batch, self.device)
+
+    def _site_input(self, site):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(site.input_shape, generator=g).to(self.device)
+
+    # -- baseline ----------------------------------------------------------------------------------
+    def baseline(self) -> dict[str, Any]:
+        """Baseline timings (``model``/``model_fwdbwd`` ms, ``sites`` ms by description); measured once per
+        session and settings, cached in the session directory."""
+        if self._baseline is not None:
+            return self._baseline
+        with self._pinned():
+            return self._load_or_measure_baseline()
+
+    def _load_or_measure_baseline(self) -> dict[str, Any]:
+        key = self.settings_key()
+        path = self.session_dir / BASELINE_FILE if self.session_dir is not None else None
+        cache: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            from syno.session import SessionError, read_json
+
+            try:
+                data = read_json(path)
+                cache = data if isinstance(data, dict) else {}
+            except SessionError:
+                cache = {}  # damaged: measured again and rewritten
+            if isinstance(cache.get(key), dict):
+                self._baseline = cache[key]
+                return self._baseline
+        t0 = time.perf_counter()
+        base: dict[str, Any] = {"device": self.device_label(), "batch": self.batch, "dtype": self.o.dtype,
+                                "measured": _now(), "versions": library_versions()}
+        model = self._model(False)
+        model, x = self._to(model, self._input(model))
+        base["model"], base["timer"] = time_forward(model, x, self.o)
+        if self.o.backward:
+            base["model_fwdbwd"], _ = time_forward_backward(model, x, self.o)
+        del model
+        if self.o.sites:
+            sites = {}
+            for site in self._sites():
+                m, xs = self._to(site.original, self._site_input(site))
+                sites[site.description] = {"ms": time_forward(m, xs, self.o)[0], "count": len(site.indices)}
+            base["sites"] = sites
+        base["seconds"] = round(time.perf_counter() - t0, 3)
+        if self.log:
+            self.log(f"latency baseline ({self.device_label()}, N={self.batch}): {base['model']:.4g} ms")
+        if path is not None:
+            from syno.session import write_json_atomic
+
+            cache[key] = base
+            try:
+                write_json_atomic(path, cache)
+            except OSError:
+                pass  # a read-only session still times its kernels, each worker keeps its own baseline
+        self._baseline = base
+        return base
+
+    # -- one operator ---------------------------------------------------------------------------------
+    def implementation(self, op) -> str:
+        impl = self.options.implementation
+        if impl == "auto" and self.device.type != "cuda":
+            from .problem import cpu_implementation
+
+            impl = cpu_implementation(op, self.options.synth.mappings)
+        return impl
+
+    def measure(self, op) -> KernelLatency:
+        """Time ``op`` in every scope (see the module docstring) against the cached baseline."""
+        from syno.codegen.torch import operator_factory
+        from syno.models.placeholder import fill_placeholders
+
+        base = self.baseline()
+        impl = self.implementation(op)
+        factory = operator_factory(op, implementation=impl)
+        with self._pinned():
+            common = {"dtype": self.o.dtype, "batch": self.batch, "device": self.device_label(),
+                      "versions": library_versions(), "measured": _now()}
+            model = self._model(True)
+            modules = fill_placeholders(model, factory)
+            model, x = self._to(model, self._input(model))
+            ms, timer = time_forward(model, x, self.o)
+            picked = _picked(modules, impl)
+            flops = float(self.options.reference.get("non_placeholder_macs", 0)) + sum(
+                float(m.plan.flops) / max(1, int(m.mapping.get("N", 1))) for m in modules)
+            params = sum(p.numel() for p in model.parameters())
+            records = [self._record("model", ms, base["model"], timer, picked, common, mode="forward")]
+            if self.o.backward:
+                fb, t2 = time_forward_backward(model, x, self.o)
+                records.append(self._record("model", fb, base.get("model_fwdbwd"), t2, picked, common,
+                                            mode="forward+backward"))
+            del model
+            if self.o.sites:
+                total = total_base = 0.0
+                for site in self._sites():
+                    m, xs = self._to(site.replacement(factory), self._site_input(site))
+                    sms, stimer = time_forward(m, xs, self.o)
+                    b = (base.get("sites") or {}).get(site.description, {})
+                    n = len(site.indices)
+                    records.append(self._record("layer", sms, b.get("ms"), stimer, picked, common, mode="forward",
+                                                layer=site.description, count=n))
+                    total += n * sms
+                    total_base += n * float(b.get("ms") or math.nan)
+                records.append(self._record("layers", total, total_base, timer, picked, common, mode="forward"))
+        head = next(r for r in records if r["scope"] == self.o.scope and r["mode"] == "forward")
+        return KernelLatency(records, head.get("speedup"), picked, flops, params)
+
+    def _record(self, scope, ms, base_ms, timer, impl, common, **kw) -> dict[str, Any]:
+        speedup = base_ms / ms if base_ms and ms > 0 and math.isfinite(base_ms) else None
+        rec = {"scope": scope, "ms": ms, "speedup": speedup, "baseline_ms": base_ms, "implementation": impl,
+               "timer": timer, **common, **kw}
+        if self.device.type == "cpu":
+            rec["threads"] = self._threads()
+        return rec
+
+
+def _picked(modules, impl: str) -> str:
+    """The implementation(s) the filled modules actually ran (``auto`` on CUDA: the autotuned choice)."""
+    names = []
+    for m in modules:
+        chosen = getattr(m, "_choice", None) or {}
+        names += list(chosen.values()) or [getattr(m, "implementation", impl)]
+    names = list(dict.fromkeys(names))
+    return ",".join(names) if names else impl
+
+
+def evaluate_with_latency(timer: KernelTimer | None, objective, op, train: Callable[[], Any]):
+    """Time ``op`` (when ``timer``), reject it as ``slow`` without training when it is slower than
+    ``objective.min_speedup``, else ``train()`` and attach the latency to the result.
+
+    A kernel whose timing fails is an ``error`` when the search needs its speed (speed objective or a
+    minimum speedup); otherwise it is trained and the failure is noted in ``extra.latency_error``."""
+    from .base import EvalResult
+    from .objective import SLOW, slow_reason
+
+    if timer is None:
+        return train()
+    needs_speed = objective.kind == "speed" or objective.min_speedup is not None
+    t0 = time.perf_counter()
+    try:
+        lat = timer.measure(op)
+    except Exception as exc:  # noqa: BLE001 - an operator that cannot be timed is judged by the objective
+        why = f"latency measurement failed: {type(exc).__name__}: {exc}"
+        if needs_speed:
+            return EvalResult(status="error", message=why, time=time.perf_counter() - t0)
+        res = train()
+        res.extra = {**(res.extra or {}), "latency_error": why}
+        return res
+    timing_s = time.perf_counter() - t0
+    reason = slow_reason(lat.speedup, objective.min_speedup)
+    if reason is not None:
+        return EvalResult(status=SLOW, accuracy=math.nan, flops=int(round(lat.flops)), params=int(lat.params),
+                          time=timing_s, message=reason, extra={**lat.extra(), "latency_seconds": timing_s})
+    res = train()
+    res.extra = {**(res.extra or {}), **lat.extra(), "latency_seconds": timing_s}
+    return res
