@@ -212,7 +212,7 @@ def search(
             stored = load_session_options(store)
             if stored.model != model:
                 _fail(f"{directory} is a {stored.model!r} session, not {model!r}")
-            options = resume_options(stored, {**overrides, "session_dir": directory})
+            options = resume_options(stored, {**overrides, "session_dir": directory}, kernels=len(store.kernel_dirs()))
         else:
             if session is not None:
                 overrides["session_dir"] = session

@@ -31,6 +31,9 @@ class Problem(Protocol):
 
     def job(self) -> Job: ...
 
+    def check(self) -> None:
+        """Raise ``ValueError`` naming what is wrong if the evaluation cannot work at all (e.g. no data)."""
+
     def identify(self, path: str) -> str: ...
 
     def artifacts(self, path: str) -> tuple[dict[str, str], dict[str, Any]]: ...
@@ -49,6 +52,9 @@ class MockProblem:
 
     def job(self) -> MockJob:
         return self._job
+
+    def check(self) -> None:
+        """Nothing to check: the mock space needs no data."""
 
     def identify(self, path: str) -> str:
         key = self.space.node_from_path(path_from_str(path)).key
@@ -230,6 +236,14 @@ class KernelProblem:
 
     def job(self) -> KernelJob:
         return KernelJob(self.options)
+
+    def check(self) -> None:
+        """Load the dataset once here, so a missing or damaged one fails before the session exists
+        (and not in every worker)."""
+        try:
+            _load_data(self.options)
+        except (OSError, ValueError) as exc:  # DatasetNotFoundError is an OSError
+            raise ValueError(f"dataset {self.options.dataset!r}: {exc}") from None
 
     def operator(self, path: str):
         op = self._ops.get(path)

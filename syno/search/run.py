@@ -55,9 +55,22 @@ def load_session_options(store: SessionStore) -> SearchOptions:
         raise SessionError(f"{store.root / 'session.json'}: the stored options are invalid: {exc}") from None
 
 
-def resume_options(stored: SearchOptions, overrides: Mapping[str, Any]) -> SearchOptions:
-    """The stored options with ``overrides`` applied; only ``run.*`` (and ``session_dir``) may change."""
+# options that a session without any evaluated kernel may still change on resume (a search that failed
+# on bad data is retried with corrected options); the rest derive the synthesis space
+_RETRY_PREFIXES = ("data_dir", "dataset_kwargs", "train.", "reward.", "mcts.", "random.", "algorithm", "implementation")
+
+
+def resume_options(stored: SearchOptions, overrides: Mapping[str, Any], *, kernels: int = 1) -> SearchOptions:
+    """The stored options with ``overrides`` applied; only ``run.*`` (and ``session_dir``) may change,
+    unless the session holds no kernel yet (``kernels == 0``): then the data, trainer, reward and
+    algorithm options may be corrected too."""
     bad = sorted(k for k in overrides if not (k.startswith("run.") and k[4:] in RUN_FIELDS) and k != "session_dir")
+    if kernels == 0:
+        bad = [k for k in bad if not k.startswith(_RETRY_PREFIXES)]
+        if bad:
+            raise SessionError(f"cannot change {', '.join(bad)} when resuming: they define the session's search "
+                               f"space; no kernel was evaluated yet, so remove the session directory and start a "
+                               f"new search with these options")
     if bad:
         raise SessionError(f"cannot change {', '.join(bad)} when resuming: the session's search space, reward and "
                            f"trainer are fixed in session.json (only run.* options may change)")
@@ -78,8 +91,11 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
         store.create({})  # raises: a session already exists there
     problem = make_problem(options)  # before the directory is created: bad options leave nothing behind
     algorithm = make_algorithm(options, problem)
+    problem.check()  # the data: a search that fails on it leaves no session behind
     if not resume:
         store.create({"options": options.to_json_dict(), "syno": __version__})
+    elif load_session_options(store).space_digest() != options.space_digest():
+        store.update_options(options.to_json_dict())  # corrected options of a session without kernels
     evaluator = make_evaluator(options, problem, executor, address, max_workers)
     try:
         runner = SearchRunner(store, problem, algorithm, evaluator, make_reward(options),

@@ -98,6 +98,13 @@ class SessionStore:
             raise SessionError(f"{self.root / SESSION_FILE}: not a syno session file (no 'options')")
         return data
 
+    def update_options(self, options: Mapping[str, Any]) -> None:
+        """Replace the stored options; only for a session that holds no kernel yet (a retried search)."""
+        if self.kernel_dirs():
+            raise SessionError(f"{self.root / SESSION_FILE}: the options of a session with evaluated kernels are fixed")
+        info = self.info()
+        write_json_atomic(self.root / SESSION_FILE, {**info, "options": dict(options), "updated": _now()})
+
     # -- state.json / inflight.json --------------------------------------------------------------
     def save_state(self, state: Mapping[str, Any]) -> None:
         write_json_atomic(self.root / STATE_FILE, {"format": STATE_FORMAT, "saved": _now(), **state})

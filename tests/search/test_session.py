@@ -281,3 +281,40 @@ def test_time_budget_is_respected(tmp_path):
     assert s.evaluated >= 3
     assert took < 2.0 + 0.4 + 1.0, took  # no kernel is started that cannot finish within the budget
     assert "time budget" in s.stop_reason
+
+
+def test_search_on_missing_data_leaves_no_session(tmp_path):
+    """#19 item 3: the data is checked before the session directory is created, so the same command
+    can simply be run again once the data is there."""
+    from typer.testing import CliRunner
+
+    from syno.cli import app
+
+    (tmp_path / "emptydata").mkdir()
+    s = tmp_path / "S"
+    r = CliRunner().invoke(app, ["search", "tiny", "--set", "dataset=cifar100", "--data-dir",
+                                 str(tmp_path / "emptydata"), "--session", str(s), "-q"])
+    assert r.exit_code != 0 and "CIFAR-100 not found" in r.output, r.output
+    assert not s.exists()
+
+
+def test_session_without_kernels_resumes_with_corrected_options(tmp_path):
+    """#19 item 3: a session that evaluated no kernel (e.g. left by a search that failed on its data)
+    is resumed with corrected data/trainer options; once it holds kernels they are fixed again."""
+    from typer.testing import CliRunner
+
+    from syno.cli import app
+    from syno.search.options import build_options
+
+    s = tmp_path / "S"
+    bad = build_options("mock", {"data_dir": str(tmp_path / "nodata"), "session_dir": str(s)})
+    SessionStore(s).create({"options": bad.to_json_dict()})
+    runner = CliRunner()
+    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "fixed"),
+                            "-n", "3", "-w", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    stored = json.loads((s / "session.json").read_text())["options"]
+    assert stored["data_dir"] == str(tmp_path / "fixed") and len(SessionStore(s).kernels()) == 3
+    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "x"),
+                            "-n", "4", "-w", "0", "-q"])
+    assert r.exit_code != 0 and "data_dir" in r.output
