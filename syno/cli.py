@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="syno: synthesize neural operators and search for fast, accurate ones.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+from syno import __version__
+from syno.cli_errors import SynoGroup, fail
+
+# rich_markup_mode=None: plain click help. Rich markup ate "[ray]" in "pip install syno[ray]" and
+# showed a "<bool>" metavar on flags; plain help prints help texts verbatim.
+app = typer.Typer(cls=SynoGroup, help="syno: synthesize neural operators and search for fast, accurate ones.",
+                  epilog="Docs: README.md and docs/*.md of the source tree (docs/cli.md: commands, flags, errors); "
+                         "`syno COMMAND --help` for each command.",
+                  no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"syno {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="print the Python traceback of an error (or SYNO_DEBUG=1)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """syno: synthesize neural operators and search for fast, accurate ones."""
 
 
 @app.command()
 def baseline(
-    model: str = typer.Argument(..., help="zoo model: tiny, resnet18, resnet34, resnext29_2x64d, "
-                                          "efficientnet_v2_s, densenet121, gpt2"),
-    dataset: str = typer.Argument(..., help="digits (embedded), cifar100, imagenet, lm1b"),
+    model: str | None = typer.Argument(None, help="zoo model: tiny, resnet18, resnet34, resnext29_2x64d, "
+                                                  "efficientnet_v2_s, densenet121, gpt2 (default: the --session's)"),
+    dataset: str | None = typer.Argument(None, help="digits (embedded), cifar100, imagenet, lm1b "
+                                                    "(default: the --session's)"),
+    session: str | None = typer.Option(None, "--session", help="search session: train with its recipe (model, "
+                                       "dataset, image size, epochs, batch size, lr, ... as its kernels were "
+                                       "trained); the options below still override"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="dataset directory (default $SYNO_DATA_DIR or ~/data)"),
-    out: str = typer.Option("baseline-out", "--out", help="output directory for baseline.json"),
+    out: str | None = typer.Option(None, "--out", "-o", help="output directory for baseline.json "
+                                   "(default baseline-out, or the --session directory)"),
     epochs: int | None = typer.Option(None, "--epochs", help="vision epochs (default 100)"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr"),
@@ -23,13 +50,17 @@ def baseline(
     seq_len: int | None = typer.Option(None, "--seq-len", help="lm1b: sequence length (default 2048)"),
     image_size: int | None = typer.Option(None, "--image-size", help="resize images (e.g. 224 as the original)"),
     model_opt: list[str] = typer.Option([], "--model-opt", help="model option key=value (e.g. n_layer=4), repeatable"),
-    device: str = typer.Option("auto", "--device"),
-    seed: int = typer.Option(42, "--seed"),
-    compile: bool = typer.Option(False, "--compile/--no-compile"),
+    device: str | None = typer.Option(None, "--device", help="auto (default), cpu, cuda"),
+    seed: int | None = typer.Option(None, "--seed", help="default 42"),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile"),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="default: on for CUDA"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
-    """Train an unmodified zoo MODEL on DATASET; write OUT/baseline.json (accuracy/loss, MACs, params, time)."""
+    """Train an unmodified zoo MODEL on DATASET; write OUT/baseline.json (accuracy/loss, MACs, params, time).
+
+    With --session, the baseline is trained exactly as that search trains its kernels, so the two
+    compare side by side (a plain `syno baseline MODEL DATASET` uses the long default recipe).
+    """
     import json
 
     from syno.train.baseline import run_baseline
@@ -41,23 +72,52 @@ def baseline(
         if not sep:
             raise typer.BadParameter(f"--model-opt {item!r} is not key=value")
         kwargs[key] = json.loads(value) if value[:1] in "-0123456789tfn[{" else value
-    common = dict(device=device, seed=seed, compile=compile, amp=amp, progress=progress)
-    given = {k: v for k, v in dict(batch_size=batch_size, lr=lr, time_budget_s=time_budget).items() if v is not None}
+    recipe: dict = {}
+    dataset_kwargs: dict = {}
+    if session is not None:
+        s = _session_recipe(session, model, dataset)
+        model, dataset, recipe = s["model"], s["dataset"], s["train"]
+        data_dir = data_dir if data_dir is not None else s["data_dir"]
+        image_size = image_size if image_size is not None else s["image_size"]
+        kwargs = {**s["model_kwargs"], **kwargs}
+        dataset_kwargs = s["dataset_kwargs"]
+        out = out if out is not None else session
+    if model is None or dataset is None:
+        fail("give MODEL and DATASET, or --session SESSION")
+    given = dict(device=device, seed=seed, compile=compile, amp=amp, progress=progress, batch_size=batch_size,
+                 lr=lr, time_budget_s=time_budget)
     if dataset == "lm1b":
-        given.update({k: v for k, v in dict(max_iters=max_iters, seq_len=seq_len).items() if v is not None})
-        options = LMTrainOptions(**common, **given)
+        given.update(max_iters=max_iters, seq_len=seq_len)
     else:
-        if epochs is not None:
-            given["epochs"] = epochs
-        options = VisionTrainOptions(**common, **given)
+        given.update(epochs=epochs)
+    recipe.update({k: v for k, v in given.items() if v is not None})
+    options = (LMTrainOptions if dataset == "lm1b" else VisionTrainOptions).model_validate(recipe)
     try:
-        record = run_baseline(model, dataset, out, options, data_dir=data_dir, image_size=image_size,
-                              model_kwargs=kwargs)
-    except (FileNotFoundError, ValueError, TypeError) as e:  # missing data, unknown names: one clear line
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        record = run_baseline(model, dataset, out or "baseline-out", options, data_dir=data_dir,
+                              image_size=image_size, model_kwargs=kwargs, dataset_kwargs=dataset_kwargs)
+    except TypeError as e:  # an unknown --model-opt key; other input errors: syno.cli_errors.SynoGroup
+        fail(e)
     metric = "loss" if dataset == "lm1b" else "accuracy"
-    typer.echo(json.dumps({k: record[k] for k in ("model", "dataset", metric, "flops", "params", "time_s", "status")}))
+    keys = ("model", "dataset", metric, "flops", "params", "time_s", "status")
+    typer.echo(json.dumps({**{k: record[k] for k in keys},
+                           **{k: record["options"].get(k) for k in ("epochs", "batch_size", "lr")
+                              if k in record["options"]}}))
+
+
+def _session_recipe(session: str, model: str | None, dataset: str | None) -> dict:
+    """Model, data and training options of a search session (as its kernels were trained)."""
+    from syno.search.run import load_session_options
+    from syno.search.session import SessionStore
+
+    opts = load_session_options(SessionStore(session))
+    if opts.model == "mock":
+        fail(f"{session} is a mock session: it trains nothing, there is no recipe to follow")
+    for what, given, stored in (("model", model, opts.model), ("dataset", dataset, opts.dataset)):
+        if given is not None and given != stored:
+            fail(f"{session} searched {what} {stored!r}, not {given!r} (drop the argument to use the session's)")
+    return {"model": opts.model, "dataset": opts.dataset, "train": opts.train.model_dump(), "data_dir": opts.data_dir,
+            "image_size": opts.image_size, "model_kwargs": dict(opts.model_kwargs),
+            "dataset_kwargs": dict(opts.dataset_kwargs)}
 
 
 from syno.bench.cli import bench as _bench  # noqa: E402  (light: heavy imports happen inside the command)

@@ -7,24 +7,49 @@ from typing import List, Optional
 
 import typer
 
+from syno.cli_errors import fail
+
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _chosen_kernels(session: Path, top: int) -> list[Path]:
+    """The first ``top`` kernels of ``SESSION/selected.json`` when `syno select` wrote one, else the best ``top``."""
+    from .operators import find_kernels
+
+    if (session / "selected.json").is_file():
+        from syno.post.select import load_selection
+
+        return [d for d in load_selection(session) if d.is_dir()][:top]
+    return find_kernels(session, top)
+
+
+def _searched_speedup(meta: dict) -> str:
+    """What the search measured for this kernel (issue 16), to compare with the rows below."""
+    from syno.search.latency import latency_records
+
+    r = next((r for r in latency_records(meta) if r.get("scope") == "model" and r.get("mode") == "forward"), None)
+    if r is None or r.get("speedup") is None:
+        return ""
+    return (f"; the search measured {r['speedup']:.3f}x ({r['ms']:.4g} ms, {r.get('device', '?')}, "
+            f"N={r.get('batch')}, {r.get('implementation', '?')})")
+
+
 def bench(
     model: str = typer.Argument(..., help="zoo model: resnet18, resnet34, tiny, densenet121, ..."),
-    operator: List[str] = typer.Option([], "--operator", "-o",
+    operator: List[str] = typer.Option([], "--operator",
                                        help="hand-built operator (syno.ir.library.HAND_BUILT: conv2d, operator1, "
                                             "stacked_conv, ...); repeat or comma-separate for several"),
-    kernel: List[Path] = typer.Option([], "--kernel", "-k", help="kernel dir holding operator.json; repeatable"),
-    session: Optional[Path] = typer.Option(None, help="search session dir: bench its best --top kernels"),
-    top: int = typer.Option(3, help="with --session: how many kernels (best accuracy first)"),
+    kernel: List[Path] = typer.Option([], "--kernel", help="kernel dir holding operator.json; repeatable"),
+    session: Optional[Path] = typer.Option(None, help="search session dir: bench the kernels `syno select` chose "
+                                           "(its selected.json, e.g. --min-speedup), else its best --top kernels"),
+    top: int = typer.Option(3, "--top", "-k", help="with --session: how many kernels (best accuracy first)"),
     impl: str = typer.Option("auto", help="auto | codegen | manual (hand-written two-conv versions)"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     batch: str = typer.Option("1", help="batch sizes, comma-separated, e.g. 1,128"),
     backend: str = typer.Option("eager,inductor", help="eager,inductor[,tvm]"),
-    out: Optional[Path] = typer.Option(None, help="write all rows to this CSV"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write all rows to this CSV"),
     image_size: Optional[int] = typer.Option(None, help="input H=W (default 224; tiny 16; <=64 = CIFAR stem)"),
     num_classes: Optional[int] = typer.Option(None, help="classifier outputs (default 1000; tiny 10)"),
     mode: str = typer.Option("default", help="inductor mode when not tuning"),
@@ -66,9 +91,9 @@ def bench(
     names = [n for o in operator for n in _csv_list(o)]
     kernels = list(kernel)
     if session is not None:
-        found = find_kernels(session, top)
+        found = _chosen_kernels(session, top)
         if not found:
-            raise typer.BadParameter(f"no kernel dirs (operator.json) under {session}", param_hint="--session")
+            fail(f"--session {session}: no kernel directories (operator.json) there")
         kernels += found
     try:
         specs = [resolve_operator(name=n, impl=impl) for n in names]
@@ -86,20 +111,17 @@ def bench(
             threads=threads, deadline=(time.monotonic() + time_budget) if time_budget else None,
             log=None if quiet else (lambda m: console.print(m, style="dim", markup=False, highlight=False)))
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
-        raise typer.Exit(2)
+        fail(exc)  # stderr, one line (stdout stays the tables)
     for s in specs:
-        console.print(f"operator {s.label}: impl={s.impl} hash={s.op_hash}")
+        console.print(f"operator {s.label}: impl={s.impl} hash={s.op_hash}" + _searched_speedup(s.meta))
     try:
         rows = bench_model(model, specs, opts)
     except (ValueError, RuntimeError) as exc:
-        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     print_tables(rows, console)
     if out is not None:
         write_csv(rows, out)
         console.print(f"wrote {len(rows)} rows to {out}")
     failed = [r for r in rows if r.status.startswith("error")]
     if failed:
-        console.print(f"[red]{len(failed)} measurement(s) failed[/red]")
-        raise typer.Exit(1)
+        fail(f"{len(failed)} measurement(s) failed (their rows say why)", code=1)

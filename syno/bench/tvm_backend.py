@@ -67,10 +67,12 @@ def _import(model: nn.Module, x: torch.Tensor):
     return from_exported_program(ep, keep_params_as_input=False)
 
 
-def _tune_worker(model_path: str, work_dir: str, trials: int, per_task: int, device: str) -> None:
+def _tune_worker(model: nn.Module, x: torch.Tensor, work_dir: str, trials: int, per_task: int,
+                 device: str) -> None:
     from tvm import relax
 
-    model, x = torch.load(model_path, weights_only=False)
+    # The model arrives as a Process argument, from the parent's memory: no file on disk is ever
+    # unpickled (torch.load(weights_only=False) of a work_dir file would run whatever code it holds).
     mod = _import(model, x)
     relax.pipeline.static_shape_tuning_pipeline(total_trials=trials, target=tvm_target(torch.device(device)),
                                                 work_dir=work_dir, max_trials_per_task=per_task)(mod)
@@ -98,9 +100,8 @@ def compile_tvm(model: nn.Module, example: torch.Tensor, *, trials: int = 0, wor
             log(f"tvm: MetaSchedule tuning, {trials} trials, records in {wd}")
         # Tuning runs in a child process: a crash inside TVM (seen: a segfault in
         # tvm::ffi::ToJSONGraph with apache-tvm 0.27.0.post1) becomes an error row, not a dead run.
-        torch.save((cpu_model, x_cpu), wd / "model.pt")
         proc = multiprocessing.get_context("spawn").Process(
-            target=_tune_worker, args=(str(wd / "model.pt"), str(wd), trials, max_trials_per_task or trials,
+            target=_tune_worker, args=(cpu_model, x_cpu, str(wd), trials, max_trials_per_task or trials,
                                        str(device)))
         proc.start()
         proc.join()

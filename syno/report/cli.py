@@ -17,7 +17,7 @@ def plot(
                                                   "baseline.json, reeval/quantize JSON, LM loss logs"),
     out: Path = typer.Option(Path("figures"), "--out", "-o", help="output directory"),
     only: Optional[str] = typer.Option(None, help="comma-separated figure names (default: all); names: "
-                                                  "end-to-end-performance, imagenet-performance, case-study, "
+                                                  "end-to-end-performance, accuracy-performance, case-study, "
                                                   "kernel-performance, gpt-loss, search-progress"),
     formats: str = typer.Option("png,pdf", "--format", help="comma-separated: png, pdf, svg"),
     max_acc_decrease: float = typer.Option(0.01, help="end-to-end: kernels need accuracy > baseline - this "
@@ -28,12 +28,12 @@ def plot(
     dpi: int = typer.Option(120, help="PNG resolution"),
 ) -> None:
     """Draw the figures of the original artifact from whatever inputs exist; one line per figure."""
-    from .figures import FIGURES, PlotOptions, plot_all
+    from .figures import ALIASES, FIGURES, PlotOptions, plot_all
     from .inputs import collect
 
     names = _csv_list(only) or None
     if names:
-        unknown = [n for n in names if n not in FIGURES]
+        unknown = [n for n in names if n not in FIGURES and n not in ALIASES]
         if unknown:
             raise typer.BadParameter(f"unknown figure(s) {unknown}; choose from {list(FIGURES)}", param_hint="--only")
     fmts = tuple(_csv_list(formats))
@@ -60,7 +60,8 @@ def report(
     extra: List[Path] = typer.Option([], "--input", "-i", help="more inputs (bench CSV, baseline.json, reevaluation "
                                                                "JSON, loss logs, other sessions); repeatable"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default SESSION/report.html)"),
-    top: int = typer.Option(20, help="kernels shown in full (loop text, diagram); all are in the leaderboard"),
+    top: int = typer.Option(20, "--top", "-k",
+                            help="kernels shown in full (loop text, diagram); all are in the leaderboard"),
     dot: bool = typer.Option(True, "--dot/--no-dot", help="render diagrams with Graphviz `dot` when installed"),
     max_acc_decrease: float = typer.Option(0.01, help="as for `syno plot`"),
     operator: str = typer.Option("operator1", help="as for `syno plot`"),

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import typer
 
+from syno.cli_errors import fail as _fail, interrupted, one_line  # one error path for the whole CLI
+
 MODELS_HELP = "resnet18, resnet34, resnext29_2x64d, efficientnet_v2_s, densenet121, gpt2, tiny (digits), mock"
 
 
@@ -39,13 +41,14 @@ def _overrides(sets: list[str]) -> dict[str, Any]:
     return out
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 class _Progress:
-    """Rich progress: kernels evaluated, best accuracy/reward, elapsed, ETA."""
+    """Rich progress: kernels evaluated, best accuracy/reward, elapsed, ETA.
+
+    ``enabled=False`` (``--quiet``) prints nothing per kernel. Without a terminal (a log file, a
+    pipe) there is no bar, whose 80-column render was cut off there; each kernel is one plain line.
+    """
 
     def __init__(self, options, enabled: bool = True):
         from rich.console import Console
@@ -53,6 +56,8 @@ class _Progress:
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.bar = enabled and self.console.is_terminal
         self.options = options
         r = options.run
         self.by_time = r.max_evaluations is None and r.budget_seconds is not None
@@ -60,7 +65,7 @@ class _Progress:
         cols += [TextColumn("{task.fields[kernels]} kernels")] if self.by_time else [MofNCompleteColumn()]
         cols += [TextColumn("{task.fields[best]}"), TextColumn("elapsed"), TimeElapsedColumn(),
                  TextColumn("ETA"), TimeRemainingColumn()]
-        self.progress = Progress(*cols, console=self.console, disable=not enabled, transient=False)
+        self.progress = Progress(*cols, console=self.console, disable=not self.bar, transient=False)
         self.task = None
         self.start = time.monotonic()
         self.base = 0
@@ -93,13 +98,19 @@ class _Progress:
             return
         runner = data if kind == "tick" else None
         if kind == "kernel":
+            if not self.enabled:
+                return
             rec = data
             status = rec.result.status
             what = (f"loss {rec.result.loss:.4f}" if self.loss else f"acc {rec.result.accuracy:.4f}") \
                 if rec.result.ok else f"{status}"
             speedup = rec.result.extra.get("speedup")  # measured before training (syno.search.latency)
             what += f"  {speedup:.2f}x" if isinstance(speedup, (int, float)) else ""
-            self.progress.console.print(f"  {rec.name}  {what}  ({rec.result.time:.1f} s)", highlight=False)
+            line = f"  {rec.name}  {what}  ({rec.result.time:.1f} s)"
+            if self.bar:
+                self.progress.console.print(line, highlight=False, markup=False)
+            else:
+                typer.echo(line, err=True)
             return
         upd = {"kernels": len(runner.records), "best": self._best(runner)}
         if self.by_time:
@@ -130,11 +141,9 @@ def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int, **ev
             summary = run_search(options, resume=resume, rebuild_state=rebuild_state, on_event=prog,
                                  on_start=prog.on_start, **evaluator)
     except (SessionError, EvaluatorError, ValueError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; resume with: syno search {options.model} --session {options.directory} --resume",
-                   err=True)
-        raise typer.Exit(130) from None
+        _fail(exc)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (syno.cli_errors.Terminated)
+        interrupted(exc, f"syno search {options.model} --session {options.directory} --resume")
     console = Console()
     console.print(f"[bold]{summary.new}[/] kernels evaluated in this run ({summary.evaluated} in the session; "
                   f"stopped: {summary.stop_reason or 'done'})")
@@ -148,7 +157,7 @@ def search(
     set_: list[str] = typer.Option([], "--set", "-s", help="override any option, key=value with dotted keys "
                                    "(train.epochs=1, synth.depth=10, reward.acc_lower=0.3, mcts.exploration=2); "
                                    "repeatable"),
-    session: Optional[str] = typer.Option(None, "--session", "-o", help="session directory "
+    session: Optional[str] = typer.Option(None, "--session", help="session directory "
                                           "(default results/<model>-session)"),
     resume: bool = typer.Option(False, "--resume", help="continue the session in --session"),
     rebuild_state: bool = typer.Option(False, "--rebuild-state", help="with --resume: ignore state.json and "
@@ -176,7 +185,7 @@ def search(
                                                 "speedup over the original model are not trained (status slow)"),
     show_options: bool = typer.Option(False, "--show-options", help="print the resolved options as JSON and exit"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-    top: int = typer.Option(20, "--top", help="leaderboard rows to print at the end"),
+    top: int = typer.Option(20, "--top", "-k", help="leaderboard rows to print at the end"),
 ) -> None:
     """Search MODEL's placeholder layers for fast, accurate operators (MCTS over the synthesis space).
 
@@ -197,7 +206,7 @@ def search(
         try:
             import_ray()
         except RayNotInstalledError as exc:
-            _fail(str(exc))
+            _fail(exc)
     overrides = _overrides(set_)
     explicit = {"algorithm": algorithm, "run.budget_seconds": parse_duration(budget),
                 "run.max_evaluations": max_kernels, "run.workers": workers,
@@ -218,9 +227,9 @@ def search(
                 overrides["session_dir"] = session
             options = build_options(model, overrides)
     except SessionError as exc:
-        _fail(str(exc))
+        _fail(exc)
     except ValueError as exc:  # pydantic ValidationError is a ValueError
-        _fail(f"invalid options: {exc}")
+        _fail(f"invalid options: {one_line(exc)}")
     if show_options:
         import json
 
@@ -234,11 +243,11 @@ def demo(
     budget: str = typer.Option("3m", "--budget", help="wall-clock budget (e.g. 90s, 3m)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="evaluation processes "
                                           "(default: 1 per 2 CPU cores, at least 1)"),
-    session: Optional[str] = typer.Option(None, "--session", "-o", help="session directory "
+    session: Optional[str] = typer.Option(None, "--session", help="session directory "
                                           "(default results/demo-<time>)"),
     seed: int = typer.Option(0, "--seed"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override options as in `syno search`"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """A few-minute search on this CPU: the tiny CNN on scikit-learn's digits (shipped, offline).
 
@@ -262,7 +271,7 @@ def demo(
     try:
         options = build_options("tiny", overrides)
     except ValueError as exc:
-        _fail(f"invalid options: {exc}")
+        _fail(f"invalid options: {one_line(exc)}")
     typer.echo(f"syno demo: searching operators for the tiny CNN on digits for {budget} "
                f"({options.run.workers} worker(s)); session {options.directory}", err=True)
     _run(options, resume=False, rebuild_state=False, quiet=quiet, top=15)
@@ -270,7 +279,7 @@ def demo(
 
 def show(
     session: str = typer.Argument(..., help="session directory (e.g. results/resnet18-session)"),
-    top: int = typer.Option(20, "--top", help="rows (0: all)"),
+    top: int = typer.Option(20, "--top", "-k", help="rows (0: all)"),
     failed: bool = typer.Option(False, "--failed", help="also list failed kernels"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
     sort: str = typer.Option("reward", "--sort", help="rank by reward or by measured speedup"),
@@ -294,4 +303,4 @@ def show(
         else:
             print_leaderboard(store, top=top, include_failed=failed, min_speedup=min_speedup, sort=sort)
     except (SessionError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(exc)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
@@ -36,7 +38,15 @@ __all__ = ["Evaluator", "EvaluatorError", "Job", "InlineEvaluator", "LocalPoolEv
 
 
 class EvaluatorError(RuntimeError):
-    """The evaluator cannot work at all (e.g. every worker fails during setup)."""
+    """The evaluator cannot work at all (e.g. every worker fails during setup).
+
+    The message is one line for the user; ``detail`` holds the worker's traceback, if any
+    (``syno --debug`` prints it).
+    """
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class Job(Protocol):
@@ -116,14 +126,38 @@ class InlineEvaluator(Evaluator):
 # ----------------------------------------------------------------------------------------------
 # process pool
 
+@contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while a worker starts (an ignored signal stays ignored in the spawned child)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _worker_main(job: Job, conn: Connection, slot: int, threads: int | None) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent stops the search and kills
+    # its workers, so a worker ignores SIGINT instead of printing a traceback mid-kernel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _worker_loop(job, conn, slot, threads)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the parent is gone (killed, SIGTERM): nothing to report to, exit quietly
+
+
+def _worker_loop(job: Job, conn: Connection, slot: int, threads: int | None) -> None:
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     try:
         job.setup(slot)
     except Exception as exc:  # noqa: BLE001
-        conn.send(("setup_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"))
+        conn.send(("setup_error", (f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8))))
         return
     if threads and "torch" in sys.modules:  # jobs that train import torch in setup
         sys.modules["torch"].set_num_threads(threads)
@@ -168,7 +202,7 @@ class LocalPoolEvaluator(Evaluator):
         self.ctx = mp.get_context(start_method)
         self.max_setup_failures = max_setup_failures
         self._setup_failures = 0
-        self._last_setup_error = ""
+        self._last_setup_error: tuple[str, str] | None = None
         self._done: list[tuple[str, EvalResult]] = []
         self._workers: list[_Worker] = [self._spawn(i) for i in range(workers)]
         self._closed = False
@@ -177,7 +211,8 @@ class LocalPoolEvaluator(Evaluator):
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker_main, args=(self.job, child, slot, self.threads),
                                 name=f"syno-eval-{slot}", daemon=True)
-        proc.start()
+        with _sigint_ignored():  # inherited: a Ctrl-C while the worker still imports cannot reach it
+            proc.start()
         child.close()
         return _Worker(slot, proc, parent)
 
@@ -267,7 +302,7 @@ class LocalPoolEvaluator(Evaluator):
                         self._done.append((path, EvalResult.from_dict(res)))
                         w.task = None
                 elif kind == "setup_error":
-                    self._last_setup_error = payload
+                    self._last_setup_error = payload  # (one-line message, traceback)
         except (EOFError, OSError):
             pass
         if not w.process.is_alive():
@@ -276,8 +311,9 @@ class LocalPoolEvaluator(Evaluator):
                 self._setup_failures += 1
                 if self._setup_failures >= self.max_setup_failures:
                     self.close()
-                    why = self._last_setup_error or f"a worker exited with code {w.process.exitcode} before it was ready"
-                    raise EvaluatorError(f"evaluation workers fail during setup:\n{why}")
+                    why, tb = self._last_setup_error or (
+                        f"a worker exited with code {w.process.exitcode} before it was ready", "")
+                    raise EvaluatorError(f"evaluation workers fail during setup: {why}", detail=tb)
             task = w.task
             if task is not None and w.ready:
                 code = w.process.exitcode

@@ -35,6 +35,9 @@ def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; baseline.json gets the usual umask mode
         with os.fdopen(fd, "w") as f:
             json.dump(jsonable(obj), f, indent=indent, allow_nan=False)
             f.write("\n")

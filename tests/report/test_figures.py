@@ -15,7 +15,7 @@ from syno.cli import app
 from syno.report import FIGURES, PlotOptions, collect, draw, plot_all, smooth_losses
 from syno.report.figures import _pareto
 
-FIVE = ["end-to-end-performance", "imagenet-performance", "case-study", "kernel-performance", "gpt-loss"]
+FIVE = ["end-to-end-performance", "accuracy-performance", "case-study", "kernel-performance", "gpt-loss"]
 
 
 def assert_real_png(path: Path, min_bytes: int = 5000) -> None:
@@ -112,7 +112,7 @@ def test_missing_inputs_one_line_each(report_inputs, tmp_path):
     out = tmp_path / "figs"
     results = plot_all(collect([report_inputs["session"]]), out)
     by = {r.name: r for r in results}
-    assert by["search-progress"].drawn and by["imagenet-performance"].drawn
+    assert by["search-progress"].drawn and by["accuracy-performance"].drawn
     for name in ("end-to-end-performance", "case-study", "kernel-performance", "gpt-loss"):
         r = by[name]
         assert not r.drawn and "\n" not in r.line() and r.line().startswith(f"{name}: not drawn: ")
@@ -186,9 +186,9 @@ def test_original_formats_and_reevaluation(report_inputs, tmp_path):
     assert len(inputs.reevals) == len(ok)
     (c,) = [c for c in inputs.loss_curves if c.label.startswith("gpt_orig")]
     assert c.role == "baseline" and len(c.losses) == 1500 and c.losses[0] == pytest.approx(6.0)
-    r = draw("imagenet-performance", inputs, PlotOptions(), tmp_path / "figs")
+    r = draw("accuracy-performance", inputs, PlotOptions(), tmp_path / "figs")
     assert r.drawn, r.line()
-    assert_real_png(tmp_path / "figs" / "imagenet-performance.png")
+    assert_real_png(tmp_path / "figs" / "accuracy-performance.png")
     from syno.report.figures import _accuracy_points
 
     pts = _accuracy_points(inputs)["tiny"]

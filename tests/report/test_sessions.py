@@ -29,7 +29,7 @@ def test_mock_search_session(mock_session, tmp_path):
     (s,) = inputs.sessions
     assert len(s.kernels) == 25 and s.algorithm == "mcts" and s.model == "mock"
     results = {r.name: r for r in plot_all(inputs, tmp_path)}
-    assert results["search-progress"].drawn and results["imagenet-performance"].drawn
+    assert results["search-progress"].drawn and results["accuracy-performance"].drawn
     assert not results["gpt-loss"].drawn
     path, _ = write_report(mock_session, top=5)
     page = parse(path)
@@ -75,7 +75,7 @@ def test_loss_target_session(tmp_path):
     assert [k.name for k in s.ranked()] == ["05675_0000000000000000", "05900_0000000000000001"]
     results = {r.name: r for r in plot_all(inputs, tmp_path / "figs")}
     assert results["search-progress"].drawn
-    assert not results["imagenet-performance"].drawn  # no accuracies in a loss session
+    assert not results["accuracy-performance"].drawn  # no accuracies in a loss session
     path, _ = write_report(root, extra=[tmp_path / "baseline.json"])
     text = path.read_text()
     assert parse(path).sections == SECTIONS
