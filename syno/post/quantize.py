@@ -175,10 +175,10 @@ def quantize_experiment(model_name: str, dataset: str, out: str | Path, *, kerne
         op, op_label = rec.operator(), rec.name
     elif operator is not None:
         op, op_label = custom_operator(operator), operator
+    if data is None:  # before OUT is created: missing data leaves nothing behind
+        data = load_task_data(dataset, data_dir, image_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if data is None:
-        data = load_task_data(dataset, data_dir, image_size)
     options, extra = recipe(dataset, **(overrides or {}))
     options = options.model_copy(update={"device": "cpu" if options.device == "auto" and not torch.cuda.is_available()
                                          else options.device})

@@ -195,3 +195,17 @@ def test_reevaluate_cli_gpt2_on_token_files(tmp_path):
     assert 0 < entry["loss"] < 10 and 0 < entry["val_loss"] < 10
     assert (kdir / "reeval-lm1b" / "checkpoint.pt").is_file()
     assert json.loads((sess / "reeval-lm1b.json").read_text())["kernels"][0]["loss"] == entry["loss"]
+
+
+def test_select_without_window_prints_the_ratio_show_knows(tiny_session):
+    """Issue #19 item 6: `select` printed flops_ratio=- although session.json has the reference MACs;
+    selected.json was written 0600."""
+    import os
+    import stat
+
+    res = _ok(runner.invoke(app, ["select", str(tiny_session), "-k", "3", "--no-dedup", "-q"]))
+    ratios = [ln.split("flops_ratio=")[1] for ln in res.stdout.splitlines() if "flops_ratio=" in ln]
+    assert sorted(ratios) == ["0.100", "0.750", "0.750"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tiny_session / "selected.json").stat().st_mode) == 0o666 & ~umask

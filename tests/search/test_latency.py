@@ -12,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from syno.cli import app
+from syno.report.figures import plot_all
+from syno.report.inputs import collect
 from syno.search import problem as problem_mod
 from syno.search.base import EvalResult, RewardConfig
 from syno.search.latency import BASELINE_FILE, KernelTimer, LatencyOptions, headline_speedup
@@ -105,6 +107,9 @@ def test_speed_search_writes_latency_and_select_filters_by_it(tmp_path, monkeypa
     rows = json.loads(res.output)
     ranked = [r["speedup"] for r in rows if r["rank"] is not None]
     assert ranked == sorted(ranked, reverse=True)
+    fig = plot_all(collect([root]), tmp_path / "fig", only=["search-latency"])[0]
+    assert fig.drawn, fig.missing
+    assert (tmp_path / "fig" / "search-latency.png").stat().st_size > 0
 
 
 def test_slow_kernels_are_timed_but_not_trained(tmp_path, monkeypatch):
@@ -127,6 +132,9 @@ def test_slow_kernels_are_timed_but_not_trained(tmp_path, monkeypatch):
     assert "slow" in STATUSES and not is_ok("slow")
     res = runner.invoke(app, ["show", str(root), "--failed"])
     assert res.exit_code == 0 and "slow" in res.output
+    # the report's accuracy-vs-latency figure places the rejected kernels at their measured latency
+    fig = plot_all(collect([root]), None, only=["search-latency"])[0]
+    assert fig.drawn, fig.missing
 
 
 def test_timer_baseline_is_cached_per_settings(tmp_path, monkeypatch):
