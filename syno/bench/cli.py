@@ -25,6 +25,21 @@ def _chosen_kernels(session: Path, top: int) -> list[Path]:
     return find_kernels(session, top)
 
 
+def _searched_impl(kernel_dir: Path, device: str) -> dict | None:
+    """On a CPU, the codegen implementation the search timed and trained the kernel with (``auto`` would
+    run the einsum reference there), so the re-measurement runs the same code."""
+    from syno.search.latency import latency_records
+    from syno.session import read_kernel_dir
+
+    if not device.startswith("cpu"):
+        return None  # CUDA: auto autotunes, as it did in the search
+    r = next((r for r in latency_records(read_kernel_dir(kernel_dir).meta) if r.get("scope") == "model"), None)
+    impl = (r or {}).get("implementation")
+    if not impl or "," in impl or not str(r.get("device", "")).startswith("cpu"):
+        return None
+    return {"implementation": impl}
+
+
 def _searched_speedup(meta: dict) -> str:
     """What the search measured for this kernel (issue 16), to compare with the rows below."""
     from syno.search.latency import latency_records
@@ -97,7 +112,8 @@ def bench(
         kernels += found
     try:
         specs = [resolve_operator(name=n, impl=impl) for n in names]
-        specs += [resolve_operator(kernel_dir=k, impl=impl) for k in kernels]
+        specs += [resolve_operator(kernel_dir=k, impl=impl, codegen_options=_searched_impl(k, device))
+                  for k in kernels]
         batches = [int(b) for b in _csv_list(batch)]
         cfg = CompileConfig(mode=mode, coordinate_descent_tuning=coordinate_descent, channels_last=channels_last,
                             dtype=dtype, freezing=freezing)
