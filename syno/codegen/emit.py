@@ -189,8 +189,19 @@ class Emitter:
         axes = self.axes[name]
         i = axes.index(f.tops[0])
         dst = self.fresh()
-        self.emit(f"{dst} = torch.roll({name}, -1, {i})")
-        self.axes[dst] = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
+        new_axes = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
+        prev = getattr(self, "_last_roll", None)
+        if (prev is not None and prev[1] == name and prev[0] < len(self.lines)
+                and all(l.lstrip().startswith("#") for l in self.lines[prev[0] + 1:])):
+            # a shift of a fresh roll's result (consumed only here): one roll, one copy
+            at, _, base, dims = prev
+            dims = dims + (i,)
+            self.lines[at] = f"    {dst} = torch.roll({base}, {(-1,) * len(dims)}, {dims})"
+            self._last_roll = (at, dst, base, dims)
+        else:
+            self.emit(f"{dst} = torch.roll({name}, -1, {i})")
+            self._last_roll = (len(self.lines) - 1, dst, name, (i,))
+        self.axes[dst] = new_axes
         return dst
 
     def step_stride(self, step: Step, srcs) -> str:

@@ -458,7 +458,10 @@ def emit_fast(plan: Plan, fn_name: str = "forward", dense_groups: bool = False,
 # Variants and autotuning
 # --------------------------------------------------------------------------------------------
 def variant_plan(module, name: str) -> Plan:
+    """"min": the module's own plan (the planner's choice, or the guard's replacement)."""
     _, plan_name = name.split(":") if ":" in name else (name, "min")
+    if plan_name == "min" and getattr(module, "plan", None) is not None:
+        return module.plan
     return plan_for(module.op, module.mapping, **PLAN_OPTIONS[plan_name])
 
 
@@ -482,7 +485,9 @@ def build_variant(module, name: str) -> Callable:
 
 def candidate_variants(module) -> list[str]:
     """Distinct candidates (identical plans are measured once)."""
+    from .cost import peak_limit_bytes, plan_peak_bytes
     out, seen = [], set()
+    limit = peak_limit_bytes(module.plan)
     for plan_name in PLAN_OPTIONS:
         plan = variant_plan(module, "einsum:" + plan_name)
         sig = tuple((s.kind, s.srcs, s.src_axes, s.dst_axes) for s in plan.steps)
@@ -490,8 +495,10 @@ def candidate_variants(module) -> list[str]:
             continue
         seen.add(sig)
         for em in EMITTERS:
-            out.append(f"{em}:{plan_name}")
-    return out
+            # never time (and allocate) a variant whose forward would blow past the limit
+            if em == "einsum" and plan_name == "min" or plan_peak_bytes(plan, em) <= limit:
+                out.append(f"{em}:{plan_name}")
+    return out or [module.cpu_variant]
 
 
 def default_variant(module) -> str:

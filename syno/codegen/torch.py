@@ -61,11 +61,22 @@ class SynoModule(nn.Module):
         #: "auto" (autotuned fast path on CUDA, einsum elsewhere), "einsum", "fast", or a variant
         #: "<einsum|fast>:<min|nodiag|wfirst>" (see :mod:`syno.codegen.fast`)
         self.implementation = implementation
+        #: what "auto" runs off CUDA (the reference, unless the guard found it too big)
+        self.cpu_variant = "einsum:min"
         self.reset_parameters()
 
     @property
     def implementation(self) -> str:
         return self._implementation
+
+    @property
+    def cpu_variant(self) -> str:
+        return self._cpu_variant
+
+    @cpu_variant.setter
+    def cpu_variant(self, name: str) -> None:
+        self._get_impl(name)
+        self._cpu_variant = name
 
     @implementation.setter
     def implementation(self, name: str) -> None:
@@ -113,7 +124,7 @@ class SynoModule(nn.Module):
         if impl != "auto":
             return self._impls[impl]
         if x.device.type != "cuda":
-            return self._reference
+            return self._impls[self.cpu_variant] if self.cpu_variant != "einsum:min" else self._reference
         key = (str(x.device), str(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype),
                torch.is_grad_enabled())
         name = self._choice.get(key)
@@ -143,24 +154,40 @@ class SynoModule(nn.Module):
             state.pop(k, None)
         state["_op_json"] = self.op.to_json()
         state["_weights_first"] = self.plan.weights_first
+        state["_plan_options"] = dict(self.plan.variant_options, peak_limit=self.plan.peak_limit)
         return state
 
     def __setstate__(self, state):
         op = Operator.from_json(state.pop("_op_json"))
         wf = state.pop("_weights_first", False)
+        opts = state.pop("_plan_options", {"weights_first": wf})
         impl = state.pop("_implementation", "auto")
+        cpu = state.pop("_cpu_variant", "einsum:min")
         self.__dict__.update(state)
         self.op = op
-        self.plan = plan_for(op, self.mapping, weights_first=wf)
+        self.plan = plan_for(op, self.mapping, **opts)
         self._setup_code()
         self.implementation = impl
+        self.cpu_variant = cpu
 
 
 def build_module(op: Operator, mapping: Mapping[str, int], *, implementation: str = "auto",
-                 weights_first: bool = False) -> SynoModule:
-    """An ``nn.Module`` computing ``op`` for inputs shaped by ``mapping`` (any batch size)."""
-    plan = plan_for(op, mapping, weights_first=weights_first)
-    return SynoModule(op, mapping, plan, implementation)
+                 weights_first: bool = False, peak_limit: str | float | int | None = None) -> SynoModule:
+    """An ``nn.Module`` computing ``op`` for inputs shaped by ``mapping`` (any batch size).
+
+    Before anything is allocated, the plan's peak forward memory at ``mapping`` is checked
+    against ``peak_limit`` (default ``$SYNO_PEAK_LIMIT`` or 8x the larger of input+weights and
+    output; ``False`` disables the check): over it, another plan is picked, or
+    :class:`syno.codegen.cost.PlanTooCostly` is raised (see :mod:`syno.codegen.cost`)."""
+    if peak_limit is False:
+        return SynoModule(op, mapping, plan_for(op, mapping, weights_first=weights_first), implementation)
+    from .cost import guard_plan
+    choice = guard_plan(op, mapping, weights_first=weights_first, implementation=implementation,
+                        limit=peak_limit)
+    module = SynoModule(op, mapping, choice.plan, implementation)
+    if choice.emitter != "einsum":
+        module.cpu_variant = f"{choice.emitter}:min"  # the reference would not fit
+    return module
 
 
 def operator_factory(op: Operator, **kwargs) -> Callable[[Mapping[str, int]], nn.Module]:

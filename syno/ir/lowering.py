@@ -641,6 +641,7 @@ class Plan:
     cost_model: str = "bytes"             # "bytes": MACs + BYTE_WEIGHT x elements written; "macs"
     select: bool = True                   # Unfolds may become selection tensors ("select" steps)
     cost: float = 0.0                     # the planner's score of this plan
+    peak_limit: int | None = None         # the planner's peak_limit option (elements)
     written: int = 0                      # elements written as the cost model counts them (fast path:
                                           # conv windows are read in place, not copied)
 
@@ -939,6 +940,7 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
     plan = Plan(op, full, an, values, tuple(steps), macs, peak, exhaustive, weights_first,
                 allow_diag, scale, tuple(mac_classes), cost, select)
     plan.written = written
+    plan.peak_limit = peak_limit
     plan.cost = macs + searcher.byte_weight * written
     assert plan.flops == sum(s.macs for s in plan.steps)
     with _LOCK:
