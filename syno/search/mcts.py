@@ -265,6 +265,11 @@ class MCTS(SearchAlgorithm):
             mids = self._expand(tn)
             mid = mids.get(nxt.type)
             edge = mid.edges.get(nxt.key) if mid is not None else None
+            if edge is None and tn.synth is not None and hasattr(tn.synth, "canonical_next"):
+                # a key that replays but is not listed: an alias (an equal-reduction relabelling of
+                # a listed edge) in a path written before the space collapsed them (issue #19)
+                alias_of = tn.synth.canonical_next(nxt)
+                edge = mid.edges.get(alias_of.key) if mid is not None and alias_of != nxt else None
             if edge is None:
                 raise ValueError(f"path element {nxt} does not exist below node {tn.key!r}")
             tn = self.nodes[edge.child_key]
@@ -581,7 +586,7 @@ class MCTS(SearchAlgorithm):
 
     def _credit_orderings(self, final: TreeNode, reward: float) -> None:
         """LRAVE: credit (node, type) and (mid, arc) on every ordering of ``final``'s primitives."""
-        path = final.path
+        path = self._canonical_path(final.path)
         credited: set[tuple[str, Next]] = set()
         tn = self.root
         for nxt in path:  # the actual path first, always
@@ -645,8 +650,22 @@ class MCTS(SearchAlgorithm):
                 out.append(p)
         return out
 
+    def _canonical_path(self, path: Path) -> Path:
+        """``path`` with alias keys (equal-reduction relabellings of listed edges, found in paths
+        written before the space collapsed them; issue #19) replaced by the listed edges."""
+        node = self.space.root()
+        if not hasattr(node, "canonical_next"):
+            return path
+        out = []
+        for nxt in path:
+            out.append(node.canonical_next(nxt))
+            node = node.child(nxt)
+            if node is None:
+                return path  # not replayable: _node_of_path names the culprit
+        return tuple(out)
+
     def report(self, path: Path | str, result: EvalResult) -> float | None:
-        path = as_path(path)
+        path = self._canonical_path(as_path(path))
         final = self._node_of_path(path)
         if not final.is_final:
             raise ValueError(f"path {path_to_str(path)!r} does not reach a final node")
@@ -698,6 +717,28 @@ class MCTS(SearchAlgorithm):
         if pend is not None:
             for r in pend.receipts:
                 self._release(r)
+
+    def revise(self, path: Path | str, result: EvalResult) -> float | None:
+        """A kernel's result was revised (promoted to a longer training rung, syno.search.fidelity): its
+        old reward is replaced by the new one in the statistics of its tree path and in GRAVE (visit
+        counts unchanged; LRAVE keeps the first credit). Returns the reward now used."""
+        final = self._node_of_path(as_path(path))
+        new, old = self.reward_fn(result), final.reward
+        if not final.evaluated or old is None or new is None:
+            return old
+        receipt = self._replay_receipt(final.path)
+        meters = [e.stats for e in receipt] + ([] if final in receipt else [final.stats])
+        meters += [self.grave_type[n.type] for n in final.path if n.type in self.grave_type]
+        meters += [self.grave_arc[str(n)] for n in final.path if str(n) in self.grave_arc]
+        for m in meters:
+            if m.n:
+                m.s += new - old
+                m.ss = max(0.0, m.ss + new * new - old * old)
+                m.mx = max(m.mx, new)
+        final.reward = new
+        self._see(new)
+        self.counters["revised"] += 1
+        return new
 
     def is_evaluated(self, path: Path | str) -> bool:
         return self._node_of_path(as_path(path)).evaluated

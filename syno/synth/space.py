@@ -59,7 +59,7 @@ class Move(NamedTuple):
 class Node:
     """A node of the synthesis DAG (implements :class:`syno.synth.protocol.SynthNode`)."""
 
-    __slots__ = ("space", "state", "_key", "_path", "_depth", "_operator", "_moves", "_live",
+    __slots__ = ("space", "state", "_key", "_path", "_depth", "_operator", "_moves", "_aliases", "_live",
                  "_children", "dead", "final_info")
 
     def __init__(self, space: SynthSpace, state: State | None, key: str, path: Path, depth: int,
@@ -71,6 +71,7 @@ class Node:
         self._depth = depth
         self._operator = operator
         self._moves: dict[str, list[Move]] | None = None
+        self._aliases: dict[tuple[str, str], Move] = {}
         self._live: dict[str, list[Move]] | None = None
         self._children: dict[tuple[str, str], Node | None] = {}
         self.dead = False
@@ -127,18 +128,39 @@ class Node:
     def moves(self) -> dict[str, list[Move]]:
         """Candidate ops by type (rules applied, children not yet built or bounded)."""
         if self._moves is None:
-            self._moves = {} if self.is_final else self.space._moves(self.state)
+            if self.is_final:
+                self._moves = {}
+            else:
+                self._moves, self._aliases = self.space._moves(self.state)
         return self._moves
 
-    def child(self, nxt: Next) -> Node | None:
-        """The child along ``nxt``, or None if no such edge (or it leads to a dead end)."""
+    def aliases(self) -> dict[tuple[str, str], Move]:
+        """Moves left out of :meth:`moves` because a relabelling of equal reductions maps them onto
+        a listed move with a smaller key (same canonical child): (type, alias key) -> the listed
+        move. Alias keys still replay (to the listed move's child, whose path uses the listed key),
+        so paths written before aliases were collapsed stay valid."""
+        self.moves()
+        return self._aliases
+
+    def _find(self, nxt: Next) -> Move | None:
         for m in self.moves().get(nxt.type, ()):
             if m.key == nxt.key:
-                return self._materialize(m)
-        return None
+                return m
+        return self._aliases.get((nxt.type, nxt.key))
+
+    def child(self, nxt: Next) -> Node | None:
+        """The child along ``nxt`` (an alias key included), or None if no such edge (or it leads
+        to a dead end)."""
+        m = self._find(nxt)
+        return None if m is None else self._materialize(m)
+
+    def canonical_next(self, nxt: Next) -> Next:
+        """The listed edge that ``nxt`` stands for (``nxt`` itself unless it is an alias)."""
+        m = self._find(nxt)
+        return nxt if m is None else m.next
 
     def has_edge(self, nxt: Next) -> bool:
-        return any(m.key == nxt.key for m in self.moves().get(nxt.type, ()))
+        return self._find(nxt) is not None
 
     def _materialize(self, m: Move) -> Node | None:
         k = (m.type, m.key)
@@ -916,7 +938,9 @@ class SynthSpace:
         return canonical_state(cur, weights, expanded, reds, counts, usage, n_weights)
 
     # ------------------------------------------------------------------------------ moves
-    def _moves(self, s: State) -> dict[str, list[Move]]:
+    def _moves(self, s: State) -> tuple[dict[str, list[Move]], dict[tuple[str, str], Move]]:
+        """Candidate moves by type, and the aliases collapsed out of them (see
+        :func:`_collapse_symmetric`)."""
         out: dict[str, list[Move]] = {}
         if self.remaining(s) > 0:
             from . import rules
@@ -931,7 +955,7 @@ class SynthSpace:
         fin = finalize_moves(self, s)
         if fin:
             out["Finalize"] = _dedup(fin)
-        return out
+        return _collapse_symmetric(s, out)
 
     # ------------------------------------------------------------------------------ finals
     def build_operator(self, s: State, assignment: Sequence[Dim]) -> Operator:
@@ -971,6 +995,39 @@ def _dedup(moves: list[Move]) -> list[Move]:
             raise AssertionError(f"Next key collision in {m.type}: {m.key}")  # 64-bit digests
         seen[m.key] = m
     return sorted(seen.values(), key=lambda m: m.key)
+
+
+def _map_payload(t: str, payload: tuple, mapping: dict, memo: dict) -> tuple:
+    if t == "Contraction":
+        return tuple(sorted(((A.rebuild(d, mapping, memo), outer) for d, outer in payload),
+                            key=lambda x: x[0].digest))
+    return tuple(A.rebuild(x, mapping, memo) if isinstance(x, Dim) else x for x in payload)
+
+
+def _collapse_symmetric(s: State, out: dict[str, list[Move]]):
+    """Keep one move per orbit under the state's automorphisms (relabellings of equal reductions
+    that fix the frontier): ``m`` and ``pi(m)`` give the same canonical child, so listing both
+    would give one child two edge keys, and a walk could take the key that :meth:`Node.children`
+    does not list. The smallest key of each orbit stays; the others become aliases."""
+    aliases: dict[tuple[str, str], Move] = {}
+    auto = s.automorphisms()
+    if not auto:
+        return out, aliases
+    for t, ms in out.items():
+        if t in ("Reduce", "Finalize"):  # a Reduce payload is a size; finals are keyed by assignment
+            continue
+        index = {m.payload: m for m in ms}
+        keep = []
+        for m in ms:  # sorted by key: the first of an orbit represents it
+            if (t, m.key) in aliases:
+                continue
+            keep.append(m)
+            for mapping in auto:
+                other = index.get(_map_payload(t, m.payload, mapping, {}))
+                if other is not None and other is not m:
+                    aliases[(t, other.key)] = m
+        out[t] = keep
+    return out, aliases
 
 
 def iterate_finals(space: SynthSpace, node: Node | None = None, limit: int | None = None) -> Iterator[Node]:

@@ -38,7 +38,7 @@ def frontier_key(current: Sequence[Dim], weights: Sequence[Dim], expanded: Seque
 
 class State:
     __slots__ = ("current", "weights", "expanded", "reductions", "counts", "usage", "n_weights", "key",
-                 "__weakref__")
+                 "_auto", "__weakref__")
 
     def __init__(self, current, weights, expanded, reductions, counts, usage, n_weights, key=None):
         self.current: tuple[Dim, ...] = tuple(sorted(current, key=lambda d: d.digest))
@@ -50,6 +50,7 @@ class State:
         self.usage: tuple[int, ...] = tuple(usage)
         self.n_weights = n_weights
         self.key = key or frontier_key(self.current, self.weights, self.expanded)
+        self._auto: tuple[dict, ...] | None = None
 
     @property
     def depth(self) -> int:
@@ -64,6 +65,27 @@ class State:
         for w in self.weights:
             groups[w.op.weight - 1].append(w)
         return groups
+
+    def automorphisms(self) -> tuple[dict, ...]:
+        """The non-identity relabellings of equal-domain reductions that leave this frontier
+        unchanged (e.g. two untouched ``k`` reductions). Under such a relabelling ``pi`` a move ``m``
+        and ``pi(m)`` give the same canonical child, so only one of them may be an edge: otherwise a
+        walk could take a key that enumeration does not list (issue #19)."""
+        if self._auto is None:
+            out = []
+            for perm in product(*(permutations(g) for g in reduce_groups(self.reductions))):
+                mapping = {r: p for g in perm for r, p in zip(sorted(g, key=lambda r: r.multiplicity), g)
+                           if r is not p}
+                if not mapping:
+                    continue
+                memo: dict = {}
+                key = frontier_key([rebuild(d, mapping, memo) for d in self.current],
+                                   [rebuild(d, mapping, memo) for d in self.weights],
+                                   [rebuild(d, mapping, memo) for d in self.expanded])
+                if key == self.key:
+                    out.append(mapping)
+            self._auto = tuple(out)
+        return self._auto
 
     def bumped(self, slot: int, by: int = 1) -> tuple[int, ...]:
         c = list(self.counts)
