@@ -135,6 +135,71 @@ def sampled_operators(max_ratio: float, count: int):
     return out
 
 
+def triton_row(mod, x, g, base, iters, reps, device, budget) -> dict:
+    """Triton backend for ``mod``'s operator: tune tiles (timed apart, before measuring), check
+    against the einsum reference, then CUDA-graph GPU time beside cuDNN. Per-stage GPU times
+    and achieved TFLOP/s come from the tuner's measurements."""
+    from syno.codegen.triton.stages import backward_stages  # noqa: F401 (doc: stages are listed)
+    t0 = time.time()
+    out = {}
+    try:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            res = mod.tune(x.detach(), backward=True, budget_s=budget, backends=["triton"], plans=["min"])
+            y = mod(x.detach())
+            ref = mod.reference_forward(x.detach())
+        out["rel_err_vs_einsum"] = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+        out["tune_s"] = time.time() - t0
+        op = mod._impls["triton:min"].operator
+        vals = op.class_sizes(x)
+        stages = {}
+        for tag, (cfg, ms) in res["tiles"].get("triton:min", {}).items():
+            direction, i = tag.split(":")
+            st = (op.prog.stages if direction == "fwd" else op.bwd)[int(i)]
+            macs = math.prod(vals[c] for c in st.classes)
+            stages[tag] = {"kind": st.kind, "tile": cfg, "us": ms * 1e3, "macs": macs,
+                           "tflops": 2 * macs / (ms * 1e-3) / 1e12}
+        out["stages"] = stages
+        out["graph"] = bench_pair(base, mod, x, g, iters, reps, device, graphs=True)
+    except Exception as exc:
+        out["error"] = repr(exc)[:500]
+    return out
+
+
+def triton_rows(args, ops, layers, batches, device, results, t_start) -> int:
+    """``--triton only``: cuDNN vs the Triton backend, CUDA-graph GPU time, bf16 channels_last."""
+    print(f"{'op':<13}{'layer':>7}{'N':>4}{'MACs':>6}{'g.fwd':>7}{'g.f+b':>7}{'err':>9}{'tune s':>7}  stages (us, TFLOP/s)")
+    for c, h in layers:
+        for n in batches:
+            iters = 50 if n == 1 else 10
+            base = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+            x = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+            g = torch.randn(n, c, h, h, device=device).to(memory_format=torch.channels_last)
+            for name, make in ops.items():
+                m = {"N": n, "C_in": c, "C_out": c, "H": h}
+                try:
+                    mod = build_module(make(), m, implementation="einsum").to(device)
+                except Exception as exc:
+                    print(f"# {name} {c}@{h} N={n}: cannot build ({exc})")
+                    continue
+                row = {"op": name, "C": c, "H": h, "N": n, "macs": mod.plan.flops,
+                       "conv_macs": n * c * c * h * h * 9}
+                row["triton"] = tr = triton_row(mod, x, g, base, iters, 3, device, args.tune_budget)
+                results["rows"].append(row)
+                if "error" in tr:
+                    print(f"{name:<13}{f'{c}@{h}':>7}{n:>4}  error {tr['error'][:200]}", flush=True)
+                else:
+                    gr = tr["graph"]
+                    st = " ".join(f"{k}={v['us']:.0f}/{v['tflops']:.0f}" for k, v in tr["stages"].items())
+                    print(f"{name:<13}{f'{c}@{h}':>7}{n:>4}{row['macs'] / row['conv_macs']:>6.3f}"
+                          f"{gr['fwd']['speedup']:>7.2f}{gr['fwdbwd']['speedup']:>7.2f}"
+                          f"{tr['rel_err_vs_einsum']:>9.1e}{tr['tune_s']:>7.1f}  {st}", flush=True)
+                with open(args.out, "w") as fh:
+                    json.dump(results, fh, indent=1)
+                del mod
+    print(f"# total {time.time() - t_start:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="results/operator_latency.json")
@@ -146,6 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--budget-s", type=float, default=math.inf, help="skip remaining compiles after this many seconds")
     ap.add_argument("--sampled", type=int, default=2, help="sampled operators with FLOPs ratio <= 0.5")
+    ap.add_argument("--triton", choices=["add", "only", "off"], default="add",
+                    help="add: a Triton column (generated fused kernels, tiles tuned before timing) "
+                         "beside the autotuned variant; only: just cuDNN vs Triton, CUDA-graph GPU time")
+    ap.add_argument("--tune-budget", type=float, default=20.0, help="seconds of Triton tile tuning per row")
     args = ap.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -168,6 +237,8 @@ def main(argv=None) -> int:
     print(f"# {results['device']}  torch {torch.__version__}  {results['settings']}")
     print(f"# speedup = cuDNN conv time / operator time (>1: operator faster); e: eager, c: torch.compile,"
           f" g: CUDA-graph replay (GPU time only); fwd: forward with autograd on, f+b: forward+backward")
+    if args.triton == "only":
+        return triton_rows(args, ops, layers, batches, device, results, t_start)
     header = f"{'op':<13}{'layer':>7}{'N':>4}{'MACs':>6} {'variant':<14}" \
              f"{'e.fwd':>6}{'e.f+b':>6}{'c.fwd':>6}{'c.f+b':>6}{'eg.fwd':>7}{'eg.f+b':>7}{'cg.fwd':>7}{'cg.f+b':>7}"
     print(header)
@@ -216,12 +287,17 @@ def main(argv=None) -> int:
                                 row["compiled_graph_error"] = repr(exc)[:300]
                     except Exception as exc:
                         row["compiled_error"] = repr(exc)[:500]
+                if args.triton == "add" and device == "cuda":
+                    row["triton"] = triton_row(mod, x, g, base, iters, reps, device, args.tune_budget)
                 results["rows"].append(row)
                 cols = ""
                 for key, w in (("eager", 6), ("compiled", 6), ("eager_graph", 7), ("compiled_graph", 7)):
                     r = row.get(key)
                     cols += (f"{r['fwd']['speedup']:>{w}.2f}{r['fwdbwd']['speedup']:>{w}.2f}" if r
                              else f"{'-':>{w}}{'-':>{w}}")
+                tr = row.get("triton", {}).get("graph")
+                if tr:
+                    cols += f"{tr['fwd']['speedup']:>7.2f}{tr['fwdbwd']['speedup']:>7.2f}"
                 print(f"{name:<13}{f'{c}@{h}':>7}{n:>4}{row['macs'] / row['conv_macs']:>6.3f} {choice:<14}{cols}",
                       flush=True)
                 with open(args.out, "w") as fh:

@@ -7,8 +7,8 @@
   storage; a storage is freed when the last tensor holding it dies (the generated code ``del``s
   dead locals, :func:`syno.codegen.emit.release_dead`).
 * :func:`peak_limit_bytes`: the limit, by default ``8 x max(input + weights, output)`` bytes;
-  ``$SYNO_PEAK_LIMIT`` or an argument overrides it (``"16x"``: a factor; ``"2GB"``, ``"500M"``,
-  ``"123456"``: bytes).
+  at least 16 MB; ``$SYNO_PEAK_LIMIT`` or an argument overrides it (``"16x"``: a factor; ``"2GB"``, ``"500M"``,
+  ``"123456"``: bytes), and never above ``$SYNO_MEMORY_LIMIT`` (default: half the RAM).
 * :func:`guard_plan` (used by :func:`syno.codegen.torch.build_module`): keeps the planner's plan
   when some implementation of it fits, else tries the alternatives (the plan under a peak limit,
   the min-MAC plan, no diagonals, weights first) and raises :class:`PlanTooCostly` — one line

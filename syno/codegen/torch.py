@@ -58,8 +58,8 @@ class SynoModule(nn.Module):
             self.register_parameter(f"weight{j}", nn.Parameter(torch.empty(shape)))
         self.n_weights = len(shapes)
         self._setup_code()
-        #: "auto" (autotuned fast path on CUDA, einsum elsewhere), "einsum", "fast", or a variant
-        #: "<einsum|fast>:<min|nodiag|wfirst>" (see :mod:`syno.codegen.fast`)
+        #: "auto" (fastest by GPU time on CUDA, einsum elsewhere), or "<backend>:<plan>" with
+        #: backend einsum|fast|fastd|triton and plan min|nodiag|wfirst (:mod:`syno.codegen.registry`)
         self.implementation = implementation
         #: what "auto" runs off CUDA (the reference, unless the guard found it too big)
         self.cpu_variant = "einsum:min"
@@ -80,7 +80,8 @@ class SynoModule(nn.Module):
 
     @implementation.setter
     def implementation(self, name: str) -> None:
-        name = {"einsum": "einsum:min", "fast": "fast:min"}.get(name, name)
+        from .registry import normalize
+        name = normalize(name)
         if name != "auto":
             self._get_impl(name)  # build now, never inside a compiled region
         self._implementation = name
@@ -101,8 +102,10 @@ class SynoModule(nn.Module):
     def _get_impl(self, name: str) -> Callable:
         fn = self._impls.get(name)
         if fn is None:
-            from .fast import build_variant
-            fn = self._impls[name] = build_variant(self, name)
+            from .registry import build, normalize
+            name = normalize(name)
+            fn = self._impls.get(name) or build(self, name)
+            self._impls[name] = fn
         return fn
 
     def reset_parameters(self) -> None:
@@ -131,14 +134,21 @@ class SynoModule(nn.Module):
         if name is None:
             if torch.compiler.is_compiling():
                 return self._impls[self._default]  # tune eagerly first to use the tuned choice
-            from .fast import autotune
-            name = autotune(self, x)
+            from .registry import choose
+            name = choose(self, x)  # by GPU time over every backend's candidates (disk-cached)
             self._get_impl(name)
             self._choice[key] = name
         return self._impls[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._select(x)(x, *self.weights)
+
+    def tune(self, x: torch.Tensor, *, backward: bool = True, budget_s: float = 120.0,
+             backends=None, **kw) -> dict:
+        """Explicit tuning step (run before timing or compiling): tune Triton tiles, time every
+        implementation by GPU time, keep the fastest (:func:`syno.codegen.registry.compile_module`)."""
+        from .registry import compile_module
+        return compile_module(self, x, backward=backward, budget_s=budget_s, backends=backends, **kw)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._reference(x, *self.weights)

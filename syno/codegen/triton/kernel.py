@@ -1,0 +1,259 @@
+"""Stage -> Triton source: one implicit-GEMM kernel per stage.
+
+The result tile is ``[BM, BN]`` over the stage's output classes split into
+
+* batch classes (held by both operands and kept): one program per value (scalars),
+* M classes (kept, not held by B) and N classes (kept, held by B only): flattened row/column
+  indices decomposed with div/mod into class values,
+
+and the K loop walks the summed classes in ``BK`` blocks. Loads compute each buffer axis's index
+expression (the plan's views) from the class values, with masks for Unfold's zero padding, and
+``tl.dot`` accumulates in fp32 on tensor cores. One-operand stages (sums, output copies) reduce
+with ``tl.sum``. The store goes through the stage's store view (plain, or ``tl.atomic_add`` for a
+gradient scattered through a non-injective view).
+
+Class orders inside M, N and K follow the buffers' strides (largest stride slowest), so a block
+of consecutive indices touches memory that is as contiguous as the layouts allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .stages import Access, Program, Stage, mentions, substitute
+
+DOT_DTYPES = {"float32": "tl.float32", "bfloat16": "tl.bfloat16", "float16": "tl.float16",
+              "float64": "tl.float64"}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Everything the launcher needs besides the source."""
+
+    name: str
+    leaves: tuple[str, ...]          # pointer arguments, in order
+    ranks: tuple[int, ...]           # stride arguments per leaf
+    dynamic: tuple[str, ...]         # runtime size arguments (e.g. v_N)
+    m_size: str
+    n_size: str
+    batch_size: str
+    k_size: str
+    two: bool                        # tl.dot tile (else one flat row index and tl.sum)
+    atomic: bool
+    split_ok: bool = True            # may split K (store is accumulate-safe)
+
+
+def _eff_strides(acc: Access, strides: dict[str, tuple[int, ...]]) -> dict[int, int]:
+    """How far (in elements) a class moves the address of ``acc``, summed over axes naming it."""
+    out: dict[int, int] = {}
+    st = strides.get(acc.leaf)
+    for k, e in enumerate(acc.index):
+        for c in mentions(e):
+            out[c] = out.get(c, 0) + (st[k] if st else 1)
+    return out
+
+
+def _order(classes, weight: dict[int, int], dynamic: set[int]) -> list[int]:
+    """Slowest first: dynamic sizes outermost (their size is a runtime value), then by stride."""
+    return sorted(classes, key=lambda c: (c not in dynamic, -weight.get(c, 0)))
+
+
+def _prod(it) -> int:
+    out = 1
+    for v in it:
+        out *= v
+    return out
+
+
+def _size(classes, values, dyn_names: dict[int, str]) -> str:
+    static, dyn = 1, []
+    for c in classes:
+        if c in dyn_names:
+            dyn.append(dyn_names[c])
+        else:
+            static *= values[c]
+    return " * ".join(dyn + [str(static)]) if dyn else str(static)
+
+
+def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
+                 dtype: str = "float32") -> tuple[str, KernelSpec]:
+    """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
+    strides; any strides work at run time, these only choose the loop orders."""
+    plan = prog.plan
+    values = plan.values
+    dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
+    dynamic = set(dyn_names)
+    ops = stage.operands
+    two = len(ops) == 2
+    a_cls = set(ops[0].classes)
+    b_cls = set(ops[1].classes) if two else set()
+    out = list(stage.out)
+    vals = prog.plan.values
+    if two:
+        batch = [c for c in out if c in a_cls and c in b_cls]
+        n_cls = [c for c in out if c in b_cls and c not in a_cls]
+        k_static = all(c not in dynamic for c in stage.summed)
+        n_static = all(c not in dynamic for c in n_cls)
+        small = (k_static and _prod(vals[c] for c in stage.summed) < 16) or \
+                (n_static and _prod(vals[c] for c in n_cls) < 16)
+        if small:
+            # too thin for tensor cores (e.g. a grouped 1x1 conv with 2 channels per group): one
+            # flat row index over every output class, products summed with tl.sum (FMA units)
+            two, batch, n_cls = False, [], []
+    else:
+        batch, n_cls = [], []
+    m_cls = [c for c in out if c not in batch and c not in n_cls]
+    store_w = _eff_strides(stage.store, strides)
+    k_w: dict[int, int] = {}
+    for a in ops:
+        for c, s in _eff_strides(a, strides).items():
+            k_w[c] = k_w.get(c, 0) + s
+    m_cls = _order(m_cls, store_w, dynamic)
+    n_cls = _order(n_cls, store_w, dynamic)
+    k_cls = _order(stage.summed, k_w, dynamic)
+    batch = _order(batch, store_w, dynamic)
+
+    leaves = tuple(dict.fromkeys([a.leaf for a in ops] + [stage.store.leaf]))
+    ranks = tuple(len(prog.leaves[l]) if l in prog.leaves else len(prog.leaves[l[2:]]) for l in leaves)
+    used_dyn = sorted({dyn_names[c] for c in stage.classes if c in dyn_names})
+    name = f"stage{index}"
+    ptr = {l: f"p_{l}" for l in leaves}
+    args = [ptr[l] for l in leaves]
+    for l, r in zip(leaves, ranks):
+        args += [f"s_{l}_{k}" for k in range(r)]
+    args += used_dyn
+    args += ["BM: tl.constexpr", "BN: tl.constexpr", "BK: tl.constexpr", "SPLIT: tl.constexpr",
+             "PREC: tl.constexpr"]
+    L: list[str] = []
+    w = L.append
+    cn = prog.plan.classes
+    w("@triton.jit")
+    w(f"def {name}({', '.join(args)}):")
+    desc = " * ".join(
+        f"{a.leaf}[{', '.join(a.index)}]" for a in ops)
+    w(f"    # {stage.kind}: {stage.store.leaf}[{', '.join(stage.store.index)}] "
+      f"{'+=' if stage.atomic else '='} sum over {[cn[c].name for c in stage.summed]} of {desc}")
+    w(f"    # classes: " + ", ".join(f"c{c}={cn[c].name}:{values[c]}" for c in sorted(stage.classes)))
+    m_size = _size(m_cls, values, dyn_names)
+    n_size = _size(n_cls, values, dyn_names)
+    k_size = _size(k_cls, values, dyn_names)
+    b_size = _size(batch, values, dyn_names)
+    w(f"    M = {m_size}  # rows: {[cn[c].name for c in m_cls]}")
+    w(f"    N = {n_size}  # columns: {[cn[c].name for c in n_cls]}")
+    w(f"    K = {k_size}  # reduction: {[cn[c].name for c in k_cls]}")
+    w("    pid = tl.program_id(0)")
+    w("    num_m = tl.cdiv(M, BM)")
+    w("    num_n = tl.cdiv(N, BN)")
+    w("    pid_b = pid // (num_m * num_n)")
+    w("    pid_m = (pid // num_n) % num_m")
+    w("    pid_n = pid % num_n")
+
+    def decompose(var: str, classes: list[int], prefix: str) -> None:
+        rest = var
+        for j, c in enumerate(reversed(classes)):
+            size = dyn_names.get(c, str(values[c]))
+            if j == len(classes) - 1:
+                w(f"    {prefix}c{c} = {rest}")
+            else:
+                w(f"    {prefix}c{c} = {rest} % {size}")
+                w(f"    {prefix}r{c} = {rest} // {size}")
+                rest = f"{prefix}r{c}"
+
+    decompose("pid_b", batch, "b_")
+    w("    offs_m = pid_m * BM + tl.arange(0, BM)")
+    w("    mask_m = offs_m < M")
+    decompose("offs_m", m_cls, "m_")
+    if two:
+        w("    offs_n = pid_n * BN + tl.arange(0, BN)")
+        w("    mask_n = offs_n < N")
+        decompose("offs_n", n_cls, "n_")
+
+    def ctx(which: str) -> dict[int, str]:
+        """How a class variable reads inside a tile expression: a_ (BM x BK), b_ (BK x BN),
+        o_ (BM x BN, or BM for one-operand stages)."""
+        mp = {c: f"b_c{c}" for c in batch}
+        if which == "a":
+            mp.update({c: f"m_c{c}[:, None]" for c in m_cls})
+            mp.update({c: f"k_c{c}[None, :]" for c in k_cls})
+        elif which == "b":
+            mp.update({c: f"k_c{c}[:, None]" for c in k_cls})
+            mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
+        else:
+            mp.update({c: (f"m_c{c}[:, None]" if two else f"m_c{c}") for c in m_cls})
+            mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
+        return mp
+
+    def address(acc: Access, mp: dict[int, str], tile: str) -> str:
+        # the zero tile broadcasts addresses that depend on only some of the tile's axes
+        terms = [tile]
+        for k, e in enumerate(acc.index):
+            terms.append(f"({substitute(e, mp)}) * s_{acc.leaf}_{k}")
+        return f"{ptr[acc.leaf]} + " + " + ".join(terms)
+
+    def masks(acc: Access, mp: dict[int, str], base: list[str]) -> str:
+        return " & ".join(base + [substitute(m, mp) for m in acc.masks])
+
+    acc_shape = "(BM, BN)" if two else "(BM,)"
+    w(f"    acc = tl.zeros({acc_shape}, dtype=tl.float32)")
+    w("    zero_a = tl.zeros((BM, BK), dtype=tl.int32)")
+    if two:
+        w("    zero_b = tl.zeros((BK, BN), dtype=tl.int32)")
+    # SPLIT > 1: programs also split K (a weight gradient: small output, huge reduction)
+    w("    pid_k = tl.program_id(1)")
+    w("    k_chunk = tl.cdiv(tl.cdiv(K, SPLIT), BK) * BK")
+    w("    for k0 in range(pid_k * k_chunk, tl.minimum(K, (pid_k + 1) * k_chunk), BK):")
+    inner: list[str] = []
+    inner.append("offs_k = k0 + tl.arange(0, BK)")
+    inner.append("mask_k = offs_k < K")
+    rest = "offs_k"
+    for j, c in enumerate(reversed(k_cls)):
+        size = dyn_names.get(c, str(values[c]))
+        if j == len(k_cls) - 1:
+            inner.append(f"k_c{c} = {rest}")
+        else:
+            inner.append(f"k_c{c} = {rest} % {size}")
+            inner.append(f"k_r{c} = {rest} // {size}")
+            rest = f"k_r{c}"
+    a, mp = ops[0], ctx("a")
+    inner.append(f"a = tl.load({address(a, mp, 'zero_a')},\n                    "
+                 f"mask={masks(a, mp, ['mask_m[:, None]', 'mask_k[None, :]'])}, other=0.0)")
+    dot_t = DOT_DTYPES[dtype]
+    if two:
+        b, mp = ops[1], ctx("b")
+        inner.append(f"b = tl.load({address(b, mp, 'zero_b')},\n                    "
+                     f"mask={masks(b, mp, ['mask_k[:, None]', 'mask_n[None, :]'])}, other=0.0)")
+        if dtype == "float32":
+            inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)")
+        elif dtype == "float64":
+            inner.append("acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)")
+        else:
+            inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)")
+    elif len(ops) == 2:
+        b, mp = ops[1], ctx("a")
+        inner.append(f"b = tl.load({address(b, mp, 'zero_a')},\n                    "
+                     f"mask={masks(b, mp, ['mask_m[:, None]', 'mask_k[None, :]'])}, other=0.0)")
+        inner.append("acc += tl.sum(a.to(tl.float32) * b.to(tl.float32), axis=1)")
+    else:
+        inner.append("acc += tl.sum(a.to(tl.float32), axis=1)")
+    for line in inner:
+        w("        " + line)
+    if stage.scale != 1.0:
+        w(f"    acc = acc * {stage.scale!r}")
+    st, mp = stage.store, ctx("o")
+    zero_o = "tl.zeros((BM, BN), dtype=tl.int32)" if two else "tl.zeros((BM,), dtype=tl.int32)"
+    base = ["mask_m[:, None]", "mask_n[None, :]"] if two else ["mask_m"]
+    if stage.atomic:
+        w(f"    tl.atomic_add({address(st, mp, zero_o)}, acc,\n                  mask={masks(st, mp, base)})")
+    else:
+        w("    if SPLIT == 1:")
+        w(f"        tl.store({address(st, mp, zero_o)}, acc.to({ptr[st.leaf]}.dtype.element_ty),\n"
+          f"                 mask={masks(st, mp, base)})")
+        w("    else:")
+        w(f"        tl.atomic_add({address(st, mp, zero_o)}, acc,\n"
+          f"                      mask={masks(st, mp, base)})")
+    spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, two,
+                      stage.atomic)
+    return "\n".join(L) + "\n", spec
+
+
+__all__ = ["stage_source", "KernelSpec"]

@@ -1,0 +1,312 @@
+"""Compiled stages and their launcher: :class:`TritonOperator` runs a plan's forward and backward
+stages as Triton kernels (GPU, or the CPU interpreter when ``TRITON_INTERPRET=1``).
+
+Buffers: the inputs and weights as given (any strides), ones tensors for constant Unfolds,
+intermediates allocated in the layout :func:`~syno.codegen.triton.stages.build_program` chose,
+and the output ``y`` (channels_last when a 4-D input is). Gradients: ``g_<buffer>``, zeroed and
+in fp32 where a stage scatters into them with atomic adds.
+"""
+
+from __future__ import annotations
+
+import linecache
+import math
+import os
+import threading
+from dataclasses import dataclass, replace
+
+import torch
+
+from syno.ir.lowering import Plan
+
+from .kernel import KernelSpec, stage_source
+from .stages import Program, Stage, backward_stages, build_program
+
+_COUNTER = [0]
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Config:
+    BM: int = 64
+    BN: int = 64
+    BK: int = 32
+    num_warps: int = 4
+    num_stages: int = 3
+    split: int = 1          # split-K programs (atomic fp32 accumulation when > 1)
+
+    def key(self) -> str:
+        return f"{self.BM}x{self.BN}x{self.BK}w{self.num_warps}s{self.num_stages}k{self.split}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Config":
+        mnk, rest = text.split("w")
+        warps, rest = rest.split("s")
+        stages, split = rest.split("k")
+        bm, bn, bk = (int(v) for v in mnk.split("x"))
+        return cls(bm, bn, bk, int(warps), int(stages), int(split))
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, 1 << max(0, math.ceil(math.log2(max(n, 1))))))
+
+
+def default_config(spec: KernelSpec, m: int, n: int, k: int, b: int = 1) -> Config:
+    """A reasonable untuned tile: tensor-core sized, no larger than the problem."""
+    if interpreting():
+        # the CPU interpreter pays per program and per op, not per element: few, large tiles
+        lo = 16 if spec.two else 1
+        return Config(_pow2(m, 16, 1024), _pow2(n, lo, 256), _pow2(k, lo, 256), 1, 1)
+    if not spec.two:
+        cfg = Config(_pow2(m, 16, 128), 1, _pow2(k, 1, 32), 4, 2)
+    else:
+        cfg = Config(_pow2(m, 16, 128), _pow2(n, 16, 128), _pow2(k, 16, 32), 4, 3)
+    return replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+
+
+def default_split(spec: KernelSpec, cfg: Config, m: int, n: int, k: int, b: int) -> int:
+    """Split K when the output tiles alone cannot fill the GPU (about two waves of 132 SMs)."""
+    if not spec.split_ok:
+        return 1
+    tiles = triton_cdiv(m, cfg.BM) * triton_cdiv(n, cfg.BN) * b
+    if tiles >= 264 or k < 8 * cfg.BK:
+        return 1
+    return int(max(1, min(128, 264 // tiles, k // (4 * cfg.BK))))
+
+
+def _compile(source: str, name: str):
+    import triton
+    import triton.language as tl
+
+    with _LOCK:
+        _COUNTER[0] += 1
+        filename = f"<syno-triton-{_COUNTER[0]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = {"triton": triton, "tl": tl}
+    exec(compile(source, filename, "exec"), ns)
+    return ns[name]
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
+
+
+class TritonOperator:
+    """Forward and backward of one plan as generated Triton kernels."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.prog: Program = build_program(plan)
+        self.bwd: list[Stage] = backward_stages(self.prog)
+        an = plan.analysis
+        self.dynamic = {cid: axis for _, (axis, cid) in an.dynamic.items()}
+        self.dyn_names = {cid: "v_" + name for name, (_, cid) in an.dynamic.items()}
+        self._kernels: dict[tuple, tuple] = {}
+        #: tuned tile per (direction, stage index, dtype, shape key); see :mod:`.tune`
+        self.configs: dict[tuple, Config] = {}
+        self._ones: dict[tuple, torch.Tensor] = {}
+        self._looked_up: set = set()
+
+    # -- sizes and buffers -----------------------------------------------------------------
+    def class_sizes(self, x: torch.Tensor) -> list[int]:
+        vals = list(self.plan.values)
+        for cid, axis in self.dynamic.items():
+            vals[cid] = x.shape[axis]
+        return vals
+
+    def check_input(self, x: torch.Tensor) -> None:
+        want = self.prog.leaves["x"]
+        if x.dim() != len(want):
+            raise ValueError(f"input has {x.dim()} axes, the operator takes {len(want)}")
+        for k, c in enumerate(want):
+            if c not in self.dynamic and x.shape[k] != self.plan.values[c]:
+                raise ValueError(f"input axis {k} has size {x.shape[k]}, expected {self.plan.values[c]} "
+                                 f"(mapping {self.plan.mapping})")
+
+    def shape(self, leaf: str, vals) -> list[int]:
+        return [vals[c] for c in self.prog.leaves[leaf]]
+
+    def output_like(self, x: torch.Tensor, vals, dtype) -> torch.Tensor:
+        shape = self.shape("y", vals)
+        channels_last = (x.dim() == 4 and len(shape) == 4 and x.shape[1] > 1
+                         and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty(shape, device=x.device, dtype=dtype, memory_format=fmt)
+
+    def alloc(self, leaf: str, vals, like: torch.Tensor, dtype=None, zero=False) -> torch.Tensor:
+        layout = self.prog.layouts.get(leaf)
+        shape = self.shape(leaf, vals)
+        if layout is None:
+            layout = tuple(range(len(shape)))
+        phys = [shape[k] for k in layout]
+        make = torch.zeros if zero else torch.empty
+        t = make(phys, device=like.device, dtype=dtype or like.dtype)
+        inv = [layout.index(k) for k in range(len(shape))]
+        return t.permute(inv)
+
+    def ones(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
+        t = self._ones.get(key)
+        if t is None:
+            spec, v = self.prog.consts[name], self.plan.values
+            if isinstance(spec, tuple):
+                u, m, w = spec
+                ar = lambda n: torch.arange(n, device=like.device)  # noqa: E731
+                t = (ar(v[u])[:, None, None] == ar(v[m])[None, :, None] + ar(v[w])[None, None, :]
+                     - v[w] // 2).to(like.dtype)
+            else:
+                t = torch.ones(v[spec], device=like.device, dtype=like.dtype)
+            self._ones[key] = t
+        return t
+
+    # -- kernels ---------------------------------------------------------------------------
+    def kernel(self, direction: str, index: int, dtype: torch.dtype, bufs: dict[str, torch.Tensor]):
+        stage = (self.prog.stages if direction == "fwd" else self.bwd)[index]
+        leaves = [a.leaf for a in stage.operands] + [stage.store.leaf]
+        strides = {l: tuple(bufs[l].stride()) for l in leaves}
+        order_key = tuple(tuple(sorted(range(len(s)), key=lambda k: -s[k])) for s in strides.values())
+        key = (direction, index, _dtype_name(dtype), order_key)
+        hit = self._kernels.get(key)
+        if hit is None:
+            src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype))
+            if direction != "fwd":
+                src = src.replace(f"def stage{index}(", f"def grad{index}(")
+                spec = KernelSpec(f"grad{index}", *list(spec.__dict__.values())[1:])
+            hit = self._kernels[key] = (_compile(src, spec.name), spec, src)
+        return hit
+
+    def resolve(self, direction: str, index: int, bufs, vals, dtype):
+        """(kernel, spec, sizes m, n, b, k, config) of one stage."""
+        fn, spec, _ = self.kernel(direction, index, dtype, bufs)
+        dyn = {self.dyn_names[c]: vals[c] for c in self.dyn_names}
+        m, n, b, k = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.batch_size, spec.k_size))
+        config = self.configs.get(self.config_key(direction, index, dtype, vals)) or \
+            default_config(spec, m, n, k, b)
+        if direction == "fwd":
+            config = replace(config, split=1)
+        return fn, spec, (m, n, b, k), config
+
+    def launch(self, direction: str, index: int, bufs: dict[str, torch.Tensor], vals, dtype,
+               config: Config | None = None, precision: str = "ieee"):
+        fn, spec, (m, n, b, k), default = self.resolve(direction, index, bufs, vals, dtype)
+        config = config or default
+        dyn = {self.dyn_names[c]: vals[c] for c in self.dyn_names}
+        args = [bufs[l] for l in spec.leaves]
+        for l in spec.leaves:
+            args += list(bufs[l].stride())
+        args += [dyn[d] for d in spec.dynamic]
+        grid = (triton_cdiv(m, config.BM) * triton_cdiv(n, config.BN) * b, config.split)
+        fn[grid](*args, BM=config.BM, BN=config.BN, BK=config.BK, SPLIT=config.split, PREC=precision,
+                 num_warps=config.num_warps, num_stages=config.num_stages)
+        return m, n, k, b
+
+    def load_tuned(self, x: torch.Tensor) -> None:
+        """Tiles tuned earlier for this shape/dtype/layout/device (disk cache of :mod:`.tune`):
+        a lookup, once per shape; nothing is timed here."""
+        key = (tuple(x.shape), tuple(x.stride()), x.dtype, x.device)
+        if key in self._looked_up or not x.is_cuda:
+            return
+        self._looked_up.add(key)
+        from .tune import load_cached
+        load_cached(self, x)
+
+    def config_key(self, direction, index, dtype, vals) -> tuple:
+        return (direction, index, _dtype_name(dtype), tuple(vals[c] for c in self.dyn_names))
+
+    # -- execution -------------------------------------------------------------------------
+    def inputs(self, x, weights) -> dict[str, torch.Tensor]:
+        bufs = {"x": x}
+        for j, w in enumerate(weights, start=1):
+            bufs[f"w{j}"] = w
+        for name in self.prog.consts:
+            bufs[name] = self.ones(name, x)
+        return bufs
+
+    def forward(self, x: torch.Tensor, weights, precision: str = "ieee"):
+        """(y, intermediates) for inputs of one dtype."""
+        self.check_input(x)
+        for t in [x, *weights]:
+            if t.numel() >= 2 ** 31:
+                raise ValueError(f"tensor of {t.numel()} elements: 32-bit addressing only")
+        vals = self.class_sizes(x)
+        self.load_tuned(x)
+        bufs = self.inputs(x, weights)
+        inter = []
+        for i, st in enumerate(self.prog.stages):
+            leaf = st.store.leaf
+            bufs[leaf] = (self.output_like(x, vals, x.dtype) if leaf == "y" else self.alloc(leaf, vals, x))
+            if leaf != "y":
+                inter.append(bufs[leaf])
+            self.launch("fwd", i, bufs, vals, x.dtype, precision=precision)
+        return bufs["y"], inter
+
+    def backward(self, gy: torch.Tensor, x: torch.Tensor, weights, inter, needs, precision: str = "ieee",
+                 keep: dict | None = None):
+        """Gradients w.r.t. (x, *weights); None where ``needs`` is False. ``keep`` receives the
+        buffers (for the tuner)."""
+        vals = self.class_sizes(x)
+        bufs = self.inputs(x, weights)
+        for leaf, t in zip(self.prog.intermediates, inter):
+            bufs[leaf] = t
+        bufs["g_y"] = gy
+        wanted = {name for name, need in zip(self.prog.inputs, needs) if need}
+        # gradients of unwanted inputs are skipped (intermediates' always run: they feed others)
+        for i, st in enumerate(self.bwd):
+            target = st.store.leaf[2:]
+            if target in self.prog.inputs and target not in wanted:
+                continue
+            bufs[st.store.leaf] = bufs[target]  # stand-in with the right strides to pick the kernel
+            _, _, _, cfg = self.resolve("bwd", i, bufs, vals, x.dtype)
+            f32 = st.atomic or cfg.split > 1
+            zero = f32 or not st.store.bijective
+            base = bufs[target]
+            dt = torch.float32 if f32 else base.dtype
+            if target in self.prog.inputs:
+                g = torch.zeros_like(base, dtype=dt) if zero else torch.empty_like(base, dtype=dt)
+            else:
+                g = self.alloc(target, vals, base, dtype=dt, zero=zero)
+            bufs[st.store.leaf] = g
+            self.launch("bwd", i, bufs, vals, x.dtype, precision=precision)
+        if keep is not None:
+            keep.update(bufs)
+        out = []
+        for name, need, t in zip(self.prog.inputs, needs, [x, *weights]):
+            out.append(bufs["g_" + name].to(t.dtype) if need else None)
+        return out
+
+    # -- source ----------------------------------------------------------------------------
+    def source(self, dtype: torch.dtype = torch.bfloat16, backward: bool = True, x_strides=None) -> str:
+        """Readable Triton source of every stage (for contiguous buffers unless ``x_strides``)."""
+        vals = list(self.plan.values)
+        fake = {}
+        for leaf in list(self.prog.leaves):
+            shape = self.shape(leaf, vals)
+            layout = self.prog.layouts.get(leaf, tuple(range(len(shape))))
+            st = [0] * len(shape)
+            acc = 1
+            for k in reversed(layout):
+                st[k] = acc
+                acc *= shape[k]
+            fake[leaf] = tuple(st)
+            fake["g_" + leaf] = tuple(st)
+        if x_strides is not None:
+            fake["x"] = fake["g_x"] = tuple(x_strides)
+        parts = [f"# plan:\n# " + self.plan.describe().replace("\n", "\n# ") + "\n"]
+        for i, st in enumerate(self.prog.stages):
+            parts.append(stage_source(self.prog, st, i, fake, _dtype_name(dtype))[0])
+        if backward:
+            for i, st in enumerate(self.bwd):
+                parts.append(stage_source(self.prog, st, i, fake, _dtype_name(dtype))[0]
+                             .replace(f"def stage{i}(", f"def grad{i}("))
+        return "\n\n".join(parts)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["TritonOperator", "Config", "default_config", "interpreting"]

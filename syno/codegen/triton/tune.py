@@ -1,0 +1,155 @@
+"""Tile autotuning by GPU time, cached on disk.
+
+Each stage (forward and backward) is timed on its own with ``triton.testing.do_bench`` (CUDA
+events around many launches: GPU time, not Python wall clock) over a short list of tile
+configurations, within a user-set time budget (stages left when it runs out keep the default
+tile). Results go to ``$SYNO_CACHE_DIR/triton_tune.json`` (default ``~/.cache/syno``) keyed by
+operator hash, plan variant, full mapping incl. dynamic sizes, dtype, input layout, device name
+and torch/triton versions. Tuning is an explicit call (:func:`tune`); the forward never tunes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from dataclasses import replace
+
+from .runtime import Config, TritonOperator, _pow2, default_split
+
+#: two-operand (tl.dot) candidates: (BM, BN, BK, warps, stages)
+#: two-operand (tl.dot) candidates, most promising first (the budget may stop the list early):
+#: (BM, BN, BK, warps, stages)
+DOT_CONFIGS = [(128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (64, 64, 32, 4, 4), (128, 64, 64, 4, 3),
+               (64, 128, 32, 4, 4), (256, 64, 32, 8, 3), (64, 32, 64, 4, 4), (32, 64, 64, 4, 4)]
+SUM_CONFIGS = [(128, 1, 32, 4, 2), (256, 1, 16, 4, 2), (64, 1, 64, 4, 2)]
+#: at most this many candidates per stage
+MAX_CANDIDATES = int(os.environ.get("SYNO_TRITON_TUNE_MAX", "8"))
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("SYNO_CACHE_DIR", Path.home() / ".cache" / "syno")) / "triton_tune.json"
+
+
+def _load() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(data: dict) -> None:
+    p = cache_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+    tmp.replace(p)
+
+
+def cache_key(op: TritonOperator, x: torch.Tensor, dtype: torch.dtype) -> str:
+    import triton
+
+    plan = op.plan
+    layout = "".join(str(k) for k in sorted(range(x.dim()), key=lambda k: -x.stride(k)))
+    dev = torch.cuda.get_device_name(x.device) if x.is_cuda else "cpu"
+    parts = [plan.op.hash, f"wf{int(plan.weights_first)}d{int(plan.allow_diag)}",
+             ",".join(f"{k}={v}" for k, v in sorted(plan.mapping.items())),
+             "x" + ",".join(str(s) for s in x.shape), str(dtype), layout, dev,
+             torch.__version__, triton.__version__]
+    return "|".join(parts)
+
+
+def load_cached(op: TritonOperator, x: torch.Tensor) -> int:
+    """Install tiles cached for ``x``'s shape/dtype/layout/device; returns how many."""
+    entry = _load().get(cache_key(op, x, x.dtype), {})
+    vals = op.class_sizes(x)
+    for tag, cfg in entry.items():
+        direction, idx = tag.split(":")
+        op.configs[op.config_key(direction, int(idx), x.dtype, vals)] = Config.parse(cfg["config"])
+    return len(entry)
+
+
+def candidates(spec, m: int, n: int, k: int) -> list[Config]:
+    out = []
+    for bm, bn, bk, w, s in (DOT_CONFIGS if spec.two else SUM_CONFIGS):
+        bm = min(bm, _pow2(m, 16, 256))
+        if spec.two:
+            bn = min(bn, _pow2(n, 16, 256))
+            bk = min(bk, _pow2(k, 16, 128))
+        else:
+            bk = min(bk, _pow2(k, 1, 128))
+        c = Config(bm, bn, bk, w, s)
+        if c not in out:
+            out.append(c)
+    return out[:MAX_CANDIDATES]
+
+
+def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True, budget_s: float = 60.0,
+         precision: str = "ieee", use_cache: bool = True, verbose: bool = False) -> dict:
+    """Pick each stage's tile by GPU time on these inputs; returns {stage: (config, ms)}."""
+    from triton.testing import do_bench
+
+    dtype = x.dtype
+    key = cache_key(op, x, dtype)
+    vals = op.class_sizes(x)
+    data = _load() if use_cache else {}
+    entry = data.get(key, {})
+    result = {}
+    for tag, cfg in entry.items():
+        direction, idx = tag.split(":")
+        op.configs[op.config_key(direction, int(idx), dtype, vals)] = Config.parse(cfg["config"])
+        result[tag] = (cfg["config"], cfg["ms"])
+    todo = [("fwd", i) for i in range(len(op.prog.stages))]
+    if backward:
+        todo += [("bwd", i) for i in range(len(op.bwd))]
+    todo = [t for t in todo if f"{t[0]}:{t[1]}" not in entry]
+    if not todo:
+        return result
+    y, inter = op.forward(x, weights, precision)
+    fbufs = op.inputs(x, weights)
+    fbufs.update(zip(op.prog.intermediates, inter))
+    fbufs["y"] = y
+    bbufs: dict = {}
+    if backward:
+        needs = [True] * (1 + len(weights))
+        op.backward(torch.randn_like(y), x, weights, inter, needs, precision, keep=bbufs)
+    start = time.perf_counter()
+    for direction, i in todo:
+        if time.perf_counter() - start > budget_s:
+            break
+        bufs = fbufs if direction == "fwd" else bbufs
+        _, spec, _ = op.kernel(direction, i, dtype, bufs)
+        dyn = {op.dyn_names[c]: vals[c] for c in op.dyn_names}
+        m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
+        best = None
+        for cfg in candidates(spec, m, n, k):
+            if direction == "bwd":
+                cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+            try:
+                ms = do_bench(lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision),
+                              warmup=5, rep=20)
+            except Exception as exc:  # e.g. out of shared memory for this tile
+                if verbose:
+                    print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
+                continue
+            if verbose:
+                print(f"# {direction}{i} {cfg.key()}: {ms * 1e3:.1f} us")
+            if best is None or ms < best[1]:
+                best = (cfg, ms)
+        if best is None:
+            continue
+        op.configs[op.config_key(direction, i, dtype, vals)] = best[0]
+        entry[f"{direction}:{i}"] = {"config": best[0].key(), "ms": best[1]}
+        result[f"{direction}:{i}"] = (best[0].key(), best[1])
+    if use_cache:
+        data = _load()
+        data[key] = entry
+        _save(data)
+    return result
+
+
+__all__ = ["tune", "cache_path", "cache_key", "candidates"]
