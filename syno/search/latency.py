@@ -64,6 +64,8 @@ class LatencyOptions(BaseModel):
         "model", description="which speedup the objective and --min-speedup use: the whole model's (end to "
         "end) or the placeholder sites' summed")
     cuda_graphs: bool = Field(True, description="CUDA: time replays of a captured CUDA graph")
+    tf32: bool = Field(True, description="CUDA: TF32 and cudnn.benchmark on while timing, as the trainer runs "
+                       "(it turns them on for the whole worker process, so the baseline must have them too)")
     warmup_ms: float = Field(20.0, ge=0, description="warm-up wall time per measurement")
     budget_ms: float = Field(100.0, gt=0, description="timed wall time per measurement")
     min_repeat: int = Field(5, ge=1)
@@ -148,8 +150,18 @@ def _timing_options(o: LatencyOptions):
                          max_repeat=o.max_repeat, estimate_runs=2)
 
 
-def _graph_forward(module, x) -> Callable[[], object] | None:
-    """A CUDA-graph replay of ``module(x)`` (None when the module cannot be captured)."""
+def _graph_forward(module, x, tries: int = 2) -> Callable[[], object] | None:
+    """A CUDA-graph replay of ``module(x)`` (None when the module cannot be captured ``tries`` times;
+    a first capture in a process has failed once with cudaErrorStreamCaptureInvalidated, see
+    benchmarks/README.md, so it is tried again)."""
+    for _ in range(tries):
+        fn = _capture(module, x)
+        if fn is not None:
+            return fn
+    return None
+
+
+def _capture(module, x) -> Callable[[], object] | None:
     import torch
 
     try:
@@ -162,10 +174,14 @@ def _graph_forward(module, x) -> Callable[[], object] | None:
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g), torch.no_grad():
             module(x)
+        g.replay()  # a graph that does not replay is not timed
         torch.cuda.synchronize()
         return g.replay
     except Exception:  # noqa: BLE001 - e.g. a host sync inside: time it per call instead
-        torch.cuda.synchronize()
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001 - the failed capture's error, already handled
+            pass
         return None
 
 
@@ -253,12 +269,20 @@ class KernelTimer:
         import torch
 
         before = torch.get_num_threads()
+        flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
         if self.device.type == "cpu" and self.o.threads:
             torch.set_num_threads(self.o.threads)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.o.tf32
+            torch.backends.cudnn.benchmark = self.o.tf32
         try:
             yield
         finally:
             torch.set_num_threads(before)
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark) = flags
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # the captured graphs' memory goes back before training
 
     def _threads(self) -> int:
         import torch
@@ -280,7 +304,8 @@ class KernelTimer:
         key = {"model": self.options.model, "dataset": self.options.dataset, "image_size": self.options.image_size,
                "model_kwargs": self.options.model_kwargs, "mappings": self.options.synth.mappings,
                "batch": self.batch, "dtype": o.dtype, "backward": o.backward, "sites": o.sites,
-               "cuda_graphs": o.cuda_graphs, "device": self.device_label(),
+               "cuda_graphs": o.cuda_graphs, "tf32": o.tf32 if self.device.type == "cuda" else None,
+               "device": self.device_label(),
                "threads": self._threads() if self.device.type == "cpu" else None, "torch": torch.__version__,
                "timing": [o.warmup_ms, o.budget_ms, o.min_repeat, o.max_repeat]}
         return hashlib.blake2b(json.dumps(key, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
@@ -425,6 +450,8 @@ class KernelTimer:
                "timer": timer, **common, **kw}
         if self.device.type == "cpu":
             rec["threads"] = self._threads()
+        else:
+            rec["tf32"] = self.o.tf32
         return rec
 
 
