@@ -58,6 +58,22 @@ def test_refused_pickle_is_one_line_in_baseline(evil_cifar, tmp_path):
     assert isinstance(res.exception, pickle.UnpicklingError)
 
 
+def test_refused_pickle_is_one_line_in_reevaluate_and_search(evil_cifar, tmp_path):
+    from syno.ir.library import conv2d
+
+    from post.helpers import make_kernel_dir  # tests/ is on sys.path (pytest's rootdir-relative import)
+
+    s = tmp_path / "sess"
+    s.mkdir()
+    make_kernel_dir(s, conv2d(), 0.6, 1.5e6)
+    line = _one_error_line(runner.invoke(app, ["reevaluate", str(s), "--dataset", "cifar100", "--data-dir",
+                                               str(evil_cifar), "-q"]))
+    assert "refusing to load" in line
+    line = _one_error_line(runner.invoke(app, ["search", "tiny", "--set", "dataset=cifar100", "--data-dir",
+                                               str(evil_cifar), "--session", str(tmp_path / "s2"), "-n", "1"]))
+    assert "refusing to load" in line
+
+
 def test_pydantic_error_is_one_line_without_url():
     line = _one_error_line(runner.invoke(app, ["search", "tiny", "--set", "train.epochs=x"]))
     assert "epochs" in line and "'x'" in line
