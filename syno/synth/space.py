@@ -630,9 +630,9 @@ class SynthSpace:
             self._winok[key] = got
         return got
 
-    def shape_distance(self, state: State) -> int:
-        """Lower bound on primitives to reach the input shape if it is at most the remaining depth
-        (the search stops at the first witness), else INF."""
+    def shape_distance(self, state: State, limit: int | None = None) -> int:
+        """Lower bound on primitives to reach the input shape if it is at most ``limit`` (default:
+        the remaining depth; the search stops at the first witness), else INF."""
         o = self.options
         can_c = self.contraction_possible(state)
         allow = self.allowance(state.usage)
@@ -644,7 +644,6 @@ class SynthSpace:
                 "splits": self.cap_left(state, C_SPLIT, "splits"),
                 "expands": self.cap_left(state, C_EXPAND, "expands") if self.expands_enabled() else 0}
         sigs = []
-        limit = max(o.max_unfold_kernel_size, o.max_strided_dim_size, o.max_shift_rhs)
         ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer)
         for d in state.current:
             ck = (d, ctx)
@@ -682,7 +681,8 @@ class SynthSpace:
                 win *= u
         small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
         key = key[:-2] + key[-1:] + (small_limit,)  # without the remaining depth
-        limit = self.remaining(state)
+        if limit is None:
+            limit = self.remaining(state)
         lo_hi = self._dist_cache.get(key)  # (proved lower bound, witnessed value)
         if lo_hi is not None:
             if lo_hi[1] <= limit:
