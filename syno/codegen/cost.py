@@ -32,7 +32,11 @@ from syno.ir.lowering import LoweringError, Plan, plan_for
 
 #: default limit: this many times the larger of (input + weights) and output
 DEFAULT_FACTOR = 8.0
+#: a factor limit is never below this: at kilobyte sizes constant tensors (a selection tensor,
+#: the padding of a window) dominate and nothing is at stake
+MIN_LIMIT = 16 << 20
 ENV_LIMIT = "SYNO_PEAK_LIMIT"
+ENV_CAP = "SYNO_MEMORY_LIMIT"
 _DTYPES = {2: torch.float16, 4: torch.float32, 8: torch.float64}
 
 
@@ -88,6 +92,17 @@ class _PeakMode(TorchDispatchMode):
         return out
 
 
+def measure_peak_bytes(fn, *args) -> int:
+    """Peak bytes of the storages ``fn(*args)`` allocates (no grad), plus the arguments':
+    the same accounting as :func:`plan_peak_bytes`, on real tensors."""
+    base = sum(a.untyped_storage().nbytes() for a in args)
+    mode = _PeakMode()
+    with torch.no_grad(), mode:
+        y = fn(*args)
+    del y
+    return base + mode.peak
+
+
 def tensor_bytes(plan: Plan, itemsize: int = 4) -> tuple[int, int, int]:
     """(input, weights, output) bytes at the plan's mapping."""
     v = plan.values
@@ -116,6 +131,10 @@ def plan_peak_bytes(plan: Plan, implementation: str = "einsum", itemsize: int = 
     cache = plan.__dict__.setdefault("_peak_cache", {})  # plans are immutable once built
     key = (implementation.split(":")[0], itemsize)
     if key in cache:
+        return cache[key]
+    if key[0] == "triton":  # materialises only contraction results (kept for backward)
+        from .triton import peak_bytes
+        cache[key] = peak_bytes(plan, itemsize)
         return cache[key]
     from .torch import compile_source
     fn = compile_source(forward_source(plan, implementation), "forward", tag="meta")
@@ -151,14 +170,30 @@ def parse_limit(text: str | float | int) -> tuple[str, float]:
     return "bytes", float(m.group(1)) * scale
 
 
+def memory_cap_bytes() -> int:
+    """Absolute cap on one module's forward: ``$SYNO_MEMORY_LIMIT``, else half the machine's RAM
+    (so an operator whose *weights* are absurd, e.g. k=3000 read from disk, is refused too)."""
+    spec = os.environ.get(ENV_CAP)
+    if spec:
+        kind, value = parse_limit(spec)
+        if kind != "bytes":
+            raise ValueError(f"${ENV_CAP}={spec!r}: give bytes, e.g. '16GB'")
+        return int(value)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
+
+
 def peak_limit_bytes(plan: Plan, limit: str | float | int | None = None, itemsize: int = 4) -> int:
-    """The limit in bytes for ``plan`` (argument, else ``$SYNO_PEAK_LIMIT``, else 8x)."""
+    """The limit in bytes for ``plan`` (argument, else ``$SYNO_PEAK_LIMIT``, else 8x), never
+    above :func:`memory_cap_bytes`."""
     spec = limit if limit is not None else os.environ.get(ENV_LIMIT) or f"{DEFAULT_FACTOR}x"
     kind, value = parse_limit(spec)
     if kind == "bytes":
-        return int(value)
+        return min(int(value), memory_cap_bytes())
     x, w, y = tensor_bytes(plan, itemsize)
-    return int(value * max(x + w, y))
+    return min(max(int(value * max(x + w, y)), MIN_LIMIT), memory_cap_bytes())
 
 
 def stage_text(plan: Plan, k: int | None = None) -> str:
@@ -222,10 +257,11 @@ def guard_plan(op, mapping: Mapping[str, int], *, weights_first: bool = False,
     mapping_text = ", ".join(f"{k}={v}" for k, v in sorted(plan.mapping.items()))
     raise PlanTooCostly(
         f"operator {name} at {mapping_text}: forward needs ~{fmt_bytes(peak)} (largest: {stage}), "
-        f"over the limit {fmt_bytes(limit_b)} (set ${ENV_LIMIT}, e.g. '16x' or '4GB')",
+        f"over the limit {fmt_bytes(limit_b)} (set ${ENV_CAP if limit_b == memory_cap_bytes() else ENV_LIMIT}, "
+        "e.g. '16x' or '4GB')",
         operator=name, mapping=plan.mapping, stage=stage, peak_bytes=peak, limit_bytes=limit_b)
 
 
 __all__ = ["PlanTooCostly", "plan_peak_bytes", "peak_limit_bytes", "parse_limit", "guard_plan",
            "tensor_bytes", "fmt_bytes", "stage_text", "forward_source", "Choice", "DEFAULT_FACTOR",
-           "ENV_LIMIT"]
+           "ENV_LIMIT", "memory_cap_bytes", "measure_peak_bytes"]

@@ -9,8 +9,7 @@ import torch
 from syno.codegen.torch import build_module
 from syno.ir.evaluate import reference_forward
 from syno.ir.lowering import BYTE_WEIGHT, plan_for
-
-synth = pytest.importorskip("syno.synth.sampler")
+from syno.synth import sampler as synth
 
 MAPPING = {"N": 2, "C_in": 16, "C_out": 16, "H": 8}  # one of the tiny preset's mappings, N=2
 COUNT = 200
@@ -61,3 +60,16 @@ def test_sampled_operators_match_reference(sampled, part):
         full = naive // max(len(op.tensors) - 1, 1)
         assert all(m <= full for m in sums) and mac_plan.flops == contract + sum(sums)
         assert mod.plan.cost <= mac_plan.flops + BYTE_WEIGHT * mac_plan.written
+
+
+def test_sampled_operators_predicted_peak(sampled):
+    """Issue #21: the guard's predicted peak (meta run) is within 2x of the measured peak of the
+    module's forward and under the limit, for 100 freshly sampled tiny operators."""
+    from syno.codegen.cost import measure_peak_bytes, peak_limit_bytes, plan_peak_bytes
+    for op in sampled[:100]:
+        mod = build_module(op, MAPPING)
+        shape = [mod.plan.values[c] for c in mod.plan.analysis.tensors[0]]
+        predicted = plan_peak_bytes(mod.plan, mod.cpu_variant)
+        measured = measure_peak_bytes(lambda x, *w: mod._select(x)(x, *w), torch.randn(shape), *mod.weights)
+        assert predicted <= peak_limit_bytes(mod.plan), op.hash
+        assert measured / 2 <= predicted <= 2 * measured, (op.hash, predicted, measured)
