@@ -5,6 +5,7 @@ Heavy imports (torch, the synthesis space) happen inside the commands, so ``syno
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -77,7 +78,7 @@ class _Progress:
         if restored.get("kernels"):
             self.console.print(f"resumed {runner.store.root}: {restored['kernels']} kernels "
                                f"({restored['replayed']} replayed into the search), "
-                               f"{restored['reissue']} interrupted kernels to evaluate again")
+                               f"{restored['reissue']} interrupted kernels to evaluate again", soft_wrap=True)
         for line in restored.get("skipped", []):  # kernels kept on disk but not replayed (one line each)
             self.console.print(f"warning: {line}", highlight=False, markup=False)
         total = r.budget_seconds if self.by_time else r.max_evaluations
@@ -145,6 +146,8 @@ def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int, **ev
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (syno.cli_errors.Terminated)
         interrupted(exc, f"syno search {options.model} --session {options.directory} --resume")
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:  # a log file: no 80-column squeeze
+        console = Console(width=160)
     console.print(f"[bold]{summary.new}[/] kernels evaluated in this run ({summary.evaluated} in the session; "
                   f"stopped: {summary.stop_reason or 'done'})")
     print_leaderboard(SessionStore(options.directory), top=top, console=console)
