@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+
+from syno.codegen.random_ops import operators
 import torch
 
 from syno.codegen.cost import (PlanTooCostly, guard_plan, measure_peak_bytes, parse_limit,
@@ -131,3 +134,35 @@ def test_fresh_resnet18_operators_fit_at_56x56():
         measured = module_peak(mod, x)
         assert predicted <= peak_limit_bytes(mod.plan), op.hash
         assert measured / 2 <= predicted <= 2 * measured, (op.hash, predicted, measured)
+
+
+# every alternative lowering the planner or the guard may pick
+ALTERNATIVES = (
+    {},                                      # cost model (MACs + bytes written), selections on
+    {"cost": "macs", "select": False},       # the min-MAC planner of before
+    {"cost": "macs", "select": True},
+    {"cost": "bytes", "select": False},
+    {"allow_diag": False},
+    {"weights_first": True},
+    {"peak_limit": 1},                       # forces the limited search (falls back when none fits)
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(operators())
+def test_every_alternative_lowering_equals_reference(op):
+    from syno.codegen.random_ops import MAPPING
+    from syno.codegen.torch import SynoModule
+    ref_mod = build_module(op, MAPPING, peak_limit=False).double()
+    shape = [ref_mod.plan.values[c] for c in ref_mod.plan.analysis.tensors[0]]
+    x = torch.randn(shape, dtype=torch.float64)
+    ws = list(ref_mod.weights)
+    ref = reference_forward(op, MAPPING, [x] + ws)
+    tol = 1e-9 * (1 + ref.abs().max().item()) if ref.numel() else 0
+    for opts in ALTERNATIVES:
+        plan = plan_for(op, MAPPING, **opts)
+        mod = SynoModule(op, MAPPING, plan, implementation="einsum")
+        for v in ("einsum:min", "fast:min", "fastd:min"):
+            y = mod._get_impl(v)(x, *ws)
+            assert y.shape == ref.shape
+            assert ref.numel() == 0 or (y - ref).abs().max().item() <= tol, (opts, v)
