@@ -61,8 +61,13 @@ def safe_evaluate(job: Job, path: str) -> EvalResult:
     try:
         res = job.evaluate(path)
     except Exception as exc:  # noqa: BLE001 - any kernel failure is a result, not a crash of the search
-        tb = traceback.format_exc(limit=8)
-        res = EvalResult(status="error", message=f"{type(exc).__name__}: {exc}\n{tb}"[-4000:])
+        cost = sys.modules.get("syno.codegen.cost")  # loaded if it raised: no torch import here
+        if cost is not None and isinstance(exc, cost.PlanTooCostly):
+            # its plan needs more memory than the limit (issue #21): scored without training
+            res = EvalResult(status="too_costly", message=str(exc))
+        else:
+            tb = traceback.format_exc(limit=8)
+            res = EvalResult(status="error", message=f"{type(exc).__name__}: {exc}\n{tb}"[-4000:])
     if not res.time:
         res.time = time.perf_counter() - t0
     return res
