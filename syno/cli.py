@@ -145,6 +145,11 @@ app.command("train-custom")(_train_custom)
 app.command("quantize")(_quantize)
 
 
+from syno.codegen.plan_explain import plan_command as _plan  # noqa: E402  (torch loads inside)
+
+app.command("plan")(_plan)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
