@@ -264,6 +264,26 @@ def build_options(model: str, overrides: Mapping[str, Any] | None = None) -> Sea
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_CHOICES)}")
     preset = json.loads(json.dumps(PRESETS[model]))  # deep copy
     synth_over, rest = _split_overrides(dict(overrides or {}))
+def _space_mappings(synth: dict[str, Any], mappings: list[dict[str, int]]) -> list[dict[str, int]]:
+    """The placeholders' mappings restricted to the space's variables. A space may derive a recorded
+    size (the original's GPT-2 space has output ``t*H_in``, no ``H_out``): the derived output size
+    must then equal the recorded one, else the space does not describe this model."""
+    from syno.ir.sizes import SizeSpace
+
+    space = SizeSpace.from_specs(synth["primary_specs"], synth["coefficient_specs"])
+    declared = {v.name for v in space.variables}
+    out = []
+    for i, m in enumerate(mappings):
+        kept = {k: v for k, v in m.items() if k in declared}
+        if "H_out" in m and "H_out" not in declared:
+            got = space.bind(kept).int(space.shape(synth["output_shape"]).sizes[-1])  # coefficients: their values
+            if got != m["H_out"]:
+                raise ValueError(f"placeholder {i} maps to H_out = {m['H_out']} but the space's output "
+                                 f"{synth['output_shape']} is {got} there")
+        out.append(kept)
+    return out
+
+
     synth_preset = preset.pop("synth_preset", None)
     synth_base = preset.pop("synth", None)
     base: dict[str, Any] = {"model": model, **preset}
@@ -286,7 +306,7 @@ def build_options(model: str, overrides: Mapping[str, Any] | None = None) -> Sea
 
     synth = getattr(SynthOptions, synth_preset)().model_dump()
     synth.update(synth_base or {})
-    synth["mappings"] = mappings
+    synth["mappings"] = _space_mappings(synth, mappings)
     ratio = base.get("flops_ratio")
     if ratio is not None and "flops_ratio" not in synth_over:
         # the model-level window (reference §1.5) as the space's absolute window on the placeholders' MACs

@@ -232,7 +232,36 @@ class SynthOptions(BaseModel):
 
     @classmethod
     def gpt2(cls, **overrides: Any) -> SynthOptions:
-        """Linear layers of GPT-2 small (d=768, seq 1024); N and seq_len are fixed (causality)."""
+        """The original's GPT-2 space (reference syno-experiments.md §1.2, §1.3, §5.1): only each
+        block's ``attn.c_attn`` (768 -> 2304 = t * H_in) is replaced; ``[N, seq_len, H_in: unordered]
+        -> [N, seq_len, t*H_in]``, primaries ``N: 0, seq_len: 0, H_in: 4``, coefficients ``k_1=2: 3,
+        k_2=5: 2, t=3: 3, g=32: 3``, only the batch fixed (as in the original, seq_len is not: a
+        kernel may mix positions, which the trainer's loss < 3 check catches), 12 mappings
+        ``{N: 1, seq_len: 2048, H_in: 768}``; the common knobs of the paper's runs with the GPT-2
+        column (merges 2, splits 2, depth 7, chain length 5, expansion-merge multiplier 6144) and the
+        GPT-only options (expansion repeat multiplier 5, tiles, >= 100000 weight params). FLOPs
+        window 0.1-1.2 of the c_attn Linears' MACs (the original's ratios are of the whole model)."""
+        mappings = tuple(dict(N=1, seq_len=2048, H_in=768) for _ in range(12))
+        linear_macs = sum(m["N"] * m["seq_len"] * m["H_in"] * 3 * m["H_in"] for m in mappings)
+        base = dict(
+            input_shape=LINEAR_INPUT, output_shape="[N, seq_len, t*H_in]",
+            primary_specs=("N: 0", "seq_len: 0", "H_in: 4"),
+            coefficient_specs=("k_1=2: 3", "k_2=5: 2", "t=3: 3", "g=32: 3"),
+            fixed_io_pairs=((0, 0),), mappings=mappings,
+            depth=7, max_chain_length=5, max_reductions=5, max_merges=2, max_splits=2, max_shifts=2,
+            max_strides=0, max_size_multiplier=4, max_variables_in_size=3, max_shift_rhs=2,
+            max_expansion_merge_multiplier=6144, max_expansion_repeat_multiplier=5, allow_tile=True,
+            min_weight_share_dim=8, max_weight_share_dim=8, min_unfold_ratio=2.3, max_finalizations=2,
+            max_tensors=3, min_single_weight_params=100000,
+            min_flops=0.1 * linear_macs, max_flops=1.2 * linear_macs,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def gpt2_linears(cls, **overrides: Any) -> SynthOptions:
+        """All four Linear shapes of GPT-2 small (d=768, seq 1024) with an independent ``H_out``
+        (the former ``gpt2()`` preset, not the original's space); N and seq_len are fixed (causality)."""
         base = dict(
             input_shape=LINEAR_INPUT, output_shape=LINEAR_OUTPUT,
             primary_specs=("N: 0", "seq_len: 0", "H_in: 2", "H_out: 3"),

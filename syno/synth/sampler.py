@@ -73,7 +73,7 @@ def _options_of(options: SynthOptions | str | dict) -> SynthOptions:
     if isinstance(options, str):
         preset = getattr(SynthOptions, options, None)
         if preset is None or options.startswith("_") or not callable(preset):
-            raise ValueError(f"unknown preset {options!r}; use resnet18, gpt2 or tiny, or pass SynthOptions")
+            raise ValueError(f"unknown preset {options!r}; use resnet18, gpt2, gpt2_linears or tiny, or pass SynthOptions")
         return preset()
     return SynthOptions.model_validate(options)
 
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - mainte
     import argparse
 
     ap = argparse.ArgumentParser(description="precompute operator samples for a preset")
-    ap.add_argument("preset", choices=["tiny", "resnet18", "gpt2"])
+    ap.add_argument("preset", choices=["tiny", "resnet18", "gpt2", "gpt2_linears"])
     ap.add_argument("--count", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 from syno.synth.options import SynthOptions
 
 
-@pytest.mark.parametrize("preset", ["tiny", "resnet18", "gpt2"])
+@pytest.mark.parametrize("preset", ["tiny", "resnet18", "gpt2", "gpt2_linears"])
 def test_presets_build(preset):
     o = getattr(SynthOptions, preset)()
     p = o.problem()
