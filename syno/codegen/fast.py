@@ -54,6 +54,9 @@ PLAN_OPTIONS = {
     "min": {},
     "nodiag": {"allow_diag": False},
     "wfirst": {"weights_first": True},
+    # without selection tensors: every window stays an Unfold (the Triton backend folds windows
+    # into its addressing, where a dense selection-folded weight would only add MACs)
+    "nosel": {"select": False},
 }
 #: emitters: reference einsum; fast = grouped convs + delta kernels; fastd = dense block-diagonal
 #: groups, kept windows materialised
