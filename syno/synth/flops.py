@@ -1,7 +1,7 @@
 """FLOPs of finished operators and a FLOPs lower bound for partial ones (the FLOPs window).
 
 * :func:`operator_flops` is what the window is checked against: the planned FLOPs of
-  :mod:`syno.ir.lowering` (``Operator.flops``) when that module exists, else :func:`staged_flops`.
+  :mod:`syno.ir.lowering` (``Operator.flops``).
 * :func:`staged_flops` ("leaf model"): the data input is contracted with one weight at a time (best
   order per mapping); a stage iterates over every output iterator / reduction that its operands
   depend on; reductions are summed as soon as no later operand needs them (reductions of the input
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from itertools import permutations
 from typing import Iterable, Sequence
 
@@ -23,10 +22,6 @@ from syno.ir.primitives import Dim
 from syno.ir.sizes import Bindings
 
 from .analysis import leaves
-
-# the planned FLOPs come with syno.ir.lowering (another work item; present since eea93d2)
-HAVE_LOWERING = importlib.util.find_spec("syno.ir.lowering") is not None
-
 
 def _numel(dims: Iterable[Dim], b: Bindings) -> list[int]:
     out = [1] * len(b)
@@ -80,9 +75,8 @@ def staged_flops(op: Operator, b: Bindings) -> tuple[int, ...]:
 
 
 def operator_flops(op: Operator, b: Bindings) -> tuple[int, ...]:
-    if HAVE_LOWERING:
-        return tuple(op.flops(b))
-    return staged_flops(op, b)
+    """The planned FLOPs of ``op`` (the plan codegen executes), per mapping of ``b``."""
+    return tuple(op.flops(b))
 
 
 def stage_lower_bound(linked_leaves: Sequence[Sequence[Dim]], committed: Iterable[Dim],
@@ -97,4 +91,4 @@ def stage_lower_bound(linked_leaves: Sequence[Sequence[Dim]], committed: Iterabl
     return best
 
 
-__all__ = ["operator_flops", "staged_flops", "stage_lower_bound", "HAVE_LOWERING"]
+__all__ = ["operator_flops", "staged_flops", "stage_lower_bound"]
