@@ -69,7 +69,45 @@ def parse_args(argv=None):
     p.add_argument("--wall", type=float, default=None, help="stop starting new measurements after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 with --cpu)")
     p.add_argument("--device", default=None)
+    p.add_argument("--family", action="store_true",
+                   help="only the CPU row of issue #21: the unfold-of-unfold-over-channels operator at N=4, "
+                        "C=64, H=56 vs nn.Conv2d(64, 64, 3), one thread, before and after")
     return p.parse_args(argv)
+
+
+def family_row(reps: int = 5) -> str:
+    """Issue #21's CPU row: time and peak memory, side by side in this process."""
+    from syno.codegen.cost import measure_peak_bytes
+    from syno.codegen.torch import SynoModule, build_module
+    from syno.ir.graph import Operator
+    from syno.ir.lowering import plan_for
+
+    torch.set_num_threads(1)
+    op = Operator.from_json((Path(__file__).resolve().parents[1] / "tests" / "codegen" / "data"
+                             / "unfold_unfold_channels.json").read_text())
+    m = {"N": 4, "C_in": 64, "C_out": 64, "H": 56}
+    x = torch.randn(4, 64, 56, 56)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
+    before = SynoModule(op, m, plan_for(op, m, cost="macs", select=False), implementation="einsum")
+    after = build_module(op, m)
+    after_einsum = build_module(op, m, implementation="einsum")
+    rows = [("nn.Conv2d(64, 64, 3)", conv, None), ("before: min-MAC plan, einsum", before, before.plan),
+            ("after: cost plan, auto (" + after.cpu_variant + ")", after, after.plan),
+            ("after: cost plan, einsum", after_einsum, after_einsum.plan)]
+    out = ["| N=4, C=64, H=56, 1 thread | MACs | ms (median of %d) | x conv time | peak MB | x input |" % reps,
+           "|---|---|---|---|---|---|"]
+    base_ms = None
+    x_mb = x.numel() * 4 / 2**20
+    for label, mod, plan in rows:
+        def fn(mod=mod):
+            with torch.no_grad():
+                return mod(x)
+        ms = cpu_ms(fn, reps)
+        base_ms = base_ms or ms
+        peak = measure_peak_bytes(lambda x, mod=mod: mod(x), x) / 2**20
+        macs = plan.flops if plan is not None else 4 * 64 * 56 * 56 * 64 * 9
+        out.append(f"| {label} | {macs / 1e6:.0f} M | {ms:.1f} | {ms / base_ms:.2f}x | {peak:.1f} | {peak / x_mb:.1f}x |")
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------- operators
@@ -247,6 +285,9 @@ def summarize(rows: list[dict], device_name: str) -> str:
 # ----------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.family:
+        print(family_row(args.reps or 5))
+        return 0
     device = torch.device(args.device or ("cpu" if args.cpu or not torch.cuda.is_available() else "cuda"))
     preset = args.preset or ("tiny" if args.cpu else "resnet18")
     model_name = args.model or ("tiny" if args.cpu else "resnet18")
