@@ -76,9 +76,14 @@ def _size(classes, values, dyn_names: dict[int, str]) -> str:
 
 
 def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
-                 dtype: str = "float32") -> tuple[str, KernelSpec]:
+                 dtype: str = "float32", fused: dict[str, Stage] | None = None) -> tuple[str, KernelSpec]:
     """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
-    strides; any strides work at run time, these only choose the loop orders."""
+    strides; any strides work at run time, these only choose the loop orders.
+
+    ``fused``: intermediate buffer -> the stage producing it. An operand reading such a buffer
+    computes its tile in registers from the producer's operands (a short loop over the
+    producer's summed classes) instead of loading it, so the intermediate never goes to memory."""
+    fused = fused or {}
     plan = prog.plan
     values = plan.values
     dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
@@ -113,9 +118,16 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     k_cls = _order(stage.summed, k_w, dynamic)
     batch = _order(batch, store_w, dynamic)
 
-    leaves = tuple(dict.fromkeys([a.leaf for a in ops] + [stage.store.leaf]))
+    read: list[str] = []
+    for a in ops:
+        read += [p.leaf for p in fused[a.leaf].operands] if a.leaf in fused else [a.leaf]
+    leaves = tuple(dict.fromkeys(read + [stage.store.leaf]))
     ranks = tuple(len(prog.leaves[l]) if l in prog.leaves else len(prog.leaves[l[2:]]) for l in leaves)
-    used_dyn = sorted({dyn_names[c] for c in stage.classes if c in dyn_names})
+    all_cls = set(stage.classes)
+    for a in ops:
+        if a.leaf in fused:
+            all_cls |= fused[a.leaf].classes
+    used_dyn = sorted({dyn_names[c] for c in all_cls if c in dyn_names})
     name = f"stage{index}"
     ptr = {l: f"p_{l}" for l in leaves}
     args = [ptr[l] for l in leaves]
@@ -214,14 +226,46 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
             inner.append(f"k_c{c} = {rest} % {size}")
             inner.append(f"k_r{c} = {rest} // {size}")
             rest = f"k_r{c}"
+    def load(var: str, acc: Access, mp: dict[int, str], zero: str, base: list[str], shape: str) -> None:
+        if acc.leaf not in fused:
+            inner.append(f"{var} = tl.load({address(acc, mp, zero)},\n                    "
+                         f"mask={masks(acc, mp, base)}, other=0.0)")
+            return
+        # recompute the producer for exactly the elements this tile reads: its output classes
+        # become this operand's index expressions, its summed classes a short scalar loop
+        prod = fused[acc.leaf]
+        sub = {o: f"({acc.index[j]})" for j, o in enumerate(prod.out)}
+        r_cls = list(prod.summed)
+        fmp = dict(mp)
+        fmp.update({c: f"f_c{c}" for c in r_cls})
+        inner.append(f"{var} = tl.zeros({shape}, dtype=tl.float32)  # fused: {acc.leaf} = stage {prod.name}")
+        inner.append(f"for fr in range({_size(r_cls, values, dyn_names)}):")
+        rest = "fr"
+        for j, c in enumerate(reversed(r_cls)):
+            size = dyn_names.get(c, str(values[c]))
+            if j == len(r_cls) - 1:
+                inner.append(f"    f_c{c} = {rest}")
+            else:
+                inner.append(f"    f_c{c} = {rest} % {size}")
+                inner.append(f"    f_r{c} = {rest} // {size}")
+                rest = f"f_r{c}"
+        terms = []
+        for q, p in enumerate(prod.operands):
+            view = Access(p.leaf, tuple(substitute(e, sub) for e in p.index), p.classes,
+                          tuple(substitute(m, sub) for m in p.masks))
+            inner.append(f"    f{q} = tl.load({address(view, fmp, zero)},\n                        "
+                         f"mask={masks(view, fmp, base)}, other=0.0).to(tl.float32)")
+            terms.append(f"f{q}")
+        inner.append(f"    {var} += {' * '.join(terms)}")
+        if acc.masks:
+            inner.append(f"{var} = tl.where({masks(acc, mp, base)}, {var}, 0.0)")
+
     a, mp = ops[0], ctx("a")
-    inner.append(f"a = tl.load({address(a, mp, 'zero_a')},\n                    "
-                 f"mask={masks(a, mp, ['mask_m[:, None]', 'mask_k[None, :]'])}, other=0.0)")
+    load("a", a, mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
     dot_t = DOT_DTYPES[dtype]
     if two:
         b, mp = ops[1], ctx("b")
-        inner.append(f"b = tl.load({address(b, mp, 'zero_b')},\n                    "
-                     f"mask={masks(b, mp, ['mask_k[:, None]', 'mask_n[None, :]'])}, other=0.0)")
+        load("b", b, mp, "zero_b", ["mask_k[:, None]", "mask_n[None, :]"], "(BK, BN)")
         if dtype == "float32":
             inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)")
         elif dtype == "float64":
@@ -230,8 +274,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
             inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)")
     elif len(ops) == 2:
         b, mp = ops[1], ctx("a")
-        inner.append(f"b = tl.load({address(b, mp, 'zero_a')},\n                    "
-                     f"mask={masks(b, mp, ['mask_m[:, None]', 'mask_k[None, :]'])}, other=0.0)")
+        load("b", b, mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
         inner.append("acc += tl.sum(a.to(tl.float32) * b.to(tl.float32), axis=1)")
     else:
         inner.append("acc += tl.sum(a.to(tl.float32), axis=1)")

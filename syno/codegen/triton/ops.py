@@ -46,7 +46,7 @@ def _(key, x, weights, precision):
     op = lookup(key)
     vals = op.class_sizes(x)
     y = op.output_like(x, vals, x.dtype)
-    return [y] + [op.alloc(leaf, vals, x) for leaf in op.prog.intermediates]
+    return [y] + [op.alloc(leaf, vals, x) for leaf in op.materialized]
 
 
 @torch.library.custom_op("syno::triton_bwd", mutates_args=())

@@ -110,6 +110,10 @@ class TritonOperator:
         self.configs: dict[tuple, Config] = {}
         self._ones: dict[tuple, torch.Tensor] = {}
         self._looked_up: set = set()
+        #: intermediates computed inside their consumer's loads instead of materialised
+        #: (chosen by the tuner by GPU time; see :meth:`fusable`)
+        self.fused: frozenset[str] = frozenset()
+        self._producer = {st.store.leaf: (i, st) for i, st in enumerate(self.prog.stages)}
 
     # -- sizes and buffers -----------------------------------------------------------------
     def class_sizes(self, x: torch.Tensor) -> list[int]:
@@ -163,16 +167,36 @@ class TritonOperator:
             self._ones[key] = t
         return t
 
+    def fusable(self) -> list[str]:
+        """Intermediates whose producer sums over few static values (e.g. Operator 1's grouped
+        1x1 stage, C/g channels): cheap enough to recompute inside the consumer's loads."""
+        out = []
+        for leaf in self.prog.intermediates:
+            _, st = self._producer[leaf]
+            if all(c not in self.dynamic for c in st.summed) and \
+                    math.prod(self.plan.values[c] for c in st.summed) <= 32:
+                out.append(leaf)
+        return out
+
+    @property
+    def materialized(self) -> list[str]:
+        return [l for l in self.prog.intermediates if l not in self.fused]
+
     # -- kernels ---------------------------------------------------------------------------
     def kernel(self, direction: str, index: int, dtype: torch.dtype, bufs: dict[str, torch.Tensor]):
         stage = (self.prog.stages if direction == "fwd" else self.bwd)[index]
-        leaves = [a.leaf for a in stage.operands] + [stage.store.leaf]
+        fused = {a.leaf: self._producer[a.leaf][1] for a in stage.operands
+                 if direction == "fwd" and a.leaf in self.fused}
+        leaves = []
+        for a in stage.operands:
+            leaves += [p.leaf for p in fused[a.leaf].operands] if a.leaf in fused else [a.leaf]
+        leaves.append(stage.store.leaf)
         strides = {l: tuple(bufs[l].stride()) for l in leaves}
         order_key = tuple(tuple(sorted(range(len(s)), key=lambda k: -s[k])) for s in strides.values())
-        key = (direction, index, _dtype_name(dtype), order_key)
+        key = (direction, index, _dtype_name(dtype), order_key, tuple(sorted(fused)))
         hit = self._kernels.get(key)
         if hit is None:
-            src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype))
+            src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype), fused)
             if direction != "fwd":
                 src = src.replace(f"def stage{index}(", f"def grad{index}(")
                 spec = KernelSpec(f"grad{index}", *list(spec.__dict__.values())[1:])
@@ -238,6 +262,8 @@ class TritonOperator:
         inter = []
         for i, st in enumerate(self.prog.stages):
             leaf = st.store.leaf
+            if leaf in self.fused:
+                continue  # computed inside its consumer's loads
             bufs[leaf] = (self.output_like(x, vals, x.dtype) if leaf == "y" else self.alloc(leaf, vals, x))
             if leaf != "y":
                 inter.append(bufs[leaf])
@@ -250,8 +276,13 @@ class TritonOperator:
         buffers (for the tuner)."""
         vals = self.class_sizes(x)
         bufs = self.inputs(x, weights)
-        for leaf, t in zip(self.prog.intermediates, inter):
+        for leaf, t in zip(self.materialized, inter):
             bufs[leaf] = t
+        for leaf in self.prog.intermediates:  # fused ones are recomputed for the weight gradients
+            if leaf in self.fused:
+                i, _ = self._producer[leaf]
+                bufs[leaf] = self.alloc(leaf, vals, x)
+                self.launch("fwd", i, bufs, vals, x.dtype, precision=precision)
         bufs["g_y"] = gy
         wanted = {name for name, need in zip(self.prog.inputs, needs) if need}
         # gradients of unwanted inputs are skipped (intermediates' always run: they feed others)
@@ -279,7 +310,8 @@ class TritonOperator:
         return out
 
     # -- source ----------------------------------------------------------------------------
-    def source(self, dtype: torch.dtype = torch.bfloat16, backward: bool = True, x_strides=None) -> str:
+    def source(self, dtype: torch.dtype = torch.bfloat16, backward: bool = True, x_strides=None,
+               fused=None) -> str:
         """Readable Triton source of every stage (for contiguous buffers unless ``x_strides``)."""
         vals = list(self.plan.values)
         fake = {}
@@ -296,8 +328,12 @@ class TritonOperator:
         if x_strides is not None:
             fake["x"] = fake["g_x"] = tuple(x_strides)
         parts = [f"# plan:\n# " + self.plan.describe().replace("\n", "\n# ") + "\n"]
+        fused = self.fused if fused is None else frozenset(fused)
         for i, st in enumerate(self.prog.stages):
-            parts.append(stage_source(self.prog, st, i, fake, _dtype_name(dtype))[0])
+            if st.store.leaf in fused:
+                continue
+            fmap = {a.leaf: self._producer[a.leaf][1] for a in st.operands if a.leaf in fused}
+            parts.append(stage_source(self.prog, st, i, fake, _dtype_name(dtype), fmap)[0])
         if backward:
             for i, st in enumerate(self.bwd):
                 parts.append(stage_source(self.prog, st, i, fake, _dtype_name(dtype))[0]

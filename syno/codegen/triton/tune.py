@@ -68,6 +68,8 @@ def load_cached(op: TritonOperator, x: torch.Tensor) -> int:
     entry = _load().get(cache_key(op, x, x.dtype), {})
     vals = op.class_sizes(x)
     for tag, cfg in entry.items():
+        if tag == "fuse":  # changes the op's outputs: only an explicit tune() applies it
+            continue
         direction, idx = tag.split(":")
         op.configs[op.config_key(direction, int(idx), x.dtype, vals)] = Config.parse(cfg["config"])
     return len(entry)
@@ -100,6 +102,10 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     entry = data.get(key, {})
     result = {}
     for tag, cfg in entry.items():
+        if tag == "fuse":
+            op.fused = frozenset(cfg["leaves"])
+            result[tag] = cfg
+            continue
         direction, idx = tag.split(":")
         op.configs[op.config_key(direction, int(idx), dtype, vals)] = Config.parse(cfg["config"])
         result[tag] = (cfg["config"], cfg["ms"])
@@ -107,8 +113,10 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     if backward:
         todo += [("bwd", i) for i in range(len(op.bwd))]
     todo = [t for t in todo if f"{t[0]}:{t[1]}" not in entry]
-    if not todo:
+    fusable = op.fusable() if x.is_cuda else []
+    if not todo and (not fusable or "fuse" in entry):
         return result
+    op.fused = frozenset()
     y, inter = op.forward(x, weights, precision)
     fbufs = op.inputs(x, weights)
     fbufs.update(zip(op.prog.intermediates, inter))
@@ -145,11 +153,31 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         op.configs[op.config_key(direction, i, dtype, vals)] = best[0]
         entry[f"{direction}:{i}"] = {"config": best[0].key(), "ms": best[1]}
         result[f"{direction}:{i}"] = (best[0].key(), best[1])
+    if fusable and "fuse" not in entry and time.perf_counter() - start <= budget_s:
+        entry["fuse"] = result["fuse"] = choose_fusion(op, x, weights, fusable, precision)
     if use_cache:
         data = _load()
         data[key] = entry
         _save(data)
     return result
+
+
+def choose_fusion(op: TritonOperator, x, weights, fusable, precision) -> dict:
+    """Forward GPU time (CUDA-graph replays) without and with the fusable intermediates computed
+    inside their consumers; keeps the faster and returns {"leaves", "ms"}."""
+    from syno.codegen.registry import gpu_time
+
+    times = {}
+    for leaves in ((), tuple(fusable)):
+        op.fused = frozenset(leaves)
+        try:
+            with torch.no_grad():
+                times[leaves] = gpu_time(lambda: op.forward(x, weights, precision))
+        except Exception:
+            times[leaves] = float("inf")
+    best = min(times, key=times.get)
+    op.fused = frozenset(best)
+    return {"leaves": list(best), "ms": {",".join(k) or "none": v for k, v in times.items()}}
 
 
 __all__ = ["tune", "cache_path", "cache_key", "candidates"]
