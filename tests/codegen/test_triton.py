@@ -42,10 +42,13 @@ def interpret(monkeypatch):
         pass
 
 
-def run_and_compare(op, mapping, tol=1e-4, seed=0):
+def run_and_compare(op, mapping, tol=1e-4, seed=0, fuse=False):
     gen = torch.Generator().manual_seed(seed)
     plan = plan_for(op, mapping)
     T = TritonOperator(plan)
+    if fuse:
+        T.fused = frozenset(T.fusable())
+        assert T.fused
     shapes = [tuple(plan.values[c] for c in t) for t in plan.analysis.tensors]
     ins = [torch.randn(s, generator=gen).requires_grad_(True) for s in shapes]
     ref = reference_forward(op, mapping, ins)
@@ -68,6 +71,14 @@ def test_library_operators(name):
     op = library.HAND_BUILT[name]()
     T = run_and_compare(op, {"N": 2, "C_in": 64, "C_out": 64, "H": 3})
     assert all(s.kind in ("contract", "sum", "output") for s in T.prog.stages)
+
+
+@pytest.mark.parametrize("name", ["operator1", "stacked_conv"])
+def test_fused_producer(name):
+    """The first stage recomputed inside the second's loads: same forward and gradients, and
+    no intermediate is returned (the backward recomputes it)."""
+    T = run_and_compare(library.HAND_BUILT[name](), {"N": 2, "C_in": 64, "C_out": 64, "H": 3}, fuse=True)
+    assert T.materialized == [] and "# fused:" in T.source(torch.bfloat16, backward=False)
 
 
 def test_sampled_operators():
