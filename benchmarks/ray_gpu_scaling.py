@@ -151,6 +151,7 @@ def run_point(g: int, args, data_root: Path, work: Path, sampler: GpuSampler) ->
     from syno.search.options import build_options
     from syno.search.problem import make_problem
     from syno.search.ray_executor import RayEvaluator
+    from syno.search.prefetch import Prefetcher
     from syno.search.run import make_algorithm
     from syno.search.session import SearchRunner, SessionStore
 
@@ -167,6 +168,8 @@ def run_point(g: int, args, data_root: Path, work: Path, sampler: GpuSampler) ->
     store.create({"options": options.to_json_dict()})
     problem = make_problem(options)
     algo = make_algorithm(options, problem)
+    if args.prefetch:  # as run_search does with pools and Ray
+        algo = Prefetcher(algo)
     t_start = time.perf_counter()
     ev = RayEvaluator(problem.job(), workers=g, use_gpu=not args.cpu, cpus_per_worker=args.cpus_per_worker,
                       timeout=args.kernel_timeout)
@@ -187,6 +190,8 @@ def run_point(g: int, args, data_root: Path, work: Path, sampler: GpuSampler) ->
         ev.poll = timed_poll
         runner = SearchRunner(store, problem, algo, ev, options.reward, checkpoint_interval=1e9)
         runner.restore()
+        if args.prefetch:
+            algo.start()
         sampler.start()
         t0 = time.perf_counter()
         summary = runner.run(budget_seconds=args.budget, drain_seconds=0.0)
@@ -194,6 +199,8 @@ def run_point(g: int, args, data_root: Path, work: Path, sampler: GpuSampler) ->
         sampler.stop()
         stats = dict(ev.stats)
     finally:
+        if args.prefetch:
+            algo.close()
         ev.close()
     # let the killed actors give their GPUs back before the next point
     t1 = time.monotonic()
@@ -208,7 +215,7 @@ def run_point(g: int, args, data_root: Path, work: Path, sampler: GpuSampler) ->
     kernel_s = sum(r.result.time for r in in_budget)
     ok = [r for r in recs if r.result.ok]
     util = sampler.mean(gpus)
-    return {"gpus": g, "ready_workers": ready, "gpu_ids": gpus, "kernels": len(in_budget), "budget_s": args.budget,
+    return {"gpus": g, "prefetch": args.prefetch, "ready_workers": ready, "gpu_ids": gpus, "kernels": len(in_budget), "budget_s": args.budget,
             "wall_s": wall, "evals_per_min": 60.0 * len(in_budget) / args.budget,
             "kernel_s_per_min": 60.0 * kernel_s / args.budget,
             "kernel_s_median": float(np.median([r.result.time for r in recs])) if recs else None,
@@ -236,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None, help="where to write/read the generated data (default: temp)")
     ap.add_argument("--address", default=None, help="existing Ray cluster; default: start one here")
     ap.add_argument("--cpu", action="store_true", help="CPU fallback: CPU actors, train.device=cpu")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    help="propose on the driver's critical path (default: a background thread prefetches, as "
+                         "run_search does with pools and Ray)")
     ap.add_argument("--object-store-mb", type=int, default=None, help="object store size of the Ray started here")
     ap.add_argument("--out", default=None, help="JSON results")
     ap.add_argument("--keep", action="store_true", help="keep the generated data and session directories")

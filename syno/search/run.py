@@ -17,6 +17,7 @@ from .evaluator import Evaluator, InlineEvaluator, LocalPoolEvaluator
 from .mcts import MCTS
 from .objective import make_reward
 from .options import RUN_FIELDS, SearchOptions, apply_overrides
+from .prefetch import Prefetcher
 from .problem import make_problem
 from .random_search import RandomSearch
 from .session import RunSummary, SearchRunner, SessionError, SessionStore
@@ -97,6 +98,8 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
     elif load_session_options(store).space_digest() != options.space_digest():
         store.update_options(options.to_json_dict())  # corrected options of a session without kernels
     evaluator = make_evaluator(options, problem, executor, address, max_workers)
+    if not isinstance(evaluator, InlineEvaluator):  # pools and Ray: proposals off the driver's critical path
+        algorithm = Prefetcher(algorithm)
     try:
         runner = SearchRunner(store, problem, algorithm, evaluator, make_reward(options),
                               checkpoint_interval=options.run.checkpoint_interval, on_event=on_event,
@@ -104,10 +107,14 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
         restored = runner.restore(rebuild_state=rebuild_state)
         if on_start is not None:
             on_start(runner, restored)
+        if isinstance(algorithm, Prefetcher):
+            algorithm.start()  # after the replay: proposals start from the restored search
         r = options.run
         return runner.run(max_evaluations=r.max_evaluations, budget_seconds=r.budget_seconds,
                           drain_seconds=r.drain_seconds)
     finally:
+        if isinstance(algorithm, Prefetcher):
+            algorithm.close()
         evaluator.close()
 
 
