@@ -53,17 +53,20 @@ def test_cuda_autocast_bf16_channels_last(name):
 
 
 def test_autotune_picks_and_caches(tmp_path, monkeypatch):
+    """"auto" times every registry candidate (cuDNN variants and Triton) by GPU time once, caches
+    the winner on disk, and a second module with the same key reads the cache."""
+    from syno.codegen import registry
     monkeypatch.setenv("SYNO_CACHE_DIR", str(tmp_path))
     mod = build_module(library.operator1(), M).cuda()
     x = torch.randn(4, 64, 8, 8, device="cuda")
     y = mod(x)
     (choice,) = set(mod._choice.values())
-    assert choice in fast.candidate_variants(mod)
-    data = json.loads((tmp_path / "autotune.json").read_text())
+    names = registry.candidates(mod, "cuda")
+    assert choice in names and any(n.startswith("triton") for n in names)
+    data = json.loads((tmp_path / "registry.json").read_text())
     (entry,) = data.values()
-    assert entry["choice"] == choice and set(entry["ms"]) == set(fast.candidate_variants(mod))
-    # a second module with the same key reads the cache instead of measuring
-    monkeypatch.setattr(fast, "measure_variants", lambda *a, **k: pytest.fail("measured again"))
+    assert entry["choice"] == choice and set(entry["ms"]) == set(names)
+    monkeypatch.setattr(registry, "measure", lambda *a, **k: pytest.fail("measured again"))
     mod2 = build_module(library.operator1(), M).cuda()
     assert torch.allclose(mod2(x).float().std(), y.float().std(), rtol=0.5)
     assert set(mod2._choice.values()) == {choice}
