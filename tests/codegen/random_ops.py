@@ -1,4 +1,4 @@
-"""Random valid operators built with :class:`syno.ir.builder.Builder` (for testing codegen).
+"""Test helper: random valid operators built with :class:`syno.ir.builder.Builder` (for testing codegen).
 
 Independent of the synthesizer (``syno.synth``): it does not follow the search's canonical form,
 so it also produces shapes the search never would (broadcast outputs, shifts of shares, weights

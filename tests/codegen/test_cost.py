@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from syno.codegen.random_ops import operators
+from .random_ops import operators
 import torch
 
 from syno.codegen.cost import (PlanTooCostly, guard_plan, measure_peak_bytes, parse_limit,
@@ -151,7 +151,7 @@ ALTERNATIVES = (
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(operators())
 def test_every_alternative_lowering_equals_reference(op):
-    from syno.codegen.random_ops import MAPPING
+    from .random_ops import MAPPING
     from syno.codegen.torch import SynoModule
     ref_mod = build_module(op, MAPPING, peak_limit=False).double()
     shape = [ref_mod.plan.values[c] for c in ref_mod.plan.analysis.tensors[0]]

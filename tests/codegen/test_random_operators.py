@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from syno.codegen.random_ops import MAPPING, from_random, operators
+from .random_ops import MAPPING, from_random, operators
 from syno.codegen.torch import build_module
 from syno.ir.evaluate import reference_forward
 from syno.ir.lowering import plan_for
