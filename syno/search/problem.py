@@ -21,11 +21,14 @@ from .base import EvalResult, FinalFilter
 from .evaluator import Job
 from .mock import MockJob, MockSpace
 
-__all__ = ["Problem", "MockProblem", "KernelProblem", "KernelJob", "FlopsRatioFilter", "evaluate_operator",
+__all__ = ["SearchProblem", "MockProblem", "KernelProblem", "KernelJob", "FlopsRatioFilter", "evaluate_operator",
            "kernel_macs", "make_problem"]
 
 
-class Problem(Protocol):
+class SearchProblem(Protocol):
+    """What the session runner needs of a problem (see the module docstring); not
+    :class:`syno.synth.options.Problem`, the compiled synthesis options."""
+
     space: SynthSpace
     final_filter: FinalFilter | None
 
@@ -285,7 +288,7 @@ class KernelProblem:
         return files, meta
 
 
-def make_problem(options) -> Problem:
+def make_problem(options) -> SearchProblem:
     if options.model == "mock":
         m = dict(options.mock or {})
         return MockProblem(m.get("space"), delay=m.get("delay", 0.0), hang=m.get("hang", 0.0),
