@@ -33,6 +33,7 @@ class Prefetcher(SearchAlgorithm):
         self.depth = max(1, int(depth))
         self._lock = threading.RLock()
         self._ready: deque[Path] = deque()
+        self._reports: deque = deque()  # (method, args) applied by the thread between two proposals
         self._wake = threading.Condition(threading.Lock())
         self._stop = False
         self._dry = False  # the algorithm proposed nothing last time (exhausted or filtered out)
@@ -65,13 +66,17 @@ class Prefetcher(SearchAlgorithm):
                     return
             try:
                 with self._lock:
+                    self._drain()
                     got = [] if self.algo.exhausted else self.algo.propose(1)
             except BaseException as exc:  # noqa: BLE001 - surfaced by the next propose() on the driver
-                self.error = exc
+                with self._wake:
+                    self.error = exc
+                    self._wake.notify_all()
                 return
             with self._wake:
                 self._ready.extend(got)
                 self._dry = not got
+                self._wake.notify_all()
 
     def _kick(self) -> None:
         with self._wake:
@@ -80,36 +85,73 @@ class Prefetcher(SearchAlgorithm):
 
     # -- SearchAlgorithm ---------------------------------------------------------------------------
     def propose(self, k: int = 1) -> list[Path]:
+        """Ready proposals (at most ``k``); with none ready, wait for the one the thread is working on
+        (proposing here too would do the same work twice); [] once the algorithm has nothing."""
         if self.error is not None:
             raise self.error
         out: list[Path] = []
         with self._wake:
+            if not self._ready and self._thread is not None:
+                self._dry = False
+                self._wake.notify_all()
+                while not self._ready and not self._dry and self.error is None and self._thread is not None:
+                    self._wake.wait(timeout=0.5)
             while self._ready and len(out) < k:
                 out.append(self._ready.popleft())
-        if len(out) < k:  # nothing prefetched (yet): propose here, as without prefetching
+        if self.error is not None:
+            raise self.error
+        if not out and self._thread is None:  # not started: propose synchronously
             with self._lock:
-                out += self.algo.propose(k - len(out))
+                out = self.algo.propose(k)
         self._kick()
         return out
 
-    def report(self, path: Path | str, result: EvalResult) -> float | None:
-        with self._lock:
-            got = self.algo.report(path, result)
+    def _drain(self) -> None:
+        """Apply the queued reports (caller holds the lock). A path the algorithm cannot place raises
+        ValueError, which the runner ignores for a recorded kernel; it is dropped here likewise."""
+        while self._reports:
+            method, args = self._reports.popleft()
+            try:
+                getattr(self.algo, method)(*args)
+            except ValueError:
+                pass
+
+    def _defer(self, method: str, *args) -> None:
+        self._reports.append((method, args))
         self._kick()
-        return got
+
+    def report(self, path: Path | str, result: EvalResult) -> float | None:
+        """While the thread runs, the report is queued and applied before its next proposal (the
+        driver never waits for a rollout in progress); it returns None then. Before ``start``, as
+        the wrapped algorithm (restore replays the session synchronously)."""
+        if self._thread is not None:
+            self._defer("report", path, result)
+            return None
+        with self._lock:
+            return self.algo.report(path, result)
 
     def forget(self, path: Path | str) -> None:
+        if self._thread is not None:
+            self._defer("forget", path)
+            return
         with self._lock:
             self.algo.forget(path)
 
     @property
     def exhausted(self) -> bool:
-        with self._lock:
-            return not self._ready and self.algo.exhausted
+        if self._ready or self._reports:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False  # the thread is proposing: not known to be used up
+        try:
+            return self.algo.exhausted
+        finally:
+            self._lock.release()
 
     @property
     def pending(self) -> list[Path]:
         with self._lock, self._wake:
+            self._drain()
             ready = set(self._ready)
             return [p for p in self.algo.pending if p not in ready]
 
@@ -121,6 +163,7 @@ class Prefetcher(SearchAlgorithm):
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
+            self._drain()
             self._drop_ready()  # not handed out: not in flight (they are proposed again later)
             got = self.algo.state_dict()
         self._kick()
@@ -134,10 +177,12 @@ class Prefetcher(SearchAlgorithm):
 
     def is_evaluated(self, path: Path | str) -> bool:
         with self._lock:
+            self._drain()
             return self.algo.is_evaluated(path)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
+            self._drain()
             return self.algo.stats()
 
     def __getattr__(self, name: str):  # anything else the wrapped algorithm offers (best, revise, ...)
@@ -147,5 +192,6 @@ class Prefetcher(SearchAlgorithm):
 
         def locked(*a, **kw):
             with self._lock:
+                self._drain()
                 return attr(*a, **kw)
         return locked
