@@ -76,5 +76,14 @@ class Objective:
 
 
 def make_reward(options) -> Objective:
-    """The reward function of a search's options (``reward`` and ``objective``)."""
-    return Objective(options.reward, getattr(options, "objective", None))
+    """The reward function of a search's options (``reward`` and ``objective``); refuses a speed objective
+    or a minimum speedup that nothing would measure (every kernel would fail)."""
+    objective = getattr(options, "objective", None) or ObjectiveOptions()
+    wants = "--objective speed" if objective.kind == "speed" else \
+        "--min-speedup" if objective.min_speedup is not None else None
+    if wants is not None:
+        if options.model == "mock":
+            raise ValueError(f"{wants}: the mock model's kernels are not timed (no latency to judge them by)")
+        if not options.latency.enabled:
+            raise ValueError(f"{wants} needs measured latencies, but latency.enabled is false")
+    return Objective(options.reward, objective)
