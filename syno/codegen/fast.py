@@ -248,34 +248,61 @@ class FastEmitter(Emitter):
         return out
 
     def try_conv(self, step: Step, d: str, w: str) -> str | None:
-        summed = set(step.summed)
-        result = set(step.dst_axes)
-        wax = list(self.axes[w])
-        wset = set(wax)
-        lz = self.lazy.get(d)
-        unfolds = lz.unfolds if lz else []
-        base_axes = self.axes[lz.base] if lz else self.axes[d]
-        conv_idx, keep_idx = [], []
+        """Emit the contraction of data ``d`` (maybe lazily unfolded) with weight-side ``w`` as one
+        ``F.conv1d/2d/3d`` or ``F.linear`` when every class has a conv role; None otherwise."""
+        cs = self._conv_windows(step, d, w)
+        if not self._conv_roles(cs, step) or not self._conv_layout(cs, step):
+            return None
+        self.comment(("linear" if cs.use_linear else f"conv{len(cs.dims)}d") + " stage"
+                     + (f" summing {','.join(map(self.cname, step.summed))}" if step.summed else ""))
+        inp = self._emit_conv_input(cs, d)
+        wt, kernel = self._emit_conv_weight(cs, w)
+        out = self._emit_conv_call(cs, inp, wt, kernel)
+        # result axes: [batch, groups, output channels, spatial]
+        out_spx = [cs.conv_u[c][1] if c in cs.conv_u else c for c in cs.spx]
+        res_axes = cs.lead + cs.group + cs.cout + out_spx
+        dst = self.fresh()
+        self.emit(f"{dst} = {out}.reshape{self.shape_expr([[c] for c in res_axes])}")
+        self.axes[dst] = res_axes
+        if step.dst == self.final_src:
+            return dst
+        return self.permute_to(dst, self.desired(res_axes))
+
+    def _conv_windows(self, step: Step, d: str, w: str) -> "ConvStage":
+        """Which pending unfolds of ``d`` become conv windows (at most 3, each a weight-held window
+        over an axis no weight holds, not a diagonal, not re-unfolded); the others are
+        materialised first. Also the data operand's axes after those materialisations."""
+        cs = ConvStage(step=step, wax=list(self.axes[w]))
+        wset = set(cs.wax)
+        result, summed = set(step.dst_axes), set(step.summed)
+        cs.lz = self.lazy.get(d)
+        unfolds = cs.lz.unfolds if cs.lz else []
+        base_axes = self.axes[cs.lz.base] if cs.lz else self.axes[d]
         for k, (u, m, wd, K, diag) in enumerate(unfolds):
             ok = (not diag and wd in wset and m in result and m not in wset and u not in wset
                   and all(m != q[0] for q in unfolds[k + 1:])
                   and (self.delta_windows or wd in summed))
-            if ok and len(conv_idx) < 3:
-                conv_idx.append(k)
-        # everything else must be materialised first
-        mat = [k for k in range(len(unfolds)) if k not in conv_idx]
-        conv = [unfolds[k] for k in conv_idx]
-        a_axes = list(base_axes)
-        for k in mat:
+            if ok and len(cs.conv_idx) < 3:
+                cs.conv_idx.append(k)
+        cs.mat = [k for k in range(len(unfolds)) if k not in cs.conv_idx]
+        cs.conv = [unfolds[k] for k in cs.conv_idx]
+        cs.a_axes = list(base_axes)
+        for k in cs.mat:
             u, m, wd, K, diag = unfolds[k]
-            a_axes[a_axes.index(u)] = m
+            cs.a_axes[cs.a_axes.index(u)] = m
             if not diag:
-                a_axes.append(wd)
-        conv_u = {q[0]: q for q in conv}
-        conv_w = {q[2]: q for q in conv}
-        roles: dict[int, str] = {}
-        for c in a_axes:
-            if c in conv_u:
+                cs.a_axes.append(wd)
+        cs.conv_u = {q[0]: q for q in cs.conv}
+        cs.conv_w = {q[2]: q for q in cs.conv}
+        return cs
+
+    def _conv_roles(self, cs: "ConvStage", step: Step) -> bool:
+        """The conv role of every class (docstring table); False when one has none."""
+        wset = set(cs.wax)
+        result, summed = set(step.dst_axes), set(step.summed)
+        roles = cs.roles
+        for c in cs.a_axes:
+            if c in cs.conv_u:
                 roles[c] = "spatial"
             elif c in wset and c in result:
                 roles[c] = "group"
@@ -286,74 +313,76 @@ class FastEmitter(Emitter):
             elif c not in wset and c in summed:
                 roles[c] = "asum"
             else:
-                return None
-        for c in wax:
+                return False
+        for c in cs.wax:
             if c in roles:
                 continue
-            if c in conv_w:
+            if c in cs.conv_w:
                 roles[c] = "tap" if c in summed else ("keep" if c in result else None)
                 if roles[c] is None:
-                    return None
+                    return False
             elif c in result:
                 roles[c] = "cout"
             elif c in summed:
                 roles[c] = "bsum"
             else:
-                return None
+                return False
         expect = ({c for c, r in roles.items() if r in ("batch", "group", "cout", "keep")}
-                  | {q[1] for q in conv})
-        if expect != result:
-            return None
-        group = [c for c in a_axes if roles[c] == "group"]
-        cin = [c for c in a_axes if roles[c] == "cin"]
-        if not cin and not conv:
-            return None  # elementwise / outer product: einsum does it without a reduction
-        chan_pos = [i for i, c in enumerate(a_axes) if roles[c] in ("group", "cin")]
-        first_chan = min(chan_pos) if chan_pos else len(a_axes)
-        lead = [c for i, c in enumerate(a_axes) if roles[c] == "batch" and i < first_chan]
-        spx = [c for i, c in enumerate(a_axes) if (roles[c] == "batch" and i >= first_chan) or roles[c] == "spatial"]
-        # spatial dims: each conv axis alone, consecutive kernel-1 axes merged
+                  | {q[1] for q in cs.conv})
+        return expect == result
+
+    def _conv_layout(self, cs: "ConvStage", step: Step) -> bool:
+        """Batch / group / input-channel / spatial axes of the conv input and output channels;
+        False when the stage is not worth a conv (no reduction) or does not fit 1-3 spatial dims."""
+        roles = cs.roles
+        cs.group = [c for c in cs.a_axes if roles[c] == "group"]
+        cs.cin = [c for c in cs.a_axes if roles[c] == "cin"]
+        if not cs.cin and not cs.conv:
+            return False  # elementwise / outer product: einsum does it without a reduction
+        chan_pos = [i for i, c in enumerate(cs.a_axes) if roles[c] in ("group", "cin")]
+        first_chan = min(chan_pos) if chan_pos else len(cs.a_axes)
+        cs.lead = [c for i, c in enumerate(cs.a_axes) if roles[c] == "batch" and i < first_chan]
+        cs.spx = [c for i, c in enumerate(cs.a_axes)
+                  if (roles[c] == "batch" and i >= first_chan) or roles[c] == "spatial"]
         # spatial dims: each conv axis alone; kernel-1 axes merged with kernel-1 neighbours while
         # there are more than 2 dims (cuDNN is at its best in 2-D, and NHWC stays NHWC)
-        dims: list[list[int]] = [[c] for c in spx]
+        dims: list[list[int]] = [[c] for c in cs.spx]
         while len(dims) > 2:
             k = next((i for i in range(len(dims) - 1)
-                      if dims[i][0] not in conv_u and dims[i + 1][0] not in conv_u), None)
+                      if dims[i][0] not in cs.conv_u and dims[i + 1][0] not in cs.conv_u), None)
             if k is None:
                 break
             dims[k:k + 2] = [dims[k] + dims[k + 1]]
         if len(dims) > 3:
-            return None
-        cout = [c for c in wax if roles[c] == "cout"] + [q[2] for q in conv if roles[q[2]] == "keep"]
-        cout = self.desired(cout)
-        use_linear = not dims
-        if use_linear and group:
-            return None
-        # ---- emit: data operand ----------------------------------------------------------
-        self.comment(("linear" if use_linear else f"conv{len(dims)}d") + " stage"
-                     + (f" summing {','.join(map(self.cname, step.summed))}" if step.summed else ""))
+            return False
+        cs.dims = dims
+        cs.cout = self.desired([c for c in cs.wax if roles[c] == "cout"]
+                               + [q[2] for q in cs.conv if roles[q[2]] == "keep"])
+        cs.use_linear = not dims
+        return not (cs.use_linear and cs.group)
+
+    def _emit_conv_input(self, cs: "ConvStage", d: str) -> str:
+        """The data operand as ``[lead, group*cin, *dims]`` (NHWC-gathered for channels_last)."""
+        lz = cs.lz
         if lz:
-            src = self.materialize(d, only=mat) if mat else lz.base
+            src = self.materialize(d, only=cs.mat) if cs.mat else lz.base
             if src in self.lazy:
                 src = self.lazy[src].base
         else:
             src = d
-        asum = [c for c in self.axes[src] if roles.get(c) == "asum"]
+        asum = [c for c in self.axes[src] if cs.roles.get(c) == "asum"]
         if asum:
             dst = self.fresh()
             self.emit(f"{dst} = {src}.sum(dim={tuple(self.axes[src].index(c) for c in asum)})")
             self.axes[dst] = [c for c in self.axes[src] if c not in asum]
             src = dst
-        target = lead + group + cin + spx
-        if use_linear:
-            groups_shape = [lead, cin]
-        else:
-            groups_shape = [lead, group + cin] + dims
+        target = cs.lead + cs.group + cs.cin + cs.spx
+        groups_shape = [cs.lead, cs.cin] if cs.use_linear else [cs.lead, cs.group + cs.cin] + cs.dims
         dst = self.fresh()
-        if len(dims) == 2:
+        if len(cs.dims) == 2:
             # NHWC input: gather straight into NHWC order (a view when the data already is NHWC)
-            nhwc = [lead, dims[0], dims[1], group + cin]
-            order = lead + dims[0] + dims[1] + group + cin
+            nhwc = [cs.lead, cs.dims[0], cs.dims[1], cs.group + cs.cin]
+            order = cs.lead + cs.dims[0] + cs.dims[1] + cs.group + cs.cin
             perm = [self.axes[src].index(c) for c in order]
             self.emit("if cl:")
             self.emit(f"    {dst} = {src}.permute({', '.join(map(str, perm))}).reshape{self.shape_expr(nhwc)}.permute(0, 3, 1, 2)")
@@ -364,38 +393,38 @@ class FastEmitter(Emitter):
         else:
             src = self.permute_to(src, target)
             self.emit(f"{dst} = {src}.reshape{self.shape_expr(groups_shape)}")
-        inp = dst
-        # ---- emit: weight ----------------------------------------------------------------
+        return dst
+
+    def _emit_conv_weight(self, cs: "ConvStage", w: str) -> tuple[str, list]:
+        """The weight as ``[groups*cout, cin, *kernel]`` (one permute, or an einsum when kept
+        windows need a delta kernel or dense groups a block-diagonal eye). Returns its name and
+        the kernel class (or tap) of each spatial dim (None: kernel 1)."""
         taps = {}
-        letters: dict[int, str] = {}
+        letters: dict = {}
 
         def let(c) -> str:
             if c not in letters:
                 letters[c] = LETTERS[len(letters)]
             return letters[c]
 
-        operands = [(w, "".join(let(c) for c in wax))]
-        eyes = []
-        for q in conv:
-            u, m, wd, K, _ = q
-            if roles[wd] == "keep":
+        operands = [(w, "".join(let(c) for c in cs.wax))]
+        for u, m, wd, K, _ in cs.conv:
+            if cs.roles[wd] == "keep":
                 tap = ("tap", wd)
                 taps[u] = tap
                 operands.append((f"torch.eye({K}, dtype={w}.dtype, device={w}.device)", let(wd) + let(tap)))
             else:
                 taps[u] = wd
-        kernel = []
-        for dgrp in dims:
-            kernel.append(taps[dgrp[0]] if dgrp[0] in conv_u else None)
+        kernel = [taps[dgrp[0]] if dgrp[0] in cs.conv_u else None for dgrp in cs.dims]
         size = self.plan.values
-        dense = self.dense_groups and bool(group) and not use_linear
+        cs.dense = self.dense_groups and bool(cs.group) and not cs.use_linear
         group_in = []
-        if dense:  # block-diagonal dense weight: W[g, o, i] * eye[g, g']
-            for c in group:
+        if cs.dense:  # block-diagonal dense weight: W[g, o, i] * eye[g, g']
+            for c in cs.group:
                 gi = ("g", c)
                 group_in.append(gi)
                 operands.append((f"torch.eye({size[c]}, dtype={w}.dtype, device={w}.device)", let(c) + let(gi)))
-        w_out = group + cout + group_in + cin + [k for k in kernel if k is not None]
+        w_out = cs.group + cs.cout + group_in + cs.cin + [k for k in kernel if k is not None]
         ins = [s_ for _, s_ in operands]
         outs = "".join(let(c) for c in w_out)
         wt = self.fresh("wt")
@@ -404,51 +433,65 @@ class FastEmitter(Emitter):
             self.emit(f"{wt} = {w}" + (f".permute({', '.join(map(str, perm))})" if perm != sorted(perm) else ""))
         else:
             self.emit(f"{wt} = torch.einsum('{','.join(ins)}->{outs}', {', '.join(o for o, _ in operands)})")
-        g_size = math.prod(size[c] for c in group)
-        conv_groups = 1 if dense else g_size
-        cin_size = math.prod(size[c] for c in cin) * (g_size if dense else 1)
-        if use_linear:
-            self.emit(f"{wt} = {wt}.reshape({math.prod(size[c] for c in cout)}, {math.prod(size[c] for c in cin)})")
-            out = self.fresh()
+        return wt, kernel
+
+    def _emit_conv_call(self, cs: "ConvStage", inp: str, wt: str, kernel: list) -> str:
+        """``F.linear`` or ``F.conv{1,2,3}d`` with ``K//2`` padding (explicit ``F.pad`` for even K)."""
+        size = self.plan.values
+        g_size = math.prod(size[c] for c in cs.group)
+        conv_groups = 1 if cs.dense else g_size
+        cin_size = math.prod(size[c] for c in cs.cin) * (g_size if cs.dense else 1)
+        out = self.fresh()
+        if cs.use_linear:
+            self.emit(f"{wt} = {wt}.reshape({math.prod(size[c] for c in cs.cout)}, {math.prod(size[c] for c in cs.cin)})")
             self.emit(f"{out} = torch.nn.functional.linear({inp}, {wt})")
             self.stats["linear"] += 1
+            return out
+        kshape = [size[k[1]] if isinstance(k, tuple) else size[k] if k is not None else 1 for k in kernel]
+        self.emit(f"{wt} = {wt}.reshape({g_size * math.prod(size[c] for c in cs.cout)}, "
+                  f"{cin_size}, {', '.join(map(str, kshape))})")
+        if len(cs.dims) == 2:  # match the input's memory format (NHWC input + NCHW weight is slow)
+            self.emit("if cl:")
+            self.emit(f"    {wt} = {wt}.contiguous(memory_format=torch.channels_last)")
+        pads = []
+        for dgrp in cs.dims:
+            K = cs.conv_u[dgrp[0]][3] if dgrp[0] in cs.conv_u else 1
+            pads.append((K // 2, K - 1 - K // 2))
+        if any(lo != hi for lo, hi in pads):
+            flat = [p for lo_hi in reversed(pads) for p in lo_hi]
+            padded = self.fresh()
+            self.emit(f"{padded} = F.pad({inp}, {flat})")
+            inp = padded
+            padding = [0] * len(cs.dims)
         else:
-            kshape = [size[k[1]] if isinstance(k, tuple) else size[k] if k is not None else 1 for k in kernel]
-            self.emit(f"{wt} = {wt}.reshape({g_size * math.prod(size[c] for c in cout)}, "
-                      f"{cin_size}, {', '.join(map(str, kshape))})")
-            if len(dims) == 2:  # match the input's memory format (NHWC input + NCHW weight is slow)
-                self.emit("if cl:")
-                self.emit(f"    {wt} = {wt}.contiguous(memory_format=torch.channels_last)")
-            pads = []
-            explicit = False
-            for dgrp in dims:
-                if dgrp[0] in conv_u:
-                    K = conv_u[dgrp[0]][3]
-                    lo, hi = K // 2, K - 1 - K // 2
-                    explicit |= lo != hi
-                    pads.append((lo, hi))
-                else:
-                    pads.append((0, 0))
-            if explicit:
-                flat = [p for lo_hi in reversed(pads) for p in lo_hi]
-                dst = self.fresh()
-                self.emit(f"{dst} = F.pad({inp}, {flat})")
-                inp = dst
-                padding = [0] * len(dims)
-            else:
-                padding = [lo for lo, _ in pads]
-            out = self.fresh()
-            self.emit(f"{out} = F.conv{len(dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {conv_groups})")
-            self.stats["conv"] += 1
-        # ---- result axes -----------------------------------------------------------------
-        out_spx = [conv_u[c][1] if c in conv_u else c for c in spx]
-        res_axes = lead + group + cout + out_spx
-        dst = self.fresh()
-        self.emit(f"{dst} = {out}.reshape{self.shape_expr([[c] for c in res_axes])}")
-        self.axes[dst] = res_axes
-        if step.dst == self.final_src:
-            return dst
-        return self.permute_to(dst, self.desired(res_axes))
+            padding = [lo for lo, _ in pads]
+        self.emit(f"{out} = F.conv{len(cs.dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {conv_groups})")
+        self.stats["conv"] += 1
+        return out
+
+
+@dataclass
+class ConvStage:
+    """What :meth:`FastEmitter.try_conv` found out about one contraction."""
+
+    step: Step
+    wax: list                                   # weight-side operand's axes
+    lz: "Lazy | None" = None
+    conv_idx: list = field(default_factory=list)  # pending unfolds run as conv windows
+    mat: list = field(default_factory=list)       # pending unfolds materialised first
+    conv: list = field(default_factory=list)
+    conv_u: dict = field(default_factory=dict)    # unfolded axis -> unfold
+    conv_w: dict = field(default_factory=dict)    # window class -> unfold
+    a_axes: list = field(default_factory=list)    # data operand axes after materialisation
+    roles: dict = field(default_factory=dict)
+    group: list = field(default_factory=list)
+    cin: list = field(default_factory=list)
+    lead: list = field(default_factory=list)
+    spx: list = field(default_factory=list)
+    dims: list = field(default_factory=list)
+    cout: list = field(default_factory=list)
+    use_linear: bool = False
+    dense: bool = False
 
 
 def emit_fast(plan: Plan, fn_name: str = "forward", dense_groups: bool = False,
