@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = ["META_SCHEMA_VERSION", "KernelMeta", "LatencyRecord", "Rung"]
 
@@ -34,13 +34,24 @@ def _finite(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _lenient(v: Any) -> float | None:
+    """A number of an extension block: anything that is not a finite number reads as None."""
+    try:
+        return _finite(v)
+    except ValueError:
+        return None
+
+
 class LatencyRecord(BaseModel):
-    """One latency measurement of a kernel (or of the whole model with the kernel)."""
+    """One latency measurement of a kernel (or of the whole model with the kernel). Numbers are
+    validated leniently (non-finite -> None) so that a failed timing never hides the kernel."""
 
     model_config = ConfigDict(extra="allow")
 
-    ms: float = Field(gt=0)                   #: median wall time
+    ms: float | None = None                   #: median wall time (None: the timing failed)
     speedup: float | None = None              #: original / this, measured side by side in the same run
+
+    _num = field_validator("ms", "speedup", mode="before")(classmethod(lambda cls, v: _lenient(v)))
     scope: str = "model"                      #: "model" (end to end) or "layer"
     implementation: str = ""                  #: e.g. "einsum", "fast:min", "triton"
     dtype: str = "float32"
@@ -55,7 +66,7 @@ class Rung(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    budget: float                             #: e.g. epochs or training steps
+    budget: float | None = None               #: e.g. epochs or training steps
     unit: str = "epochs"
     status: str = "ok"
     accuracy: float | None = None
@@ -63,7 +74,8 @@ class Rung(BaseModel):
     curve: list[dict[str, Any]] = Field(default_factory=list)   #: the trainer's history entries
     time: float | None = None                 #: wall seconds
 
-    _num = field_validator("accuracy", "loss", "time", mode="before")(classmethod(lambda cls, v: _finite(v)))
+    _num = field_validator("accuracy", "loss", "time", "budget", mode="before")(
+        classmethod(lambda cls, v: _lenient(v)))
 
 
 class KernelMeta(BaseModel):
@@ -95,6 +107,21 @@ class KernelMeta(BaseModel):
 
     _nums = field_validator("accuracy", "loss", "flops", "params", "time", "eval_time", "reward",
                             mode="before")(classmethod(lambda cls, v: _finite(v)))
+
+    @field_validator("latency", "rungs", mode="before")
+    @classmethod
+    def _blocks(cls, v: Any, info) -> list:
+        """An extension block never makes the core record unreadable: entries that are not objects are
+        dropped, entries that do not validate are kept as they are (unvalidated; the raw file has them)."""
+        model = LatencyRecord if info.field_name == "latency" else Rung
+        out = []
+        for x in v if isinstance(v, list) else []:
+            if isinstance(x, dict):
+                try:
+                    out.append(model.model_validate(x))
+                except ValidationError:
+                    out.append(model.model_construct(**x))
+        return out
 
     @field_validator("message", mode="before")
     @classmethod

@@ -75,6 +75,9 @@ def test_old_sessions_and_extension_blocks_read():
                                      "rungs": [{"budget": 1, "accuracy": 0.3, "curve": [{"epoch": 1}]}]})
     assert new.latency[0].speedup == 2.0 and new.rungs[0].curve == [{"epoch": 1}]
     assert new.dump()["schema"] == 1
+    # a malformed extension block never makes the kernel unreadable
+    odd = KernelMeta.model_validate({"accuracy": 0.4, "latency": [{"ms": "n/a", "batch": "x"}, 7], "rungs": {"x": 1}})
+    assert odd.accuracy == 0.4 and len(odd.latency) == 1 and odd.rungs == []
 
 
 def test_tolerant_reader_reports_instead_of_raising(tmp_path):
