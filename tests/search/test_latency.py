@@ -18,7 +18,7 @@ from syno.search import problem as problem_mod
 from syno.search.base import EvalResult, RewardConfig
 from syno.search.latency import BASELINE_FILE, KernelTimer, LatencyOptions, headline_speedup
 from syno.search.objective import Objective, ObjectiveOptions, slow_reason
-from syno.search.options import build_options
+from syno.search.options import SearchOptions, build_options
 from syno.search.run import run_search
 from syno.search.session import SessionStore
 from syno.session import STATUSES, is_ok
@@ -27,6 +27,8 @@ from syno.session import STATUSES, is_ok
 FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "run.kernel_timeout": 240, "run.workers": 0,
         # a short timing budget: these tests check the plumbing, benchmarks/ measures
         "latency.budget_ms": 40, "latency.warmup_ms": 10}
+if "fidelity" in SearchOptions.model_fields:  # one training budget per kernel: no promotions to wait for
+    FAST["fidelity.enabled"] = False
 
 runner = CliRunner()
 
@@ -70,7 +72,7 @@ def test_speed_search_writes_latency_and_select_filters_by_it(tmp_path, monkeypa
     run_search(opts)
     recs = SessionStore(root).kernels()
     assert len(recs) == 2
-    assert sorted(trained) == sorted(r.hash for r in recs)  # no --min-speedup: every kernel is trained
+    assert set(trained) == {r.hash for r in recs}  # no --min-speedup: every kernel is trained
     objective = Objective(opts.reward, opts.objective)
     speedups = []
     for rec in recs:
