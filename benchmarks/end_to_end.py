@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--budget-ms", type=float, default=300)
     p.add_argument("--time-budget", type=float, default=None, help="seconds; later measurements are skipped")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--pretune", type=float, default=0.0,
+                   help="seconds per placeholder of Triton tile tuning before any timing (with "
+                        "--codegen-implementation triton:*; tiles go to the disk cache the timed models read)")
     p.add_argument("--out", default="benchmarks/results/end_to_end")
     return p.parse_args(argv)
 
@@ -119,6 +122,46 @@ def summary_markdown(rows: list[BenchRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pretune(args, specs, cfg) -> None:
+    """Tune the Triton tiles of every placeholder's shape (inputs captured by hooks on one
+    forward of each substituted model, in the benchmark's dtype and layout) before timing: the
+    timed models then read the tuned tiles from the disk cache and nothing tunes inside them."""
+    from syno.bench.core import BenchOptions as _BO, build_substituted, example_input
+    from syno.codegen.torch import SynoModule
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    for batch in (int(b) for b in _list(args.batches)):
+        for name in _list(args.models):
+            for spec in specs:
+                if spec.impl != "codegen":
+                    continue
+                opts = _BO(device=args.device, batches=(batch,), image_size=args.image_size,
+                           num_classes=args.num_classes)
+                model = build_substituted(name, spec, batch, opts).to(args.device, dtype).to(memory_format=fmt)
+                seen, todo = set(), []
+
+                def hook(mod, inp):
+                    key = (id(mod.op), tuple(inp[0].shape), tuple(inp[0].stride()))
+                    if key not in seen:
+                        seen.add(key)
+                        todo.append((mod, inp[0].detach().clone()))
+
+                hs = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SynoModule)]
+                x = example_input(model, batch, args.device).to(dtype).to(memory_format=fmt)
+                with torch.no_grad():
+                    model(x)
+                for h in hs:
+                    h.remove()
+                t0 = time.monotonic()
+                for mod, inp in todo:
+                    mod.tune(inp, backward=False, budget_s=args.pretune, backends=["triton"],
+                             plans=[args.codegen_implementation.split(":")[1] if ":" in args.codegen_implementation else "min"])
+                print(f"# pretuned {len(todo)} placeholder shapes of {name} N={batch} {spec.label} "
+                      f"in {time.monotonic() - t0:.0f} s", flush=True)
+                del model
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
@@ -149,6 +192,8 @@ def main(argv=None) -> int:
         with csv_path.open("a") as f:
             f.write(",".join(_csv_cell(v) for v in r.as_dict().values()) + "\n")
 
+    if args.pretune and device.type == "cuda" and (args.codegen_implementation or "").startswith("triton"):
+        pretune(args, specs, cfg)
     deadline = t_start + args.time_budget if args.time_budget else None
     # N=1 for every model first: a time budget then cuts the larger batches, not the headline.
     for batch in (int(b) for b in _list(args.batches)):

@@ -112,8 +112,11 @@ class TritonOperator:
         self._looked_up: set = set()
         #: intermediates computed inside their consumer's loads instead of materialised
         #: (chosen by the tuner by GPU time; see :meth:`fusable`)
-        self.fused: frozenset[str] = frozenset()
         self._producer = {st.store.leaf: (i, st) for i, st in enumerate(self.prog.stages)}
+        # default before any timing: fuse producers of at most 4 products per element (e.g.
+        # Operator 1's grouped 1x1 stage at C <= 128), which cost less than a round trip of
+        # the intermediate through memory; tune() times both and may flip it
+        self.fused: frozenset[str] = frozenset(self.fusable(limit=4))
 
     # -- sizes and buffers -----------------------------------------------------------------
     def class_sizes(self, x: torch.Tensor) -> list[int]:
@@ -167,14 +170,14 @@ class TritonOperator:
             self._ones[key] = t
         return t
 
-    def fusable(self) -> list[str]:
+    def fusable(self, limit: int = 32) -> list[str]:
         """Intermediates whose producer sums over few static values (e.g. Operator 1's grouped
         1x1 stage, C/g channels): cheap enough to recompute inside the consumer's loads."""
         out = []
         for leaf in self.prog.intermediates:
             _, st = self._producer[leaf]
             if all(c not in self.dynamic for c in st.summed) and \
-                    math.prod(self.plan.values[c] for c in st.summed) <= 32:
+                    math.prod(self.plan.values[c] for c in st.summed) <= limit:
                 out.append(leaf)
         return out
 
