@@ -254,8 +254,10 @@ def demo(
 ) -> None:
     """A few-minute search on this CPU: the tiny CNN on scikit-learn's digits (shipped, offline).
 
-    Synthesizes operators for the tiny CNN's 3x3 conv layers, trains each for one epoch and
-    prints the leaderboard. Continue the session with `syno search tiny --session DIR --resume`.
+    Synthesizes operators for the tiny CNN's 3x3 conv layers, trains each for one epoch, the best
+    third for 3 and the best ninth for 15 (ASHA rungs; --set fidelity.enabled=false: one epoch each),
+    and prints the leaderboard (its rung column says how far each kernel was trained). Continue the
+    session with `syno search tiny --session DIR --resume`.
     """
     import os
 

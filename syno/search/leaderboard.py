@@ -37,8 +37,10 @@ def leaderboard_rows(store: SessionStore, include_failed: bool = False, *, min_s
     except Exception:  # noqa: BLE001 - a leaderboard of kernel dirs still works without session.json
         ref = {}
     recs = store.kernels()
+    # multi-fidelity sessions (syno.search.fidelity): a kernel trained to a higher rung ranks first
     ok = sorted((r for r in recs if r.reward is not None),
-                key=lambda r: (-r.reward, -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0), r.time))
+                key=lambda r: (-_rung(r), -r.reward, -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0),
+                               r.time))
     rows = []
     if min_speedup is not None:
         ok = [r for r in ok if (headline_speedup(r.meta) or 0.0) >= min_speedup]
@@ -52,8 +54,15 @@ def leaderboard_rows(store: SessionStore, include_failed: bool = False, *, min_s
     return rows
 
 
+def _rung(r: KernelRecord) -> int:
+    """Highest rung the kernel reached (0 for single-fidelity sessions)."""
+    rung = r.meta.get("rung", 0)
+    return rung if isinstance(rung, int) else 0
+
+
 def _row(r: KernelRecord, rank: int | None, ref: dict[str, Any]) -> dict[str, Any]:
-    return {"rank": rank, "dir": r.name, "hash": r.hash, "status": r.result.status, "reward": r.reward,
+    budgets = [x.get("budget") for x in r.meta.get("rungs") or [] if x.get("status") in ("ok", "pruned")]
+    return {"rank": rank, "dir": r.name, "rung": _rung(r), "budget": budgets[-1] if budgets else None, "hash": r.hash, "status": r.result.status, "reward": r.reward,
             "accuracy": r.result.accuracy, "loss": r.result.loss, "flops": r.result.flops,
             "flops_ratio": _ratio(r, ref, "macs"), "params": r.result.params,
             "params_ratio": _ratio(r, ref, "params"), "speedup": headline_speedup(r.meta),
@@ -83,6 +92,7 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
     console = console or Console()
     rows = leaderboard_rows(store, include_failed=include_failed, min_speedup=min_speedup, sort=sort)
     timed = any(r["speedup"] is not None for r in rows)
+    rungs = any(r["budget"] is not None for r in rows)
     problems = store.scan()[1]
     summ = session_summary(store)
     try:
@@ -97,6 +107,8 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("loss" if loss_target else "acc", justify="right", no_wrap=True)
     table.add_column("reward", justify="right", no_wrap=True)
+    if rungs:  # the training budget of the rung each kernel reached (epochs, or steps)
+        table.add_column("rung", justify="right", no_wrap=True)
     table.add_column("MACs", justify="right", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
     if timed:  # measured speedup over the original model (end to end unless latency.scope says otherwise)
@@ -112,7 +124,9 @@ def print_leaderboard(store: SessionStore, top: int = 20, include_failed: bool =
             f"{r['status']}: {r['message'][:40]}"
         table.add_row(str(r["rank"] or "-"),
                       _fmt(r["loss"], ".4f") if loss_target else _fmt(r["accuracy"], ".4f"),
-                      _fmt(r["reward"], ".4f"), macs, params,
+                      _fmt(r["reward"], ".4f"),
+                      *([f"{r['rung']}:{_fmt(r['budget'], 'g')}" if r["budget"] is not None else "-"] if rungs else []),
+                      macs, params,
                       *([_fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else "")] if timed else []),
                       _fmt(r["eval_time"], ".0f") + "s", r["dir"], status)
     console.print(table)

@@ -256,6 +256,9 @@ class MockJob:
 
         from syno.synth.protocol import path_from_str
 
+        from .fidelity import split_task
+
+        path, rung = split_task(path)  # a rung k > 0: as if trained longer (accuracy 1 - (1 - acc) * 0.8 ** k)
         node = self.space.node_from_path(path_from_str(path))
         what = self.behaviour(node.atoms)
         if what == "hang":
@@ -266,4 +269,8 @@ class MockJob:
             raise RuntimeError("mock kernel failure")
         if self.delay:
             time.sleep(self.delay)
-        return self.space.evaluate(path_from_str(path))
+        res = self.space.evaluate(path_from_str(path))
+        if rung:
+            res.accuracy = 1 - (1 - res.accuracy) * 0.8 ** rung
+            res.extra = {**res.extra, "rung": rung}
+        return res

@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import RewardConfig
+from .fidelity import FidelityOptions
 from .latency import LatencyOptions
 from .mcts import MCTSConfig
 from .objective import ObjectiveOptions
@@ -68,6 +69,8 @@ class SearchOptions(BaseModel):
                                     description="how every kernel is timed before training (syno.search.latency)")
     flops_ratio: tuple[float, float] | None = Field(
         None, description="(min, max) MACs of the whole model with the kernel, relative to the original model")
+    fidelity: FidelityOptions = Field(default_factory=FidelityOptions,
+                                      description="multi-fidelity rungs with ASHA promotion (syno.search.fidelity)")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig)
     random: RandomSearchConfig = Field(default_factory=RandomSearchConfig)
     synth: Any = Field(None, description="SynthOptions of the space (None only for model 'mock')")
@@ -182,6 +185,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synth_preset": "tiny", "synth": {},
         "train": {"epochs": 1, "batch_size": 32, "lr": 0.2, "weight_decay": 5e-4, "device": "cpu",
                   "progress": False, "time_budget_s": 120.0},
+        # rungs of 1, 3 and 15 epochs of one 15-epoch schedule (the digits reevaluation's length), the best
+        # third promoted (syno.search.fidelity; benchmarks/README.md "Proxy fidelity")
+        "fidelity": {"enabled": True, "rungs": [1, 3, 15], "reduction": 3},
         "run": {"kernel_timeout": 300.0, "checkpoint_interval": 10.0},
     },
     # A synthetic space with known rewards: exercises sessions, resume and the CLI without training.
@@ -258,12 +264,6 @@ def reference_model(opts: SearchOptions | Mapping[str, Any], *, placeholders: bo
                        in_channels=shape["in_channels"], placeholders=placeholders, mapping_batch=1, **kwargs)
 
 
-def build_options(model: str, overrides: Mapping[str, Any] | None = None) -> SearchOptions:
-    """The preset of ``model`` with dotted ``overrides`` applied; see the module docstring."""
-    if model not in PRESETS:
-        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_CHOICES)}")
-    preset = json.loads(json.dumps(PRESETS[model]))  # deep copy
-    synth_over, rest = _split_overrides(dict(overrides or {}))
 def _space_mappings(synth: dict[str, Any], mappings: list[dict[str, int]]) -> list[dict[str, int]]:
     """The placeholders' mappings restricted to the space's variables. A space may derive a recorded
     size (the original's GPT-2 space has output ``t*H_in``, no ``H_out``): the derived output size
@@ -284,6 +284,12 @@ def _space_mappings(synth: dict[str, Any], mappings: list[dict[str, int]]) -> li
     return out
 
 
+def build_options(model: str, overrides: Mapping[str, Any] | None = None) -> SearchOptions:
+    """The preset of ``model`` with dotted ``overrides`` applied; see the module docstring."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_CHOICES)}")
+    preset = json.loads(json.dumps(PRESETS[model]))  # deep copy
+    synth_over, rest = _split_overrides(dict(overrides or {}))
     synth_preset = preset.pop("synth_preset", None)
     synth_base = preset.pop("synth", None)
     base: dict[str, Any] = {"model": model, **preset}

@@ -126,8 +126,10 @@ class FlopsRatioFilter:
         return reason
 
 
-def evaluate_operator(options, op, data, train_options) -> EvalResult:
-    """Train the search's model with ``op`` in every placeholder; returns the proxy result."""
+def evaluate_operator(options, op, data, train_options, checkpoint=None) -> EvalResult:
+    """Train the search's model with ``op`` in every placeholder; returns the proxy result (with the
+    learning curve in ``extra['curve']``). ``checkpoint``: a training-state file to continue from and
+    to save to (a rung of :mod:`syno.search.fidelity`)."""
     from syno.codegen.torch import operator_factory
     from syno.train.pipeline import build_task_model, train_task_model
 
@@ -143,7 +145,7 @@ def evaluate_operator(options, op, data, train_options) -> EvalResult:
     macs = float(ref.get("non_placeholder_macs", 0)) + sum(
         float(m.plan.flops) / max(1, int(m.mapping.get("N", 1))) for m in modules)
     params = sum(p.numel() for p in model.parameters())
-    tr = train_task_model(model, data, train_options)
+    tr = train_task_model(model, data, train_options, checkpoint=checkpoint)
     status, message = tr.status, tr.reason
     acc = tr.accuracy if tr.accuracy is not None else math.nan
     loss = tr.loss if tr.loss is not None else math.inf
@@ -152,7 +154,8 @@ def evaluate_operator(options, op, data, train_options) -> EvalResult:
         status = "pruned" if tr.accuracy is not None or options.dataset == "lm1b" and tr.loss is not None else "timeout"
     return EvalResult(status=status, accuracy=acc, loss=loss, flops=int(round(macs)), params=int(params),
                       time=tr.wall_time_s, message=message,
-                      extra={"epochs": tr.epochs, "steps": tr.steps, "final_accuracy": tr.final_accuracy})
+                      extra={"epochs": tr.epochs, "steps": tr.steps, "final_accuracy": tr.final_accuracy,
+                             "curve": tr.history})
 
 
 def cpu_implementation(op, mappings) -> str:
@@ -212,14 +215,31 @@ class KernelJob:
         self.timer = KernelTimer(o, device, session_dir=o.directory) if o.latency.enabled else None
 
     def evaluate(self, path: str) -> EvalResult:
+        from .fidelity import split_task
         from .latency import evaluate_with_latency
 
+        path, rung = split_task(path)  # "<path>@<k>": rung k of a multi-fidelity search (syno.search.fidelity)
         node = self.space.node_from_path(path_from_str(path))
         if not node.is_final:
             raise ValueError(f"path {path!r} does not reach a final node")
         op = node.operator()
-        return evaluate_with_latency(getattr(self, "timer", None), self.options.objective, op,
-                                     lambda: evaluate_operator(self.options, op, self.data, self.train_options))
+        fid = getattr(self.options, "fidelity", None)
+        if fid is None or not fid.enabled:
+            return evaluate_with_latency(getattr(self, "timer", None), self.options.objective, op,
+                                         lambda: evaluate_operator(self.options, op, self.data, self.train_options))
+        from .fidelity import checkpoint_file, rung_train_options
+
+        fid = fid.with_milestones(getattr(self.train_options, "prune_milestones", None) or {})
+        train = rung_train_options(self.train_options, fid, rung)
+        ckpt = checkpoint_file(self.options.directory, op.hash)
+        if rung == 0:
+            ckpt.unlink(missing_ok=True)  # a kernel evaluated again (after a kill) starts from scratch
+        res = evaluate_with_latency(getattr(self, "timer", None) if rung == 0 else None, self.options.objective, op,
+                                    lambda: evaluate_operator(self.options, op, self.data, train, checkpoint=ckpt))
+        res.extra = {**(res.extra or {}), "rung": rung, "budget": fid.rungs[rung], "unit": fid.unit}
+        if (rung == len(fid.rungs) - 1 or not res.ok) and not fid.keep_checkpoints:
+            ckpt.unlink(missing_ok=True)
+        return res
 
 
 class KernelProblem:

@@ -14,6 +14,7 @@ from syno import __version__
 
 from .base import SearchAlgorithm
 from .evaluator import Evaluator, InlineEvaluator, LocalPoolEvaluator
+from .fidelity import Asha
 from .mcts import MCTS
 from .objective import make_reward
 from .options import RUN_FIELDS, SearchOptions, apply_overrides
@@ -48,6 +49,14 @@ def make_evaluator(options: SearchOptions, problem, executor: str = "local", add
     return LocalPoolEvaluator(problem.job(), workers=r.workers, timeout=r.kernel_timeout, threads=r.threads)
 
 
+def make_fidelity(options: SearchOptions) -> Asha | None:
+    """The rung bookkeeping of a multi-fidelity session (``fidelity.enabled``), else None."""
+    f = options.fidelity
+    if not f.enabled:
+        return None
+    return Asha(f.with_milestones(getattr(options.train, "prune_milestones", None) or {}), options.reward.target)
+
+
 def load_session_options(store: SessionStore) -> SearchOptions:
     info = store.info()
     try:
@@ -58,7 +67,8 @@ def load_session_options(store: SessionStore) -> SearchOptions:
 
 # options that a session without any evaluated kernel may still change on resume (a search that failed
 # on bad data is retried with corrected options); the rest derive the synthesis space
-_RETRY_PREFIXES = ("data_dir", "dataset_kwargs", "train.", "reward.", "mcts.", "random.", "algorithm", "implementation")
+_RETRY_PREFIXES = ("data_dir", "dataset_kwargs", "train.", "reward.", "mcts.", "random.", "algorithm", "implementation",
+                   "fidelity.")
 
 
 def resume_options(stored: SearchOptions, overrides: Mapping[str, Any], *, kernels: int = 1) -> SearchOptions:
@@ -103,7 +113,7 @@ def run_search(options: SearchOptions, *, resume: bool = False, rebuild_state: b
     try:
         runner = SearchRunner(store, problem, algorithm, evaluator, make_reward(options),
                               checkpoint_interval=options.run.checkpoint_interval, on_event=on_event,
-                              info={"model": options.model})
+                              info={"model": options.model}, fidelity=make_fidelity(options))
         restored = runner.restore(rebuild_state=rebuild_state)
         if on_start is not None:
             on_start(runner, restored)

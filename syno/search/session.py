@@ -38,6 +38,7 @@ from syno.synth.protocol import path_from_str, path_to_str
 
 from .base import EvalResult, RewardConfig, SearchAlgorithm
 from .evaluator import Evaluator
+from .fidelity import Asha, rung_task, split_task
 
 __all__ = ["SessionError", "SessionStore", "KernelRecord", "SearchRunner", "RunSummary"]
 
@@ -180,8 +181,11 @@ class SessionStore:
                 if p.name.startswith(".tmp-") and p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
 
-    def write_kernel(self, name: str, meta: Mapping[str, Any], files: Mapping[str, str]) -> FsPath:
-        return write_kernel_dir_atomic(self.root, name, meta, files)
+    def write_kernel(self, name: str, meta: Mapping[str, Any], files: Mapping[str, str], *,
+                     replace: bool = False) -> FsPath:
+        """``replace``: rewrite ``meta.json`` (and ``files``) of an existing directory, atomically each (a
+        promoted kernel's new rung); otherwise an existing directory is never rewritten."""
+        return write_kernel_dir_atomic(self.root, name, meta, files, replace=replace)
 
 
 def _now() -> str:
@@ -208,7 +212,8 @@ class SearchRunner:
 
     def __init__(self, store: SessionStore, problem, algorithm: SearchAlgorithm, evaluator: Evaluator,
                  reward: RewardConfig, *, checkpoint_interval: float = 30.0,
-                 on_event: Callable[[str, Any], None] | None = None, info: Mapping[str, Any] | None = None):
+                 on_event: Callable[[str, Any], None] | None = None, info: Mapping[str, Any] | None = None,
+                 fidelity: Asha | None = None):
         self.store = store
         self.problem = problem
         self.algo = algorithm
@@ -231,6 +236,7 @@ class SearchRunner:
         self._started: dict[str, float] = {}
         self.skipped: list[str] = []  # kernels restore() could not replay (one line each)
         self._durations: list[float] = []
+        self.fidelity = fidelity  # rungs (syno.search.fidelity): promotions go before new kernels
 
     # -- resume ------------------------------------------------------------------------------
     def restore(self, rebuild_state: bool = False) -> dict[str, Any]:
@@ -252,18 +258,23 @@ class SearchRunner:
                                    f"--rebuild-state to rebuild it from the kernel directories") from None
             self.elapsed_offset = float(state.get("elapsed", 0.0))
         replayed = 0
+        if self.fidelity is not None:
+            self.fidelity.load((r.hash, r.path, r.meta.get("rungs") or []) for r in records)
         for rec in records:
             self._remember(rec)
             try:
                 if not self.algo.is_evaluated(rec.path):
-                    self.algo.report(rec.path, rec.result)
+                    self.algo.report(rec.path, self._rung_result(rec.hash, rec.result))
                     replayed += 1
             except ValueError as exc:  # the space cannot place this path: keep the kernel, skip the replay
                 skipped.append(f"{rec.dir}: not replayed into the search, its path does not exist in this "
                                f"session's synthesis space ({exc}); the kernel is kept")
         if records:
             self.elapsed_offset = max(self.elapsed_offset, max(r.time for r in records))
-        candidates = [path_to_str(p) for p in self.algo.pending] + self.store.load_inflight()
+        # an interrupted promotion ("<path>@<rung>") is found again by the rung rule and continues from its
+        # training checkpoint; only rung-0 paths are re-submitted here
+        candidates = [path_to_str(p) for p in self.algo.pending] + [
+            p for p in self.store.load_inflight() if split_task(p)[1] == 0]
         for p in candidates:
             try:
                 h = self._identify(p)
@@ -284,7 +295,7 @@ class SearchRunner:
     def _identify(self, path: str) -> str:
         h = self._hash_cache.get(path)
         if h is None:
-            h = self._hash_cache[path] = self.problem.identify(path)
+            h = self._hash_cache[path] = self.problem.identify(split_task(path)[0])
         return h
 
     def _remember(self, rec: KernelRecord) -> None:
@@ -330,6 +341,8 @@ class SearchRunner:
             **self.info, **extra, "result": result.to_dict(),
             # measured latencies (syno.search.latency) as the schema's latency block
             **({"latency": result.extra["latency"]} if result.extra.get("latency") else {}),
+            # learning curve of rung 0 (multi-fidelity sessions; syno.search.fidelity)
+            **({"rung": 0, "rungs": [self._rung_entry(result, 0)]} if self.fidelity is not None else {}),
         })
         name = kernel_dir_name(h, ok=result.ok, target=self.reward.target, accuracy=result.accuracy, loss=result.loss)
         d = self.store.write_kernel(name, meta, files)
@@ -337,10 +350,80 @@ class SearchRunner:
         self._remember(rec)
         self.new += 1
         self.store.save_inflight(self.inflight)
+        if self.fidelity is not None:
+            self.fidelity.record(h, path, 0, reward is not None, self._metric(result), result.time)
         try:
             self.algo.report(path, result)
         except ValueError:
             pass  # the kernel is recorded; an algorithm that cannot place it just skips it
+        self.on_event("kernel", rec)
+        return rec
+
+    # -- rungs (syno.search.fidelity) -------------------------------------------------------------
+    def _metric(self, result: EvalResult) -> float | None:
+        v = result.loss if self.reward.target == "loss" else result.accuracy
+        return v if v is not None and math.isfinite(v) else None
+
+    def _rung_entry(self, result: EvalResult, rung: int) -> dict[str, Any]:
+        """meta.json's ``rungs`` entry of one rung's result (:class:`syno.session.schema.Rung`)."""
+        o = self.fidelity.o
+        return jsonable({"rung": rung, "budget": o.rungs[rung], "unit": o.unit, "status": result.status,
+                         "accuracy": result.accuracy, "loss": result.loss, "curve": result.extra.get("curve") or [],
+                         "time": result.time, "message": result.message[-500:]})
+
+    def _rung_result(self, h: str, result: EvalResult) -> EvalResult:
+        """What the algorithm sees: the result at the kernel's highest rung on rung 0's scale."""
+        norm = self.fidelity.normalized(h) if self.fidelity is not None else None
+        if norm is None or norm[0] == 0 or not result.ok:
+            return result
+        key = "loss" if self.reward.target == "loss" else "accuracy"
+        return EvalResult(**{**result.__dict__, key: norm[1]})
+
+    def _promoted(self, task: str, result: EvalResult) -> KernelRecord | None:
+        """A promoted kernel's next rung finished: its meta.json gets the rung, and on success the kernel
+        takes that rung's result (directory renamed to the new accuracy) and the algorithm's reward is
+        revised. A kernel that fails at a higher rung keeps its lower rung's result and is not promoted
+        again."""
+        path, rung = split_task(task)
+        h = self.inflight.pop(task, None) or self._identify(task)
+        self.inflight_hash.pop(h, None)
+        self._started.pop(task, None)
+        self.store.save_inflight(self.inflight)
+        old = self.by_hash.get(h)
+        if old is None or self.fidelity is None:
+            return None
+        ok = result.ok and self.reward(result) is not None
+        self.fidelity.record(h, path, rung, ok, self._metric(result), result.time)
+        meta = dict(old.meta)
+        meta["rungs"] = [r for r in meta.get("rungs") or [] if r.get("rung") != rung] + [self._rung_entry(result, rung)]
+        meta["eval_time"] = (meta.get("eval_time") or 0.0) + result.time
+        res, reward = old.result, old.reward
+        if ok:
+            # the latency is the operator's, measured once before rung 0 (syno.search.latency): kept
+            lat = {k: v for k, v in old.result.extra.items() if k in ("latency", "speedup", "latency_seconds")}
+            res = EvalResult(**{**result.__dict__, "time": meta["eval_time"], "extra": {**lat, **result.extra}})
+            reward = self.reward(self._rung_result(h, res))
+            meta.update(jsonable({"rung": rung, "status": res.status, "accuracy": res.accuracy, "loss": res.loss,
+                                  "flops": res.flops or old.result.flops, "params": res.params or old.result.params,
+                                  "reward": reward, "message": res.message, "result": res.to_dict()}))
+        else:
+            meta["rung_failed"] = {"rung": rung, "status": result.status, "message": result.message[-2000:]}
+        d = self.store.write_kernel(old.name, meta, {}, replace=True)
+        name = kernel_dir_name(h, ok=res.ok, target=self.reward.target, accuracy=res.accuracy, loss=res.loss)
+        if ok and name != d.name and not (d.parent / name).exists():
+            try:
+                os.rename(d, d.parent / name)  # the name's prefix follows the kernel's best rung
+                d = d.parent / name
+            except OSError:
+                pass
+        rec = KernelRecord(d, old.path, h, res, reward, old.time, meta)
+        self.records[self.records.index(old)] = rec
+        self.by_hash[h] = rec
+        if ok and hasattr(self.algo, "revise"):
+            try:
+                self.algo.revise(old.path, self._rung_result(h, res))
+            except ValueError:
+                pass
         self.on_event("kernel", rec)
         return rec
 
@@ -382,6 +465,15 @@ class SearchRunner:
                         room = 0
                         budget_done = True
                 submitted = 0
+                while room > 0 and self.fidelity is not None:
+                    left = None if deadline is None else deadline - now
+                    promo = self.fidelity.next_promotion(self.inflight_hash, time_left=left)
+                    if promo is None:
+                        break
+                    self.fidelity.mark_started(promo[0], promo[2])
+                    self._submit(rung_task(promo[1], promo[2]))
+                    room -= 1
+                    submitted += 1
                 while room > 0 and self.reissue:
                     p = self.reissue.popleft()
                     if self._identify(p) in self.by_hash or self._identify(p) in self.inflight_hash:
@@ -419,10 +511,14 @@ class SearchRunner:
                 if deadline is not None:
                     wait = max(0.0, min(wait, deadline - time.monotonic())) if time.monotonic() < deadline else 1.0
                 for path, res in self.evaluator.poll(timeout=wait):
-                    self._record(path, res)
+                    if split_task(path)[1]:
+                        self._promoted(path, res)
+                    else:
+                        self._record(path, res)
                 self.on_event("tick", self)
                 if time.monotonic() - self._last_ckpt >= self.checkpoint_interval:
                     self.checkpoint()
         finally:
             self.checkpoint()
         return RunSummary(len(self.records), self.new, self.reissued, self.best(), self.elapsed(), stop_reason)
+

@@ -134,7 +134,8 @@ def train_classifier(model: nn.Module, data: ClassificationData, options: Vision
         with make_progress(opts.progress) as progress:
             ep_task = progress.add_task("epochs", total=opts.epochs, completed=epoch0, info="")
             step_task = progress.add_task("train", total=spe, info="")
-            for epoch in range(epoch0, opts.epochs):
+            end = min(opts.epochs, opts.stop_epoch or opts.epochs)  # a rung stops early, same schedule
+            for epoch in range(epoch0, end):
                 if status != "ok":
                     break
                 if opts.time_budget_s is not None and elapsed() > opts.time_budget_s:
@@ -226,7 +227,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, options: Vision
                         and epoch + 1 < opts.epochs):
                     status, reason = "timeout", (f"epoch {epoch + 1} trained in {train_time:.1f}s > "
                                                  f"epoch_time_limit_s {opts.epoch_time_limit_s}")
-                if status != "ok" or (epoch + 1) % checkpoint_every == 0 or epoch + 1 == opts.epochs:
+                if status != "ok" or (epoch + 1) % checkpoint_every == 0 or epoch + 1 in (opts.epochs, end):
                     save(epoch + 1)
                 if on_epoch is not None:
                     try:
@@ -242,7 +243,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, options: Vision
             raise
         status, reason = "error", error_reason(e)
 
-    if status == "ok" and epochs_done < opts.epochs:
+    if status == "ok" and epochs_done < min(opts.epochs, opts.stop_epoch or opts.epochs):
         status, reason = "timeout", f"stopped after {epochs_done}/{opts.epochs} epochs; resume to continue"
     final = history[-1].get("test_acc") if history else None
     accuracy = final if metric == "final" else best

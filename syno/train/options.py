@@ -46,6 +46,7 @@ class VisionTrainOptions(_Common):
     prune_milestones: dict[int, float] = Field(default_factory=dict)  # {epochs done: min best accuracy}
     epoch_time_limit_s: float | None = None   # the original's 60 s inference-time limit (epoch index >= 1)
     max_steps_per_epoch: int | None = None    # cap (quick runs)
+    stop_epoch: int | None = Field(None, ge=1)  # stop after this many epochs of an `epochs` schedule (a rung; resumable)
     drop_last: bool = True
 
     @field_validator("prune_milestones")

@@ -22,7 +22,9 @@ from syno.search.session import SessionStore
 from syno.session import kernel_dir_name
 
 # a fraction of an epoch per kernel: both tests take about 20 s on an idle 2-core machine (minutes on a busy one)
-FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "run.kernel_timeout": 240}
+# single fidelity: these tests check the session mechanics (rungs: tests/search/test_fidelity*.py)
+FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "run.kernel_timeout": 240,
+        "fidelity.enabled": False}
 
 
 def check_kernel_dir(rec) -> None:
