@@ -185,6 +185,25 @@ def memory_cap_bytes() -> int:
         return 1 << 36
 
 
+_LIVE = {"bytes": 0}
+
+
+def live_weight_bytes() -> int:
+    """Bytes of the weights of every live module built by ``build_module`` in this process:
+    a model's placeholders are built one by one, and their weights add up before any forward."""
+    return _LIVE["bytes"]
+
+
+def track_weights(module) -> None:
+    n = sum(p.numel() * p.element_size() for p in module.parameters())
+    _LIVE["bytes"] += n
+    weakref.finalize(module, _release_live, n)  # subtract exactly what was added
+
+
+def _release_live(n: int) -> None:
+    _LIVE["bytes"] -= n
+
+
 def peak_limit_bytes(plan: Plan, limit: str | float | int | None = None, itemsize: int = 4) -> int:
     """The limit in bytes for ``plan`` (argument, else ``$SYNO_PEAK_LIMIT``, else 8x), never
     above :func:`memory_cap_bytes`."""
@@ -229,6 +248,16 @@ def guard_plan(op, mapping: Mapping[str, int], *, weights_first: bool = False,
     memory is under the limit; :class:`PlanTooCostly` when there is none."""
     first = plan_for(op, mapping, weights_first=weights_first)
     limit_b = peak_limit_bytes(first, limit, itemsize)
+    # the absolute cap also holds the weights already allocated by this process's modules (a
+    # model's placeholders): an operator with absurd sizes is refused at the first placeholder
+    # that would cross it, not after the process has grown past the machine's memory
+    cap = memory_cap_bytes()
+    live = live_weight_bytes()
+    if live > cap // 2:
+        import gc
+        gc.collect()  # modules in reference cycles count until collected
+        live = live_weight_bytes()
+    limit_b = min(limit_b, max(0, cap - live))
     if implementation == "auto":
         emitters = ("einsum", "fast")
     else:
@@ -255,13 +284,16 @@ def guard_plan(op, mapping: Mapping[str, int], *, weights_first: bool = False,
     name = op.name or op.hash
     stage = stage_text(plan)
     mapping_text = ", ".join(f"{k}={v}" for k, v in sorted(plan.mapping.items()))
+    capped = limit_b >= cap - live
+    held = f" with {fmt_bytes(live)} of weights already built" if capped and live else ""
     raise PlanTooCostly(
         f"operator {name} at {mapping_text}: forward needs ~{fmt_bytes(peak)} (largest: {stage}), "
-        f"over the limit {fmt_bytes(limit_b)} (set ${ENV_CAP if limit_b == memory_cap_bytes() else ENV_LIMIT}, "
+        f"over the limit {fmt_bytes(limit_b)}{held} (set ${ENV_CAP if capped else ENV_LIMIT}, "
         "e.g. '16x' or '4GB')",
         operator=name, mapping=plan.mapping, stage=stage, peak_bytes=peak, limit_bytes=limit_b)
 
 
 __all__ = ["PlanTooCostly", "plan_peak_bytes", "peak_limit_bytes", "parse_limit", "guard_plan",
            "tensor_bytes", "fmt_bytes", "stage_text", "forward_source", "Choice", "DEFAULT_FACTOR",
-           "ENV_LIMIT", "memory_cap_bytes", "measure_peak_bytes"]
+           "ENV_LIMIT", "memory_cap_bytes", "measure_peak_bytes",
+           "live_weight_bytes", "track_weights"]

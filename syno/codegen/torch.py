@@ -191,10 +191,11 @@ def build_module(op: Operator, mapping: Mapping[str, int], *, implementation: st
     :class:`syno.codegen.cost.PlanTooCostly` is raised (see :mod:`syno.codegen.cost`)."""
     if peak_limit is False:
         return SynoModule(op, mapping, plan_for(op, mapping, weights_first=weights_first), implementation)
-    from .cost import guard_plan
+    from .cost import guard_plan, track_weights
     choice = guard_plan(op, mapping, weights_first=weights_first, implementation=implementation,
                         limit=peak_limit)
     module = SynoModule(op, mapping, choice.plan, implementation)
+    track_weights(module)
     if choice.emitter != "einsum":
         module.cpu_variant = f"{choice.emitter}:min"  # the reference would not fit
     return module

@@ -33,3 +33,21 @@ def test_too_costly_kernel_gets_its_status_without_training():
 def test_status_is_registered_as_a_failure():
     from syno.session.status import STATUSES, is_ok
     assert "too_costly" in STATUSES and not is_ok("too_costly")
+
+
+def test_weights_of_live_modules_count_against_the_memory_cap(monkeypatch):
+    """issue #19.2: a model's placeholders are built one by one; absurd sizes are refused at the
+    first placeholder that would cross the cap, in one line naming the weights already held."""
+    monkeypatch.setenv("SYNO_MEMORY_LIMIT", "64MB")
+    op = Operator.from_json(FAMILY.read_text())
+    m = {"N": 1, "C_in": 64, "C_out": 64, "H": 8, "k_2": 100}  # weight: 300 x 300 x 64 floats, 23 MB
+    held = [build_module(op, m)]
+    with pytest.raises(PlanTooCostly) as info:
+        for _ in range(4):
+            held.append(build_module(op, m))
+    assert 1 <= len(held) <= 3
+    assert "already built" in str(info.value) and "SYNO_MEMORY_LIMIT" in str(info.value)
+    del held
+    import gc
+    gc.collect()
+    build_module(op, m)  # freed modules no longer count
