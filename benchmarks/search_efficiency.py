@@ -183,6 +183,31 @@ def run_algorithm(kind: str, space, oracle: Callable, budget: int, seed: int, re
     return out
 
 
+def propose_times(preset: str, n: int, warmup: int, seed: int = 0) -> dict[str, Any]:
+    """Wall seconds per MCTS ``propose(1)`` on a synthesis preset (issue #17: <= 0.3 s median after
+    warm-up on resnet18, one core). Each proposal is reported at once with a seeded random accuracy
+    (no training), so the tree grows as in a search; the preset's FLOPs window is the final filter."""
+    import random as _random
+
+    from syno.search.base import EvalResult
+    from syno.synth.options import SynthOptions
+    from syno.synth.space import SynthSpace
+
+    space = SynthSpace(getattr(SynthOptions, preset)())
+    algo = MCTS(space, MCTSConfig(seed=seed), reward=RewardConfig(power=1.0))
+    rng = _random.Random(seed)
+    times = []
+    for _ in range(warmup + n):
+        t = time.perf_counter()
+        paths = algo.propose(1)
+        times.append(time.perf_counter() - t)
+        for p in paths:
+            algo.report(p, EvalResult(accuracy=rng.random()))
+    after = sorted(times[warmup:])
+    return {"preset": preset, "proposals": n, "warmup": warmup, "median_s": after[len(after) // 2],
+            "mean_s": sum(after) / len(after), "warmup_s": times[:warmup], "cpu_s": time.process_time()}
+
+
 def first_reaching(curve: list[float], target: float) -> int | None:
     for i, r in enumerate(curve, start=1):
         if r >= target - 1e-12:
@@ -202,7 +227,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--power", type=float, default=1.0, help="reward power (reward = score ** power)")
     ap.add_argument("--random-cache", type=Path, default=None,
                     help="JSON file keeping random search's curves (deterministic per proxy/seed/budget) across runs")
+    ap.add_argument("--propose-timing", metavar="PRESET", default=None,
+                    help="only time MCTS propose on a synthesis preset (e.g. resnet18): --budget proposals "
+                         "after --seeds warm-up ones")
     args = ap.parse_args(argv)
+    if args.propose_timing:
+        got = propose_times(args.propose_timing, args.budget, args.seeds)
+        print(json.dumps(got), flush=True)
+        return got
     mcts_cfg = json.loads(args.mcts)
     reward = RewardConfig(power=args.power)
     t0 = time.perf_counter()
