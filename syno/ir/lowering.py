@@ -37,12 +37,21 @@ input) plus the set of primitives not applied yet. Actions:
   that no other tensor holds (and whose producer has run) is summed inside the einsum.
 * **sum** of the summable reduction classes of one tensor.
 
+* **selection** (issue #21): an Unfold ``u -> (m, w)`` applied as a contraction with the
+  constant 0/1 tensor ``E[u, m, w] = [u == m + w - K//2]``: ``u`` stays on its holders and is
+  summed like a reduction once they all met ``E``. The window can then be folded into a small
+  weight (two channel windows become one dense channel mix) instead of being materialized.
+
 Views that never increase numel (Split, Merge without broadcast, Shift, Stride) are applied
 eagerly; Unfold and broadcasting Merges (numel-increasing) are search decisions, as are the order
-of contractions and sums. A best-first (Dijkstra) search minimizes MACs: a contraction costs the
+of contractions, selections and sums. A best-first (Dijkstra) search minimizes the cost
+``MACs + BYTE_WEIGHT x elements written`` (``cost="macs"``: MACs only): a contraction costs the
 numel of the union of its operands' classes, a standalone sum the numel of its input, views cost
-none; ties go to the smaller peak intermediate numel, then fewer steps. Operators too big for the
-exhaustive search (rare; over ``max_states``) fall back to a greedy plan that is still exact.
+no MACs; elements written are the results of unfolds, contractions, sums and selections, except
+that a data tensor's conv windows (lazy unfolds) cost nothing while the next contraction is with a
+weight-side tensor holding the window (the fast path runs it as a convolution) and their full size
+otherwise. Ties go to the smaller peak intermediate numel, then fewer steps. Operators too big for
+the exhaustive search (rare; over ``max_states``) fall back to a greedy plan that is still exact.
 
 The winning action sequence is replayed with concrete axis orders into :class:`Plan` steps.
 """
@@ -713,7 +722,8 @@ class Plan:
             return "[" + ", ".join(f"{cl[c].name}:{self.values[c]}" for c in axes) + "]"
 
         lines = [f"plan for {self.op.name or self.op.hash} {self.mapping}: {self.flops} MACs, "
-                 f"peak numel {self.peak}{'' if self.exhaustive else ' (greedy)'}"]
+                 f"{self.written} elements written, peak numel {self.peak}"
+                 f"{'' if self.exhaustive else ' (greedy)'}"]
         for s in self.steps:
             srcs = ", ".join(f"{n}{ax(a)}" for n, a in zip(s.srcs, s.src_axes))
             extra = ""
