@@ -175,6 +175,5 @@ def test_ctrl_c_and_sigterm_end_with_a_resume_hint(tmp_path, sig, code, what):
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
     assert last == f"{what}; resume with: syno search mock --session {s} --resume"
     time.sleep(1.0)  # no orphaned worker writes a traceback later
-    res = subprocess.run([sys.executable, "-c", "from syno.cli import app; app()", "search", "mock", "--session",
-                          str(s), "--resume", "-n", "3", "-w", "0", "-q"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "-n", "3", "-w", "0", "-q"])
+    assert res.exit_code == 0, res.output
