@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from syno.synth.options import SynthOptions
 from syno.synth.protocol import Next, path_from_str
 from syno.synth.sampler import sample_operators
