@@ -45,11 +45,6 @@ __all__ = ["SessionError", "SessionStore", "KernelRecord", "SearchRunner", "RunS
 STATE_FORMAT = "syno.session.state/1"
 
 
-def _damaged(path: FsPath, exc: SessionError, what: str) -> SessionError:
-    return SessionError(f"{exc}; the {what} is damaged. Nothing was changed; repair or move the file away and "
-                        f"resume again")
-
-
 @dataclass
 class KernelRecord:
     """One evaluated kernel as stored on disk."""
@@ -94,7 +89,9 @@ class SessionStore:
         except SessionError as exc:
             if not (self.root / SESSION_FILE).exists():
                 raise
-            raise _damaged(self.root / SESSION_FILE, exc, "session file") from None
+            # not "move it away": a session without session.json cannot be resumed at all
+            raise SessionError(f"{exc}; the session's options are damaged. Nothing was changed; repair the file "
+                               f"(its kernel directories are intact and readable with syno show)") from None
         if not isinstance(data, dict) or "options" not in data:
             raise SessionError(f"{self.root / SESSION_FILE}: not a syno session file (no 'options')")
         return data
@@ -135,7 +132,9 @@ class SessionStore:
         try:
             data = read_json(p)
         except SessionError as exc:
-            raise _damaged(p, exc, "list of interrupted kernels") from None
+            raise SessionError(f"{exc}; the list of interrupted kernels is damaged. Nothing was changed; repair "
+                               f"it or move the file away (those kernels are then not submitted again) and "
+                               f"resume again") from None
         if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
             raise SessionError(f"{p}: expected {{\"paths\": [...]}}; move the file away (its kernels are then "
                                f"not re-submitted) and resume again")

@@ -318,3 +318,14 @@ def test_session_without_kernels_resumes_with_corrected_options(tmp_path):
     r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "x"),
                             "-n", "4", "-w", "0", "-q"])
     assert r.exit_code != 0 and "data_dir" in r.output
+
+
+def test_damaged_session_json_message_does_not_advise_moving_it(tmp_path):
+    """#19 item 4: every damage message says what to do, and doing it works; moving session.json away
+    would make the session unresumable, so its message says to repair it."""
+    store = SessionStore(tmp_path / "s")
+    store.create({"options": {"model": "mock"}})
+    (tmp_path / "s" / "session.json").write_text("{")
+    with pytest.raises(SessionError, match="repair the file") as err:
+        store.info()
+    assert "move" not in str(err.value) and "\n" not in str(err.value)
