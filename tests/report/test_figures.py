@@ -216,6 +216,6 @@ def test_cli_plot(all_paths, tmp_path):
         assert not (tmp_path / "f" / f"{n}.pdf").exists()
     res = runner.invoke(app, ["plot", str(tmp_path / "missing"), "--out", str(tmp_path / "g")])
     assert res.exit_code == 1
-    assert "0 of 6 figure(s)" in res.output and "Traceback" not in res.output
+    assert "0 of 7 figure(s)" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["plot", str(all_paths[0]), "--only", "nope"])
     assert res.exit_code == 2
