@@ -197,3 +197,22 @@ def test_sampling_covers_the_micro_space(micro):
     sampled = {op.hash for _, op in sample(SynthSpace(micro), 10 * len(exhaustive), seed=3, patience=1000)}
     assert sampled <= exhaustive
     assert len(sampled) >= 0.97 * len(exhaustive)
+
+
+def test_finalize_candidates_share_one_window_check():
+    """The Finalize candidates of one state only permute equal-size dims among input axes, so
+    finalize_moves checks the window once (one FLOPs plan) for all; each candidate's own check agrees."""
+    space = space_of("tiny")
+    rng = random.Random(3)
+    seen = 0
+    for _ in range(40):
+        got = space.random_walk(space.root(), rng, max_tries=8)
+        if got is None:
+            continue
+        node = space.node_from_path(got[0][:-1])
+        for m in node.moves().get("Finalize", ()):
+            _, op, info = m.payload
+            good, fresh = space.final_check(op)
+            assert good and fresh == info
+            seen += 1
+    assert seen >= 5
