@@ -32,9 +32,9 @@ def _main(
 
 @app.command()
 def baseline(
-    model: str | None = typer.Argument(None, help="zoo model: tiny, resnet18, resnet34, resnext29_2x64d, "
+    model: str | None = typer.Argument(None, metavar="MODEL", help="zoo model: tiny, resnet18, resnet34, resnext29_2x64d, "
                                                   "efficientnet_v2_s, densenet121, gpt2 (default: the --session's)"),
-    dataset: str | None = typer.Argument(None, help="digits (embedded), cifar100, imagenet, lm1b "
+    dataset: str | None = typer.Argument(None, metavar="DATASET", help="digits (embedded), cifar100, imagenet, lm1b "
                                                     "(default: the --session's)"),
     session: str | None = typer.Option(None, "--session", help="search session: train with its recipe (model, "
                                        "dataset, image size, epochs, batch size, lr, ... as its kernels were "

@@ -52,7 +52,7 @@ def _searched_speedup(meta: dict) -> str:
 
 
 def bench(
-    model: str = typer.Argument(..., help="zoo model: resnet18, resnet34, tiny, densenet121, ..."),
+    model: str = typer.Argument(..., metavar="MODEL", help="zoo model: resnet18, resnet34, tiny, densenet121, ..."),
     operator: List[str] = typer.Option([], "--operator",
                                        help="hand-built operator (syno.ir.library.HAND_BUILT: conv2d, operator1, "
                                             "stacked_conv, ...); repeat or comma-separate for several"),

@@ -48,7 +48,7 @@ _DATASET_HELP = "imagenet (ImageFolder), cifar100 (pickle dir), digits (embedded
 
 
 def select(
-    session: Path = typer.Argument(..., help="search session directory"),
+    session: Path = typer.Argument(..., metavar="SESSION", help="search session directory"),
     top: int = typer.Option(10, "--top", "-k", help="number of kernels to keep"),
     min_flops_ratio: Optional[float] = typer.Option(None, "--min-flops-ratio", help="keep model FLOPs >= this x baseline"),
     max_flops_ratio: Optional[float] = typer.Option(None, "--max-flops-ratio", help="keep model FLOPs <= this x baseline"),
@@ -87,7 +87,8 @@ def select(
 
 
 def reevaluate(
-    session: Optional[Path] = typer.Argument(None, help="search session directory (uses its selected.json if present)"),
+    session: Optional[Path] = typer.Argument(None, metavar="SESSION",
+                                            help="search session directory (uses its selected.json if present)"),
     dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
     top: Optional[int] = typer.Option(None, "--top", "-k", help="how many kernels (default: all selected)"),
     kernels: List[Path] = typer.Option([], "--kernels", help="kernel directories instead of a session (repeatable)"),
@@ -127,7 +128,7 @@ def reevaluate(
 
 
 def train_custom(
-    model: str = typer.Argument(..., help="zoo model, e.g. resnet18"),
+    model: str = typer.Argument(..., metavar="MODEL", help="zoo model, e.g. resnet18"),
     kernel: str = typer.Option(..., "--kernel", help="operator1 or stacked_conv"),
     dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
     out: Path = typer.Option(Path("custom-kernels"), "--out", "-o", help="directory for the kernel directory"),
@@ -164,7 +165,7 @@ def train_custom(
 
 
 def quantize(
-    model: str = typer.Argument(..., help="zoo vision model, e.g. resnet18"),
+    model: str = typer.Argument(..., metavar="MODEL", help="zoo vision model, e.g. resnet18"),
     dataset: str = typer.Option(..., "--dataset", "-d", help="imagenet, cifar100, digits"),
     kernel: Optional[Path] = typer.Option(None, "--kernel", help="kernel directory (its serialized operator)"),
     operator: Optional[str] = typer.Option(None, "--operator", help="hand-built operator: operator1, stacked_conv"),

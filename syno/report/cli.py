@@ -13,7 +13,7 @@ def _csv_list(text: str | None) -> list[str]:
 
 
 def plot(
-    inputs: List[Path] = typer.Argument(..., help="session directories and/or input files: bench CSVs, "
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="session directories and/or input files: bench CSVs, "
                                                   "baseline.json, reeval/quantize JSON, LM loss logs"),
     out: Path = typer.Option(Path("figures"), "--out", "-o", help="output directory"),
     only: Optional[str] = typer.Option(None, help="comma-separated figure names (default: all); names: "
@@ -56,7 +56,7 @@ def plot(
 
 
 def report(
-    session: Path = typer.Argument(..., help="search session directory"),
+    session: Path = typer.Argument(..., metavar="SESSION", help="search session directory"),
     extra: List[Path] = typer.Option([], "--input", "-i", help="more inputs (bench CSV, baseline.json, reevaluation "
                                                                "JSON, loss logs, other sessions); repeatable"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default SESSION/report.html)"),

@@ -156,7 +156,7 @@ def _run(options, resume: bool, rebuild_state: bool, quiet: bool, top: int, **ev
 
 
 def search(
-    model: str = typer.Argument(..., help=f"model preset: {MODELS_HELP}"),
+    model: str = typer.Argument(..., metavar="MODEL", help=f"model preset: {MODELS_HELP}"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override any option, key=value with dotted keys "
                                    "(train.epochs=1, synth.depth=10, reward.acc_lower=0.3, mcts.exploration=2); "
                                    "repeatable"),
@@ -283,7 +283,7 @@ def demo(
 
 
 def show(
-    session: str = typer.Argument(..., help="session directory (e.g. results/resnet18-session)"),
+    session: str = typer.Argument(..., metavar="SESSION", help="session directory (e.g. results/resnet18-session)"),
     top: int = typer.Option(20, "--top", "-k", help="rows (0: all)"),
     failed: bool = typer.Option(False, "--failed", help="also list failed kernels"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
