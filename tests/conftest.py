@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # The Triton backend's tests (tests/codegen/test_triton.py) run its kernels in Triton's CPU
+    # interpreter. Triton reads this when it is first imported (by any test module, e.g. through
+    # torch.compile), so it is set here, before collection.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -241,7 +241,10 @@ def compile_module(module, x: torch.Tensor, *, backward: bool = True, budget_s: 
             prec = "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
             tiles[name] = tune(impl.operator, xs, ws, backward=backward and tune_backward, precision=prec,
                                budget_s=max(0.0, budget_s - (time.perf_counter() - start)))
-    times = measure(module, x, names, backward) if dev == "cuda" else {n: math.nan for n in names}
+    if dev == "cuda" and len(names) > 1:
+        times = measure(module, x, names, backward)
+    else:  # nothing to choose between
+        times = {n: math.nan for n in names}
     choice = min(times, key=lambda n: times[n] if not math.isnan(times[n]) else math.inf)
     module.implementation = choice
     return {"choice": choice, "ms": times, "tiles": tiles}
