@@ -116,7 +116,7 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     fusable = op.fusable() if x.is_cuda else []
     if not todo and (not fusable or "fuse" in entry):
         return result
-    op.fused = frozenset()
+    default_fused, op.fused = op.fused, frozenset()  # tiles are tuned unfused
     y, inter = op.forward(x, weights, precision)
     fbufs = op.inputs(x, weights)
     fbufs.update(zip(op.prog.intermediates, inter))
@@ -155,6 +155,8 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         result[f"{direction}:{i}"] = (best[0].key(), best[1])
     if fusable and "fuse" not in entry and time.perf_counter() - start <= budget_s:
         entry["fuse"] = result["fuse"] = choose_fusion(op, x, weights, fusable, precision)
+    elif "fuse" not in entry:
+        op.fused = default_fused  # no time left to compare: keep the default
     if use_cache:
         data = _load()
         data[key] = entry
