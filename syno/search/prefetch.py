@@ -189,6 +189,8 @@ class Prefetcher(SearchAlgorithm):
         attr = getattr(self.algo, name)
         if not callable(attr):
             return attr
+        if name == "revise" and self._thread is not None:  # a revised reward: queued like a report
+            return lambda *a: self._defer("revise", *a)
 
         def locked(*a, **kw):
             with self._lock:

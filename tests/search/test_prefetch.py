@@ -9,6 +9,7 @@ from syno.search.base import as_path_str
 from syno.search.mcts import MCTS, MCTSConfig
 from syno.search.mock import MockSpace
 from syno.search.prefetch import Prefetcher
+from syno.search.random_search import RandomSearch
 
 
 def _wait_ready(p: Prefetcher, n: int, timeout: float = 30.0) -> None:
@@ -51,5 +52,19 @@ def test_checkpoint_forgets_proposals_not_handed_out():
         fresh.load_state_dict(state)
         assert [as_path_str(p) for p in fresh.pending] == [as_path_str(handed)]
         assert [as_path_str(p) for p in algo.pending] == [as_path_str(handed)]
+    finally:
+        algo.close()
+
+
+def test_revise_is_queued_like_a_report():
+    sp = MockSpace(seed=5)
+    algo = Prefetcher(MCTS(sp, MCTSConfig(seed=0)), depth=1).start()
+    try:
+        _wait_ready(algo, 1)
+        (path,) = algo.propose(1)
+        algo.report(path, sp.evaluate(path))
+        algo.revise(path, sp.evaluate(path))  # queued while the thread may be proposing
+        assert algo.stats()["evaluated"] == 1  # stats applies the queue first
+        assert not hasattr(Prefetcher(RandomSearch(sp)), "revise")  # only what the wrapped one offers
     finally:
         algo.close()
