@@ -110,6 +110,7 @@ class TritonOperator:
         self.configs: dict[tuple, Config] = {}
         self._ones: dict[tuple, torch.Tensor] = {}
         self._looked_up: set = set()
+        self._sizes: dict[tuple, tuple[int, int, int, int]] = {}
         #: intermediates computed inside their consumer's loads instead of materialised
         #: (chosen by the tuner by GPU time; see :meth:`fusable`)
         self._producer = {st.store.leaf: (i, st) for i, st in enumerate(self.prog.stages)}
@@ -210,7 +211,12 @@ class TritonOperator:
         """(kernel, spec, sizes m, n, b, k, config) of one stage."""
         fn, spec, _ = self.kernel(direction, index, dtype, bufs)
         dyn = {self.dyn_names[c]: vals[c] for c in self.dyn_names}
-        m, n, b, k = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.batch_size, spec.k_size))
+        skey = (spec, tuple(dyn.values()))
+        sizes = self._sizes.get(skey)
+        if sizes is None:  # the size expressions are products of ints and dynamic sizes
+            sizes = self._sizes[skey] = tuple(eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.batch_size,
+                                                                         spec.k_size))
+        m, n, b, k = sizes
         config = self.configs.get(self.config_key(direction, index, dtype, vals)) or \
             default_config(spec, m, n, k, b)
         if direction == "fwd":
@@ -268,6 +274,8 @@ class TritonOperator:
             if leaf in self.fused:
                 continue  # computed inside its consumer's loads
             bufs[leaf] = (self.output_like(x, vals, x.dtype) if leaf == "y" else self.alloc(leaf, vals, x))
+            if bufs[leaf].numel() >= 2 ** 31:
+                raise ValueError(f"{leaf} would have {bufs[leaf].numel()} elements: 32-bit addressing only")
             if leaf != "y":
                 inter.append(bufs[leaf])
             self.launch("fwd", i, bufs, vals, x.dtype, precision=precision)
