@@ -169,3 +169,16 @@ def test_bad_input_shape_names_axis():
     mod = build_module(library.conv2d(), {"N": 1, "C_in": 16, "C_out": 16, "H": 4}, implementation="triton")
     with pytest.raises(ValueError, match="input axis 1 has size 8, expected 16"):
         mod(torch.randn(1, 8, 4, 4))
+
+
+def test_float64_accumulates_in_float64():
+    mod = build_module(library.operator1(), {"N": 2, "C_in": 64, "C_out": 64, "H": 3},
+                       implementation="triton").double()
+    x = torch.randn(2, 64, 3, 3, dtype=torch.float64, requires_grad=True)
+    ref = mod.reference_forward(x)
+    y = mod(x)
+    assert y.dtype == torch.float64 and (y - ref).abs().max() < 1e-12
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad((y * g).sum(), [x] + mod.weights),
+                    torch.autograd.grad((ref * g).sum(), [x] + mod.weights)):
+        assert (a - b).abs().max() < 1e-11

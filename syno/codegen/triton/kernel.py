@@ -206,7 +206,8 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         return " & ".join(base + [substitute(m, mp) for m in acc.masks])
 
     acc_shape = "(BM, BN)" if two else "(BM,)"
-    w(f"    acc = tl.zeros({acc_shape}, dtype=tl.float32)")
+    acc_t = "tl.float64" if dtype == "float64" else "tl.float32"  # accumulation type
+    w(f"    acc = tl.zeros({acc_shape}, dtype={acc_t})")
     w("    zero_a = tl.zeros((BM, BK), dtype=tl.int32)")
     if two:
         w("    zero_b = tl.zeros((BK, BN), dtype=tl.int32)")
@@ -238,7 +239,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         r_cls = list(prod.summed)
         fmp = dict(mp)
         fmp.update({c: f"f_c{c}" for c in r_cls})
-        inner.append(f"{var} = tl.zeros({shape}, dtype=tl.float32)  # fused: {acc.leaf} = stage {prod.name}")
+        inner.append(f"{var} = tl.zeros({shape}, dtype={acc_t})  # fused: {acc.leaf} = stage {prod.name}")
         inner.append(f"for fr in range({_size(r_cls, values, dyn_names)}):")
         rest = "fr"
         for j, c in enumerate(reversed(r_cls)):
@@ -254,7 +255,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
             view = Access(p.leaf, tuple(substitute(e, sub) for e in p.index), p.classes,
                           tuple(substitute(m, sub) for m in p.masks))
             inner.append(f"    f{q} = tl.load({address(view, fmp, zero)},\n                        "
-                         f"mask={masks(view, fmp, base)}, other=0.0).to(tl.float32)")
+                         f"mask={masks(view, fmp, base)}, other=0.0).to({acc_t})")
             terms.append(f"f{q}")
         inner.append(f"    {var} += {' * '.join(terms)}")
         if acc.masks:
@@ -269,15 +270,15 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         if dtype == "float32":
             inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)")
         elif dtype == "float64":
-            inner.append("acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)")
+            inner.append("acc += tl.sum(a.to(tl.float64)[:, :, None] * b.to(tl.float64)[None, :, :], axis=1)")
         else:
             inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)")
     elif len(ops) == 2:
         b, mp = ops[1], ctx("a")
         load("b", b, mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
-        inner.append("acc += tl.sum(a.to(tl.float32) * b.to(tl.float32), axis=1)")
+        inner.append(f"acc += tl.sum(a.to({acc_t}) * b.to({acc_t}), axis=1)")
     else:
-        inner.append("acc += tl.sum(a.to(tl.float32), axis=1)")
+        inner.append(f"acc += tl.sum(a.to({acc_t}), axis=1)")
     for line in inner:
         w("        " + line)
     if stage.scale != 1.0:

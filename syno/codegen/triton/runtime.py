@@ -306,7 +306,7 @@ class TritonOperator:
             f32 = st.atomic or cfg.split > 1
             zero = f32 or not st.store.bijective
             base = bufs[target]
-            dt = torch.float32 if f32 else base.dtype
+            dt = (torch.float32 if base.dtype != torch.float64 else base.dtype) if f32 else base.dtype
             if target in self.prog.inputs:
                 g = torch.zeros_like(base, dtype=dt) if zero else torch.empty_like(base, dtype=dt)
             else:
