@@ -23,10 +23,13 @@ measured and a rerun skips what is there (resumable); ``--wall`` caps the run's 
 ``summary.md`` is rewritten at the end: speedup distribution, fraction faster, best five, worst,
 Spearman(MACs ratio, time ratio), peak memory ratios.
 
-GPU (one H100, about 8 minutes; the sampled operators are cached in ``operators.jsonl``)::
+GPU (one H100; ``--wall`` caps it at about 8 minutes, a rerun of the same command continues from
+``rows.jsonl``; the sampled operators are cached in ``operators-<preset>-<seed>.jsonl``)::
 
-    python benchmarks/space_speed.py --out results/space-speed --count 200 --wall 450
-    python benchmarks/space_speed.py --out results/space-speed-before --planner macs --count 200 --wall 450
+    python benchmarks/space_speed.py --out results/space-speed --planner cost,macs --count 200 --wall 450
+
+(``--planner cost,macs`` measures each operator with the new planner and the min-MAC planner of
+before back to back, against one baseline per batch size and mode measured at the start.)
 
 CPU smoke test (tiny preset and tiny model, seconds)::
 
@@ -62,8 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--modes", default=None, help="eager,compiled (default on CUDA; --cpu: eager)")
     p.add_argument("--compiled-count", type=int, default=8,
                    help="compile (mode 'compiled') only the first this many operators: a compile costs ~30 s")
-    p.add_argument("--planner", choices=("cost", "macs"), default="cost",
-                   help="cost: the planner of issue #21 with its guard; macs: the min-MAC planner of before")
+    p.add_argument("--planner", default="cost",
+                   help="cost: the planner of issue #21 with its guard; macs: the min-MAC planner of before; "
+                        "cost,macs: both, each operator measured under both back to back (before/after side by side)")
     p.add_argument("--implementation", default="auto")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 10; --cpu: 3)")
     p.add_argument("--wall", type=float, default=None, help="stop starting new measurements after this many seconds")
@@ -341,42 +345,45 @@ def main(argv=None) -> int:
             log(f"baseline N={batch} {mode}: {row['ms']:.3f} ms, peak {row['peak_bytes'] / 2**20:.1f} MB")
             del model
     stopped = False
+    planners = args.planner.split(",")
+    if any(p not in ("cost", "macs") for p in planners):
+        raise SystemExit(f"--planner {args.planner!r}: use cost, macs or cost,macs")
+    jobs = [(b, m, p) for b in batches for m in modes for p in planners]
     for k, (path, op) in enumerate(ops):
-        for batch in batches:
-            for mode in modes:
-                key = ("operator", op.hash, args.planner, batch, mode)
-                if key in done or (mode == "compiled" and k >= args.compiled_count):
-                    continue
-                if time.monotonic() > deadline:
-                    stopped = True
-                    break
-                row = {"kind": "operator", "op": op.hash, "path": path, "index": k, "planner": args.planner,
-                       "batch": batch, "mode": mode, "device": dev_name}
-                t0 = time.monotonic()
-                model = None
-                try:
-                    model = build(model_name, batch, factory_for(op, args.planner, args.implementation)).to(device)
-                    row["macs_ratio"] = macs_ratio(model)
-                    x = example(model_name, batch, device)
-                    row["ms"] = measure(model, x, mode, reps)
-                    row["peak_bytes"] = peak_bytes(model, x)
-                    b = base[(batch, mode)]
-                    row.update(status="ok", speedup=b["ms"] / row["ms"], peak_ratio=row["peak_bytes"] / b["peak_bytes"])
-                except Exception as exc:  # noqa: BLE001 - one failing operator is a row, not the end of the run
-                    from syno.codegen.cost import PlanTooCostly
-                    row["status"] = "too_costly" if isinstance(exc, PlanTooCostly) else "error"
-                    row["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                    if row["status"] == "error":
-                        row["traceback"] = traceback.format_exc(limit=4)[-2000:]
-                finally:
-                    del model
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                row["wall_s"] = time.monotonic() - t0
-                record(row)
-                log(f"[{k + 1}/{len(ops)}] {op.hash[:10]} N={batch} {mode}: {row['status']}"
-                    + (f" {row['speedup']:.3f}x (MACs {row['macs_ratio']:.2f}, peak {row['peak_ratio']:.2f}x)"
-                       if row["status"] == "ok" else f" {row.get('error', '')[:120]}"))
+        for batch, mode, planner in jobs:
+            key = ("operator", op.hash, planner, batch, mode)
+            if key in done or (mode == "compiled" and k >= args.compiled_count):
+                continue
+            if time.monotonic() > deadline:
+                stopped = True
+                break
+            row = {"kind": "operator", "op": op.hash, "path": path, "index": k, "planner": planner,
+                   "batch": batch, "mode": mode, "device": dev_name}
+            t0 = time.monotonic()
+            model = None
+            try:
+                model = build(model_name, batch, factory_for(op, planner, args.implementation)).to(device)
+                row["macs_ratio"] = macs_ratio(model)
+                x = example(model_name, batch, device)
+                row["ms"] = measure(model, x, mode, reps)
+                row["peak_bytes"] = peak_bytes(model, x)
+                b = base[(batch, mode)]
+                row.update(status="ok", speedup=b["ms"] / row["ms"], peak_ratio=row["peak_bytes"] / b["peak_bytes"])
+            except Exception as exc:  # noqa: BLE001 - one failing operator is a row, not the end of the run
+                from syno.codegen.cost import PlanTooCostly
+                row["status"] = "too_costly" if isinstance(exc, PlanTooCostly) else "error"
+                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                if row["status"] == "error":
+                    row["traceback"] = traceback.format_exc(limit=4)[-2000:]
+            finally:
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            row["wall_s"] = time.monotonic() - t0
+            record(row)
+            log(f"[{k + 1}/{len(ops)}] {op.hash[:10]} N={batch} {mode} {planner}: {row['status']}"
+                + (f" {row['speedup']:.3f}x (MACs {row['macs_ratio']:.2f}, peak {row['peak_ratio']:.2f}x)"
+                   if row["status"] == "ok" else f" {row.get('error', '')[:120]}"))
             if stopped:
                 break
         if stopped:
