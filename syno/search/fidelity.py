@@ -217,9 +217,14 @@ class Asha:
         self.kernels[h].promoted.add(rung - 1)
 
     # -- normalisation ---------------------------------------------------------------------------
+    #: kernels measured at both rungs before their mean gain is trusted: with one, the offset would be
+    #: that kernel's own gain and its normalised value its rung-0 value, whatever it learned since
+    MIN_PAIRS = 3
+
     def offset(self, rung: int) -> float:
         """Mean change of the metric from rung 0 to ``rung`` over the kernels measured at both: what
-        longer training adds to everyone, removed so that rungs are compared on rung 0's scale."""
+        longer training adds to everyone, removed so that rungs are compared on rung 0's scale (0 until
+        :attr:`MIN_PAIRS` kernels have both)."""
         if rung == 0:
             return 0.0
         diffs = []
@@ -228,7 +233,7 @@ class Asha:
             b = next((r.value for r in k.results if r.rung == rung and r.ok), None)
             if a is not None and b is not None:
                 diffs.append(b - a)
-        return sum(diffs) / len(diffs) if diffs else 0.0
+        return sum(diffs) / len(diffs) if len(diffs) >= self.MIN_PAIRS else 0.0
 
     def normalized(self, h: str) -> tuple[int, float] | None:
         """``(rung, value)``: the metric at the kernel's highest successful rung, on rung 0's scale."""

@@ -63,8 +63,12 @@ def test_asha_normalises_rungs_to_rung_zero_scale():
     a.record("a", "pa", 1, True, 0.8)
     a.record("b", "pb", 0, True, 0.7)
     a.record("b", "pb", 1, True, 0.85)
-    assert a.offset(1) == pytest.approx(0.175)
-    assert a.normalized("a") == (1, pytest.approx(0.625)) and a.normalized("b") == (1, pytest.approx(0.675))
+    assert a.offset(1) == 0.0 and a.normalized("a") == (1, 0.8)  # two pairs: no trusted mean gain yet
+    a.record("d", "pd", 0, True, 0.5)
+    a.record("d", "pd", 1, True, 0.8)
+    assert a.offset(1) == pytest.approx(0.65 / 3)  # gains .2, .15, .3
+    assert a.normalized("a") == (1, pytest.approx(0.8 - 0.65 / 3))
+    assert a.normalized("b") == (1, pytest.approx(0.85 - 0.65 / 3))
     a.record("c", "pc", 0, True, 0.65)
     a.record("c", "pc", 1, False, None)  # fails at rung 1: keeps rung 0
     assert a.rung_of("c") == 0 and a.normalized("c") == (0, 0.65)
