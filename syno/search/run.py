@@ -62,7 +62,8 @@ def load_session_options(store: SessionStore) -> SearchOptions:
     try:
         return SearchOptions.model_validate(info["options"])
     except Exception as exc:  # noqa: BLE001 - pydantic's message is precise enough
-        raise SessionError(f"{store.root / 'session.json'}: the stored options are invalid: {exc}") from None
+        from syno.cli_errors import one_line  # pydantic's message itemized on one line, without its URL
+        raise SessionError(f"{store.root / 'session.json'}: the stored options are invalid: {one_line(exc)}") from None
 
 
 # options that a session without any evaluated kernel may still change on resume (a search that failed
