@@ -52,6 +52,10 @@ class FidelityOptions(BaseModel):
     schedule_budget: float | None = Field(None, description="budget the learning-rate schedule spans (None: "
                                           "the top rung, so every rung is a prefix of the long run)")
     keep_checkpoints: bool = Field(False, description="keep a kernel's training checkpoint after its last rung")
+    schedule: Literal["prefix", "restart"] = Field(
+        "prefix", description="prefix: one schedule over schedule_budget, stopped at each rung (the top rung is the "
+        "long run); restart: each rung's schedule ends at its own budget (rung 0 is the plain short recipe; a "
+        "promotion continues from the checkpoint with the schedule stretched to the new budget)")
 
     @field_validator("rungs")
     @classmethod
@@ -112,8 +116,8 @@ def rung_train_options(train, fidelity: FidelityOptions, rung: int):
         update["time_budget_s"] = train.time_budget_s * max(1.0, added / fidelity.rungs[0])
     if fidelity.unit == "steps":
         return train.model_copy(update={**update, "max_iters": int(budget)})
-    return train.model_copy(update={**update, "epochs": int(math.ceil(fidelity.top)), "stop_epoch": int(budget),
-                                    "prune_milestones": {}})
+    epochs = int(budget) if fidelity.schedule == "restart" else int(math.ceil(fidelity.top))
+    return train.model_copy(update={**update, "epochs": epochs, "stop_epoch": int(budget), "prune_milestones": {}})
 
 
 @dataclass

@@ -31,6 +31,18 @@ def test_options_validate_and_milestones_become_rungs():
     assert f.rungs == [1, 2, 3, 9] and f.min_accuracy == {2: 0.5, 3: 0.6}
 
 
+def test_rung_train_options_prefix_and_restart_schedules():
+    from syno.search.fidelity import rung_train_options
+    from syno.train.options import VisionTrainOptions
+
+    train = VisionTrainOptions(epochs=1, time_budget_s=10.0, prune_milestones={1: 0.2})
+    prefix = [rung_train_options(train, FidelityOptions(rungs=[1, 3, 15]), k) for k in range(3)]
+    assert [(o.epochs, o.stop_epoch) for o in prefix] == [(15, 1), (15, 3), (15, 15)]
+    assert [o.time_budget_s for o in prefix] == [10.0, 20.0, 120.0] and not prefix[0].prune_milestones
+    restart = [rung_train_options(train, FidelityOptions(rungs=[1, 3, 15], schedule="restart"), k) for k in range(3)]
+    assert [(o.epochs, o.stop_epoch) for o in restart] == [(1, 1), (3, 3), (15, 15)]
+
+
 def test_asha_promotes_the_best_third_asynchronously():
     a = Asha(FidelityOptions(rungs=[1, 3, 9], reduction=3))
     accs = [0.5, 0.9, 0.7]
