@@ -763,8 +763,6 @@ def fig_search_progress(inputs: Inputs, opts: PlotOptions | None = None) -> tupl
 # ----------------------------------------------------------------------------------------- driver
 from .latency import fig_search_latency  # noqa: E402 - accuracy vs measured latency (issue 16)
 
-from .latency import fig_search_latency  # noqa: E402 - accuracy vs measured latency (issue 16)
-
 FIGURES: dict[str, tuple[str, Callable[[Inputs, PlotOptions], tuple[Figure, list[str]]]]] = {
     "end-to-end-performance": ("End-to-end performance (speedup vs accuracy)", fig_end_to_end),
     "accuracy-performance": ("Accuracy vs MACs / latency (Pareto front)", fig_imagenet_performance),
@@ -772,7 +770,6 @@ FIGURES: dict[str, tuple[str, Callable[[Inputs, PlotOptions], tuple[Figure, list
     "kernel-performance": ("Kernel performance: per-layer speedups", fig_kernel_performance),
     "gpt-loss": ("Language-model loss curves", fig_gpt_loss),
     "search-progress": ("Search progress", fig_search_progress),
-    "search-latency": ("Accuracy vs measured latency (search)", fig_search_latency),
     "search-latency": ("Accuracy vs measured latency (search)", fig_search_latency),
 }
 
