@@ -12,7 +12,7 @@ Names are imported lazily (so ``syno --help`` does not import torch). See docs/b
 
 from __future__ import annotations
 
-import importlib
+from syno._lazy import lazy_exports
 
 _EXPORTS = {
     "core": ["BACKENDS", "BenchOptions", "BenchRow", "bench_layers", "bench_model", "build_baseline",
@@ -24,17 +24,4 @@ _EXPORTS = {
     "tune": ["CompileConfig", "TuneCache", "TuneResult", "compile_module", "default_grid", "parse_grid", "tune_inductor"],
     "tvm_backend": ["compile_tvm", "tvm_available"],
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -13,7 +13,7 @@ matplotlib is imported only when a figure module is used. See docs/report.md.
 
 from __future__ import annotations
 
-import importlib
+from syno._lazy import lazy_exports
 
 _EXPORTS = {
     "inputs": ["collect", "load_session", "Inputs", "Session", "KernelDir", "Baseline", "BenchCsvRow", "ReevalEntry",
@@ -23,17 +23,4 @@ _EXPORTS = {
                 "fig_gpt_loss", "fig_search_progress"],
     "html": ["write_report", "render_report", "render_dot_svg", "dot_available"],
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

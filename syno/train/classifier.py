@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.common import ClassificationData
-from .common import (to_channels_last, amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
+from .common import (optimizer_step, to_channels_last, amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
                      setup_backends)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import append_jsonl
@@ -166,19 +166,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, options: Vision
                     with amp_context(use_amp, device, opts.amp_dtype):
                         out = run_model(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=opts.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)
-                    else:
-                        loss.backward()
-                    if opts.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
+                    optimizer_step(loss, model, optimizer, scaler, opts.grad_clip)
                     loss_sum += loss.detach().double() * len(y)
                     correct += (out.detach().argmax(1) == y).sum()
                     seen += len(y)

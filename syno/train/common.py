@@ -82,6 +82,25 @@ def lr_at(epoch_f: float, *, lr: float, min_lr: float, epochs: int, schedule: st
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: "torch.amp.GradScaler | None", grad_clip: float | None) -> None:
+    """One backward + update, shared by every trainer: fp16 loss scaling (unscaled before clipping, so
+    the clip threshold means the same with and without AMP) and optional gradient-norm clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def make_progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.text import TokenData
-from .common import amp_context, amp_enabled, decay_groups, error_reason, make_progress, resolve_device, setup_backends
+from .common import optimizer_step, amp_context, amp_enabled, decay_groups, error_reason, make_progress, resolve_device, setup_backends
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import append_jsonl
 from .options import LMTrainOptions, TrainResult
@@ -151,19 +151,7 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
                 with amp_context(use_amp, device, opts.amp_dtype):
                     logits = run_model(x)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if opts.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                optimizer_step(loss, model, optimizer, scaler, opts.grad_clip)
                 steps += 1
                 window_sum += loss.detach().double()
                 window_n += 1
