@@ -254,9 +254,9 @@ def demo(
 ) -> None:
     """A few-minute search on this CPU: the tiny CNN on scikit-learn's digits (shipped, offline).
 
-    Synthesizes operators for the tiny CNN's 3x3 conv layers, trains each for one epoch, the best
-    third for 3 and the best ninth for 15 (ASHA rungs; --set fidelity.enabled=false: one epoch each),
-    and prints the leaderboard (its rung column says how far each kernel was trained). Continue the
+    Synthesizes operators for the tiny CNN's 3x3 conv layers, trains each for one epoch and prints
+    the leaderboard (--set fidelity.enabled=true --set reward.acc_lower=0.1: ASHA rungs, the best
+    third trained for 3 epochs and the best ninth for 15; experimental, see docs/search.md). Continue the
     session with `syno search tiny --session DIR --resume`.
     """
     import os

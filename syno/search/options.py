@@ -180,16 +180,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: the tiny CNN on scikit-learn's digits, a few seconds per kernel on a CPU.
     "tiny": {
         "dataset": "digits",
-        # lower bound at chance (10 classes): rung 0 is 1 epoch of a 15-epoch schedule, whose accuracies
-        # mostly sit below the 0.3 that suited a 1-epoch schedule and would all get reward 0
-        "reward": {"acc_lower": 0.1, "acc_upper": 1.0, "power": 2},
+        "reward": {"acc_lower": 0.3, "acc_upper": 1.0, "power": 2},
         "flops_ratio": (0.05, 1.5),
         "synth_preset": "tiny", "synth": {},
         "train": {"epochs": 1, "batch_size": 32, "lr": 0.2, "weight_decay": 5e-4, "device": "cpu",
                   "progress": False, "time_budget_s": 120.0},
         # rungs of 1, 3 and 15 epochs of one 15-epoch schedule (the digits reevaluation's length), the best
-        # third promoted (syno.search.fidelity; benchmarks/README.md "Proxy fidelity")
-        "fidelity": {"enabled": True, "rungs": [1, 3, 15], "reduction": 3},
+        # third promoted (syno.search.fidelity), are opt-in (`--set fidelity.enabled=true`, and then
+        # `--set reward.acc_lower=0.1`: rung 0 mostly sits near chance): measured, they ranked kernels worse
+        # than one epoch each in the demo's budget (benchmarks/README.md "Proxy fidelity"), so the demo keeps
+        # one epoch per kernel until a rung schedule is shown to rank better
+        "fidelity": {"enabled": False, "rungs": [1, 3, 15], "reduction": 3},
         "run": {"kernel_timeout": 300.0, "checkpoint_interval": 10.0},
     },
     # A synthetic space with known rewards: exercises sessions, resume and the CLI without training.
