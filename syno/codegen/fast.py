@@ -512,16 +512,8 @@ def variant_plan(module, name: str) -> Plan:
 
 
 def variant_source(module, name: str) -> str:
-    emitter = name.split(":")[0]
-    plan = variant_plan(module, name)
-    if emitter == "einsum":
-        from .emit import emit_forward
-        return emit_forward(plan)
-    if emitter == "fast":
-        return emit_fast(plan)[0]
-    if emitter == "fastd":
-        return emit_fast(plan, dense_groups=True, delta_windows=False)[0]
-    raise ValueError(f"unknown implementation {name!r}; use '<einsum|fast>:<{'|'.join(PLAN_OPTIONS)}>'")
+    from .cost import forward_source  # one emitter dispatch, shared with the memory guard
+    return forward_source(variant_plan(module, name), name)
 
 
 def build_variant(module, name: str) -> Callable:

@@ -54,3 +54,14 @@ def set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["cpu"].cpu())  # a checkpoint loaded onto a GPU moved the byte tensors there
     if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: "torch.amp.GradScaler | None") -> None:
+    """Load what every trainer checkpoints (model, optimizer, fp16 loss scaler, RNG streams) from
+    ``state``; trainer-specific entries (history, data RNG) stay with the trainer."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from ..data.common import ClassificationData
 from .common import (optimizer_step, to_channels_last, amp_context, amp_enabled, decay_groups, error_reason, lr_at, make_progress, resolve_device,
                      setup_backends)
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
 from .metrics import append_jsonl
 from .options import TrainResult, VisionTrainOptions
 
@@ -111,11 +111,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, options: Vision
 
         state = load_checkpoint(checkpoint, map_location=device) if checkpoint is not None else None
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
+            restore_training_state(state, model, optimizer, scaler)
             history, best = list(state["history"]), state["best"]
             epoch0 = epochs_done = int(state["epoch"])
             steps = int(state["steps"])

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ..data.text import TokenData
 from .common import optimizer_step, amp_context, amp_enabled, decay_groups, error_reason, make_progress, resolve_device, setup_backends
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint
 from .metrics import append_jsonl
 from .options import LMTrainOptions, TrainResult
 
@@ -98,11 +98,7 @@ def train_lm(model: nn.Module, tokens: TokenData | torch.Tensor, options: LMTrai
         scaler = torch.amp.GradScaler(device.type) if use_amp and opts.amp_dtype == "float16" else None
         state = load_checkpoint(checkpoint, map_location=device) if checkpoint is not None else None
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
+            restore_training_state(state, model, optimizer, scaler)
             g.set_state(state["data_rng"].cpu())
             history.extend(state["history"])
             logged.extend(h["loss"] if h["loss"] is not None else math.nan for h in history)
