@@ -75,6 +75,22 @@ def _size(classes, values, dyn_names: dict[int, str]) -> str:
     return " * ".join(dyn + [str(static)]) if dyn else str(static)
 
 
+def _decompose(var: str, classes: list[int], prefix: str, values, dyn_names: dict[int, str],
+               indent: str) -> list[str]:
+    """Lines splitting the flat index ``var`` into one variable ``<prefix>c<id>`` per class (mixed
+    radix, last class fastest): how every flattened tile index is turned back into class indices."""
+    lines, rest = [], var
+    for j, c in enumerate(reversed(classes)):
+        size = dyn_names.get(c, str(values[c]))
+        if j == len(classes) - 1:
+            lines.append(f"{indent}{prefix}c{c} = {rest}")
+        else:
+            lines.append(f"{indent}{prefix}c{c} = {rest} % {size}")
+            lines.append(f"{indent}{prefix}r{c} = {rest} // {size}")
+            rest = f"{prefix}r{c}"
+    return lines
+
+
 def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
                  dtype: str = "float32", fused: dict[str, Stage] | None = None) -> tuple[str, KernelSpec]:
     """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
@@ -161,15 +177,8 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     w("    pid_n = pid % num_n")
 
     def decompose(var: str, classes: list[int], prefix: str) -> None:
-        rest = var
-        for j, c in enumerate(reversed(classes)):
-            size = dyn_names.get(c, str(values[c]))
-            if j == len(classes) - 1:
-                w(f"    {prefix}c{c} = {rest}")
-            else:
-                w(f"    {prefix}c{c} = {rest} % {size}")
-                w(f"    {prefix}r{c} = {rest} // {size}")
-                rest = f"{prefix}r{c}"
+        for line in _decompose(var, classes, prefix, values, dyn_names, "    "):
+            w(line)
 
     decompose("pid_b", batch, "b_")
     w("    offs_m = pid_m * BM + tl.arange(0, BM)")
@@ -218,15 +227,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     inner: list[str] = []
     inner.append("offs_k = k0 + tl.arange(0, BK)")
     inner.append("mask_k = offs_k < K")
-    rest = "offs_k"
-    for j, c in enumerate(reversed(k_cls)):
-        size = dyn_names.get(c, str(values[c]))
-        if j == len(k_cls) - 1:
-            inner.append(f"k_c{c} = {rest}")
-        else:
-            inner.append(f"k_c{c} = {rest} % {size}")
-            inner.append(f"k_r{c} = {rest} // {size}")
-            rest = f"k_r{c}"
+    inner.extend(_decompose("offs_k", k_cls, "k_", values, dyn_names, ""))
     def load(var: str, acc: Access, mp: dict[int, str], zero: str, base: list[str], shape: str) -> None:
         if acc.leaf not in fused:
             inner.append(f"{var} = tl.load({address(acc, mp, zero)},\n                    "
@@ -241,15 +242,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         fmp.update({c: f"f_c{c}" for c in r_cls})
         inner.append(f"{var} = tl.zeros({shape}, dtype={acc_t})  # fused: {acc.leaf} = stage {prod.name}")
         inner.append(f"for fr in range({_size(r_cls, values, dyn_names)}):")
-        rest = "fr"
-        for j, c in enumerate(reversed(r_cls)):
-            size = dyn_names.get(c, str(values[c]))
-            if j == len(r_cls) - 1:
-                inner.append(f"    f_c{c} = {rest}")
-            else:
-                inner.append(f"    f_c{c} = {rest} % {size}")
-                inner.append(f"    f_r{c} = {rest} // {size}")
-                rest = f"f_r{c}"
+        inner.extend(_decompose("fr", r_cls, "f_", values, dyn_names, "    "))
         terms = []
         for q, p in enumerate(prod.operands):
             view = Access(p.leaf, tuple(substitute(e, sub) for e in p.index), p.classes,
