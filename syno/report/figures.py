@@ -709,16 +709,22 @@ def fig_gpt_loss(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Figur
 
 
 # ------------------------------------------------------------------------------ search progress
+def _session_panels(items: list, height: float) -> tuple[Figure, list, list, list[str]]:
+    """One panel per session, side by side, at most MAX_PANELS: ``(fig, axes, items kept, notes)``."""
+    notes = []
+    if len(items) > MAX_PANELS:
+        notes.append(f"{len(items) - MAX_PANELS} more session(s) left out")
+        items = items[:MAX_PANELS]
+    fig = _new_figure(max(6.0, 4.6 * len(items)), height)
+    axes = fig.subplots(1, len(items), squeeze=False).ravel()
+    return fig, axes, items, notes
+
+
 def fig_search_progress(inputs: Inputs, opts: PlotOptions | None = None) -> tuple[Figure, list[str]]:
     sessions = [s for s in inputs.sessions if s.kernels]
     if not sessions:
         raise MissingInput("no session with evaluated kernels")
-    notes = []
-    if len(sessions) > MAX_PANELS:
-        notes.append(f"{len(sessions) - MAX_PANELS} more session(s) left out")
-        sessions = sessions[:MAX_PANELS]
-    fig = _new_figure(max(6.0, 4.6 * len(sessions)), 3.8)
-    axes = fig.subplots(1, len(sessions), squeeze=False).ravel()
+    fig, axes, sessions, notes = _session_panels(sessions, 3.8)
     for ax, s in zip(axes, sessions):
         loss = s.target == "loss"
         use_time = all(k.time is not None for k in s.kernels)

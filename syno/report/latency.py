@@ -9,7 +9,7 @@ bottom edge at their latency. The device, batch and dtype of the measurements ar
 
 from __future__ import annotations
 
-from .figures import MissingInput, PlotOptions, _new_figure, _pareto, MAX_PANELS
+from .figures import MissingInput, PlotOptions, _pareto, _session_panels
 
 __all__ = ["fig_search_latency"]
 
@@ -31,12 +31,7 @@ def fig_search_latency(inputs, opts: PlotOptions | None = None):
     if not panels:
         raise MissingInput("no kernel with a measured latency (search with latency.enabled, the default since "
                            "issue 16, records it in meta.json)")
-    notes = []
-    if len(panels) > MAX_PANELS:
-        notes.append(f"{len(panels) - MAX_PANELS} more session(s) left out")
-        panels = panels[:MAX_PANELS]
-    fig = _new_figure(max(6.0, 4.6 * len(panels)), 4.0)
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    fig, axes, panels, notes = _session_panels(panels, 4.0)
     for ax, (s, recs) in zip(axes, panels):
         loss = s.target == "loss"
         xy, slow = [], []
