@@ -629,7 +629,7 @@ def measure_variants(module, x: torch.Tensor, names: Sequence[str] | None = None
         try:
             with torch.no_grad() if not backward else torch.enable_grad():
                 out[name] = time_fn(run, reps=reps, device=x.device.type)
-        except RuntimeError as exc:  # e.g. out of memory for a huge materialisation
+        except RuntimeError:  # e.g. out of memory for a huge materialisation
             out[name] = math.inf
             if x.device.type == "cuda":
                 torch.cuda.empty_cache()
