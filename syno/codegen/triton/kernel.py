@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .gemm import choose_split, fused_views, structured_loop
 from .stages import Access, Program, Stage, mentions, substitute
 
 DOT_DTYPES = {"float32": "tl.float32", "bfloat16": "tl.bfloat16", "float16": "tl.float16",
@@ -189,34 +190,72 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         w("    mask_n = offs_n < N")
         decompose("offs_n", n_cls, "n_")
 
-    def ctx(which: str) -> dict[int, str]:
-        """How a class variable reads inside a tile expression: a_ (BM x BK), b_ (BK x BN),
-        o_ (BM x BN, or BM for one-operand stages)."""
-        mp = {c: f"b_c{c}" for c in batch}
-        if which == "a":
-            mp.update({c: f"m_c{c}[:, None]" for c in m_cls})
-            mp.update({c: f"k_c{c}[None, :]" for c in k_cls})
-        elif which == "b":
-            mp.update({c: f"k_c{c}[:, None]" for c in k_cls})
-            mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
-        else:
-            mp.update({c: (f"m_c{c}[:, None]" if two else f"m_c{c}") for c in m_cls})
-            mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
-        return mp
-
-    def address(acc: Access, mp: dict[int, str], tile: str) -> str:
-        # the zero tile broadcasts addresses that depend on only some of the tile's axes
-        terms = [tile]
-        for k, e in enumerate(acc.index):
-            terms.append(f"({substitute(e, mp)}) * s_{acc.leaf}_{k}")
-        return f"{ptr[acc.leaf]} + " + " + ".join(terms)
-
-    def masks(acc: Access, mp: dict[int, str], base: list[str]) -> str:
-        return " & ".join(base + [substitute(m, mp) for m in acc.masks])
+    structured = None
+    if two:
+        rows = []
+        for acc, vec in ((ops[0], set(m_cls)), (ops[1], set(n_cls))):
+            if acc.leaf in fused:
+                rows += [(v, vec) for v in fused_views(acc, fused[acc.leaf])]
+                rows.append((Access(acc.leaf, (), acc.classes, acc.masks), vec))
+            else:
+                rows.append((acc, vec))
+        structured = choose_split(k_cls, rows, values, dynamic)
 
     acc_shape = "(BM, BN)" if two else "(BM,)"
     acc_t = "tl.float64" if dtype == "float64" else "tl.float32"  # accumulation type
     w(f"    acc = tl.zeros({acc_shape}, dtype={acc_t})")
+    dot_t = DOT_DTYPES[dtype]
+    if dtype == "float32":
+        dot = f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)"
+    elif dtype == "float64":
+        dot = "acc += tl.sum(a.to(tl.float64)[:, :, None] * b.to(tl.float64)[None, :, :], axis=1)"
+    else:
+        dot = f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)"
+    if structured is not None:
+        L.extend(structured_loop(ops, fused, m_cls, n_cls, batch, structured, values, dyn_names, ptr,
+                                 acc_t, dot, strides))
+    else:
+        _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
+                   acc_t, dot)
+    _store(L, stage, two, m_cls, n_cls, batch, ptr)
+    spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, two,
+                      stage.atomic)
+    return "\n".join(L) + "\n", spec
+
+
+def _ctx(which: str, two: bool, batch, m_cls, n_cls, k_cls) -> dict[int, str]:
+    """How a class variable reads inside a tile expression: a_ (BM x BK), b_ (BK x BN),
+    o_ (BM x BN, or BM for one-operand stages)."""
+    mp = {c: f"b_c{c}" for c in batch}
+    if which == "a":
+        mp.update({c: f"m_c{c}[:, None]" for c in m_cls})
+        mp.update({c: f"k_c{c}[None, :]" for c in k_cls})
+    elif which == "b":
+        mp.update({c: f"k_c{c}[:, None]" for c in k_cls})
+        mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
+    else:
+        mp.update({c: (f"m_c{c}[:, None]" if two else f"m_c{c}") for c in m_cls})
+        mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
+    return mp
+
+
+def _address(acc: Access, ptr, mp: dict[int, str], tile: str) -> str:
+    # the zero tile broadcasts addresses that depend on only some of the tile's axes
+    terms = [tile]
+    for k, e in enumerate(acc.index):
+        terms.append(f"({substitute(e, mp)}) * s_{acc.leaf}_{k}")
+    return f"{ptr[acc.leaf]} + " + " + ".join(terms)
+
+
+def _masks(acc: Access, mp: dict[int, str], base: list[str]) -> str:
+    return " & ".join(base + [substitute(m, mp) for m in acc.masks])
+
+
+def _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
+               acc_t, dot) -> None:
+    """The generic K loop: one flat K index decomposed into every summed class per element
+    (weight gradients summing over pixels, thin stages, anything :mod:`.gemm` does not fit)."""
+    w = L.append
     w("    zero_a = tl.zeros((BM, BK), dtype=tl.int32)")
     if two:
         w("    zero_b = tl.zeros((BK, BN), dtype=tl.int32)")
@@ -228,15 +267,15 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     inner.append("offs_k = k0 + tl.arange(0, BK)")
     inner.append("mask_k = offs_k < K")
     inner.extend(_decompose("offs_k", k_cls, "k_", values, dyn_names, ""))
+
     def load(var: str, acc: Access, mp: dict[int, str], zero: str, base: list[str], shape: str) -> None:
         if acc.leaf not in fused:
-            inner.append(f"{var} = tl.load({address(acc, mp, zero)},\n                    "
-                         f"mask={masks(acc, mp, base)}, other=0.0)")
+            inner.append(f"{var} = tl.load({_address(acc, ptr, mp, zero)},\n                    "
+                         f"mask={_masks(acc, mp, base)}, other=0.0)")
             return
         # recompute the producer for exactly the elements this tile reads: its output classes
         # become this operand's index expressions, its summed classes a short scalar loop
         prod = fused[acc.leaf]
-        sub = {o: f"({acc.index[j]})" for j, o in enumerate(prod.out)}
         r_cls = list(prod.summed)
         fmp = dict(mp)
         fmp.update({c: f"f_c{c}" for c in r_cls})
@@ -244,53 +283,46 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         inner.append(f"for fr in range({_size(r_cls, values, dyn_names)}):")
         inner.extend(_decompose("fr", r_cls, "f_", values, dyn_names, "    "))
         terms = []
-        for q, p in enumerate(prod.operands):
-            view = Access(p.leaf, tuple(substitute(e, sub) for e in p.index), p.classes,
-                          tuple(substitute(m, sub) for m in p.masks))
-            inner.append(f"    f{q} = tl.load({address(view, fmp, zero)},\n                        "
-                         f"mask={masks(view, fmp, base)}, other=0.0).to({acc_t})")
+        for q, view in enumerate(fused_views(acc, prod)):
+            inner.append(f"    f{q} = tl.load({_address(view, ptr, fmp, zero)},\n                        "
+                         f"mask={_masks(view, fmp, base)}, other=0.0).to({acc_t})")
             terms.append(f"f{q}")
         inner.append(f"    {var} += {' * '.join(terms)}")
         if acc.masks:
-            inner.append(f"{var} = tl.where({masks(acc, mp, base)}, {var}, 0.0)")
+            inner.append(f"{var} = tl.where({_masks(acc, mp, base)}, {var}, 0.0)")
 
-    a, mp = ops[0], ctx("a")
+    a, mp = ops[0], _ctx("a", two, batch, m_cls, n_cls, k_cls)
     load("a", a, mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
-    dot_t = DOT_DTYPES[dtype]
     if two:
-        b, mp = ops[1], ctx("b")
+        b, mp = ops[1], _ctx("b", two, batch, m_cls, n_cls, k_cls)
         load("b", b, mp, "zero_b", ["mask_k[:, None]", "mask_n[None, :]"], "(BK, BN)")
-        if dtype == "float32":
-            inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)")
-        elif dtype == "float64":
-            inner.append("acc += tl.sum(a.to(tl.float64)[:, :, None] * b.to(tl.float64)[None, :, :], axis=1)")
-        else:
-            inner.append(f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)")
+        inner.append(dot)
     elif len(ops) == 2:
-        b, mp = ops[1], ctx("a")
-        load("b", b, mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
+        load("b", ops[1], mp, "zero_a", ["mask_m[:, None]", "mask_k[None, :]"], "(BM, BK)")
         inner.append(f"acc += tl.sum(a.to({acc_t}) * b.to({acc_t}), axis=1)")
     else:
         inner.append(f"acc += tl.sum(a.to({acc_t}), axis=1)")
     for line in inner:
         w("        " + line)
+
+
+def _store(L, stage: Stage, two: bool, m_cls, n_cls, batch, ptr) -> None:
+    w = L.append
     if stage.scale != 1.0:
         w(f"    acc = acc * {stage.scale!r}")
-    st, mp = stage.store, ctx("o")
+    st, mp = stage.store, _ctx("o", two, batch, m_cls, n_cls, [])
     zero_o = "tl.zeros((BM, BN), dtype=tl.int32)" if two else "tl.zeros((BM,), dtype=tl.int32)"
     base = ["mask_m[:, None]", "mask_n[None, :]"] if two else ["mask_m"]
+    addr, mask = _address(st, ptr, mp, zero_o), _masks(st, mp, base)
     if stage.atomic:
-        w(f"    tl.atomic_add({address(st, mp, zero_o)}, acc,\n                  mask={masks(st, mp, base)})")
+        w(f"    tl.atomic_add({addr}, acc,\n                  mask={mask})")
     else:
         w("    if SPLIT == 1:")
-        w(f"        tl.store({address(st, mp, zero_o)}, acc.to({ptr[st.leaf]}.dtype.element_ty),\n"
-          f"                 mask={masks(st, mp, base)})")
+        w(f"        tl.store({addr}, acc.to({ptr[st.leaf]}.dtype.element_ty),\n"
+          f"                 mask={mask})")
         w("    else:")
-        w(f"        tl.atomic_add({address(st, mp, zero_o)}, acc,\n"
-          f"                      mask={masks(st, mp, base)})")
-    spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, two,
-                      stage.atomic)
-    return "\n".join(L) + "\n", spec
+        w(f"        tl.atomic_add({addr}, acc,\n"
+          f"                      mask={mask})")
 
 
 __all__ = ["stage_source", "KernelSpec"]

@@ -196,8 +196,9 @@ class TritonOperator:
             leaves += [p.leaf for p in fused[a.leaf].operands] if a.leaf in fused else [a.leaf]
         leaves.append(stage.store.leaf)
         strides = {l: tuple(bufs[l].stride()) for l in leaves}
-        order_key = tuple(tuple(sorted(range(len(s)), key=lambda k: -s[k])) for s in strides.values())
-        key = (direction, index, _dtype_name(dtype), order_key, tuple(sorted(fused)))
+        # the strides pick loop orders and which K blocks are contiguous runs (kernel.py, gemm.py);
+        # they are fixed per layout (the batch size only scales the outermost one)
+        key = (direction, index, _dtype_name(dtype), tuple(strides.values()), tuple(sorted(fused)))
         hit = self._kernels.get(key)
         if hit is None:
             src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype), fused)

@@ -1,0 +1,219 @@
+"""The K loop of a two-operand stage as a *tap-structured* implicit GEMM.
+
+A flat K index decomposed with div/mod into every summed class costs integer work on each of the
+``BM x BK`` and ``BK x BN`` elements of every iteration, and it hides contiguity from the
+compiler. A convolution's implicit GEMM instead loops over its window taps as scalars and takes
+``BK`` contiguous channels per step. This module finds that structure in any stage:
+
+* **inner** summed classes appear in the operands' index expressions and masks only alongside
+  other summed classes or scalars (never next to a row/column class): e.g. the channel or group
+  classes of an NHWC read. They form the vectorised ``BK`` block (div/mod over ``BK`` values only);
+* **outer** summed classes (everything else, e.g. ``kh`` in ``h + kh - 1``) become scalars of the
+  same loop: one flat iteration counter ``it = tap * n_blocks + block`` that the software pipeliner
+  can overlap.
+
+Every address then splits into a row part (``[BM]``/``[BN]`` vector, recomputed per tap), a K part
+(``[BK]`` vector) and scalars, combined by one broadcast add; masks split the same way. An
+operand with no row part (a weight read inside a fused producer) loads a ``[BK]`` vector once
+instead of a ``[BM, BK]`` tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .stages import Access, mentions, substitute
+
+
+@dataclass(frozen=True)
+class Split:
+    outer: list[int]      # scalar tap classes, slowest first
+    inner: list[int]      # vectorised classes, slowest first
+
+
+def choose_split(k_cls: list[int], row_accesses: list[tuple[Access, set[int]]], values,
+                 dynamic: set[int], min_inner: int = 16, max_outer: int = 256) -> Split | None:
+    """``row_accesses``: (access, its row/column classes). None when the structure does not pay:
+    no inner block of at least ``min_inner`` values, or more than ``max_outer`` taps (e.g. a weight
+    gradient summing over pixels: its flat K loop with split-K is better)."""
+    inner = set(k_cls)
+    for acc, rows in row_accesses:
+        for e in acc.index + acc.masks:
+            cls = mentions(e)
+            if cls & rows and cls & inner:
+                inner -= cls
+    outer = [c for c in k_cls if c not in inner]
+    inner_l = [c for c in k_cls if c in inner]
+    if not inner_l:
+        return None
+    if all(c not in dynamic for c in inner_l):
+        size = 1
+        for c in inner_l:
+            size *= values[c]
+        if size < min_inner:
+            return None
+    if any(c in dynamic for c in outer):
+        return None
+    taps = 1
+    for c in outer:
+        taps *= values[c]
+    if taps > max_outer:
+        return None
+    return Split(outer, inner_l)
+
+
+@dataclass
+class Parts:
+    """One access's address and mask terms, by what they vary with."""
+
+    vec: list[str]        # row (or column) vector terms
+    k: list[str]          # K-block vector terms
+    scalar: list[str]
+    vec_mask: list[str]
+    k_mask: list[str]
+    scalar_mask: list[str]
+
+
+def linear_axis(acc: Access, inner: list[int], strides: tuple[int, ...] | None, values) -> int | None:
+    """The axis whose stride steps the flat K-block index when the inner classes, slowest first,
+    are one contiguous run of ``acc``'s buffer (plain axes, strides nesting exactly): then the
+    K part of the address is ``offs_k * stride`` and the compiler sees the contiguity (a div/mod
+    decomposition hides it and costs vectorised loads). None otherwise."""
+    if strides is None:
+        return None
+    axis_of = {}
+    for k, e in enumerate(acc.index):
+        if e.strip("()") in {f"c{c}" for c in inner}:
+            axis_of[int(e.strip("()")[1:])] = k
+        elif mentions(e) & set(inner):
+            return None
+    if set(axis_of) != set(inner):
+        return None
+    for outer_c, inner_c in zip(inner, inner[1:]):
+        if strides[axis_of[outer_c]] != strides[axis_of[inner_c]] * values[inner_c]:
+            return None
+    return axis_of[inner[-1]]
+
+
+def split_access(acc: Access, ptr: str, mp: dict[int, str], vec: set[int], inner: set[int],
+                 linear: int | None = None) -> Parts:
+    p = Parts([], [], [], [], [], [])
+    if linear is not None:
+        p.k.append(f"offs_k * s_{acc.leaf}_{linear}")
+    for k, e in enumerate(acc.index):
+        cls = mentions(e)
+        if linear is not None and cls & inner:
+            continue
+        term = f"({substitute(e, mp)}) * s_{acc.leaf}_{k}"
+        (p.vec if cls & vec else p.k if cls & inner else p.scalar).append(term)
+    for m in acc.masks:
+        cls = mentions(m)
+        (p.vec_mask if cls & vec else p.k_mask if cls & inner else p.scalar_mask).append(substitute(m, mp))
+    return p
+
+
+def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str) -> str:
+    """``tl.load`` of one operand tile. ``vec_first``: rows are the vector classes ([BM, BK], an
+    A operand) rather than columns ([BK, BN], a B operand)."""
+    def join(terms):
+        return " + ".join(terms) if terms else "0"
+
+    kmask = " & ".join([k_mask] + [f"({m})" for m in parts.k_mask + parts.scalar_mask])
+    if not parts.vec and not parts.vec_mask:
+        # no row dependence: one [BK] vector, broadcast by the caller's arithmetic
+        addr = f"{ptr} + {join(parts.scalar + parts.k)}"
+        tile = f"tl.load({addr}, mask={kmask}, other=0.0)"
+        return f"{tile}[None, :]" if vec_first else f"{tile}[:, None]"
+    vmask = " & ".join([vec_mask] + [f"({m})" for m in parts.vec_mask])
+    # an empty side still needs a vector to broadcast against: its offsets times zero
+    v = f"({join(parts.vec + parts.scalar)})" if parts.vec else f"({vec_mask.replace('mask', 'offs')} * 0 + {join(parts.scalar)})"
+    k = f"({join(parts.k)})" if parts.k else "(offs_k * 0)"
+    if vec_first:
+        addr, mask = f"{ptr} + {v}[:, None] + {k}[None, :]", f"({vmask})[:, None] & ({kmask})[None, :]"
+    else:
+        addr, mask = f"{ptr} + {k}[:, None] + {v}[None, :]", f"({kmask})[:, None] & ({vmask})[None, :]"
+    return f"tl.load({addr},\n                    mask={mask}, other=0.0)"
+
+
+def where_masks(acc: Access, mp: dict[int, str], vec: set[int], inner: set[int], vec_first: bool,
+                vec_mask: str, k_mask: str) -> str | None:
+    """The consumer-side masks of a fused operand (e.g. an Unfold's padding of the intermediate),
+    as one broadcastable condition; None when there are none."""
+    if not acc.masks:
+        return None
+    vm, km = [vec_mask], [k_mask]
+    for m in acc.masks:
+        cls = mentions(m)
+        (vm if cls & vec or not cls & inner else km).append(f"({substitute(m, mp)})")
+    conds = []
+    if vm:
+        conds.append(f"({' & '.join(vm)})" + ("[:, None]" if vec_first else "[None, :]"))
+    if km:
+        conds.append(f"({' & '.join(km)})" + ("[None, :]" if vec_first else "[:, None]"))
+    return " & ".join(conds)
+
+
+def fused_views(acc: Access, producer) -> list[Access]:
+    """The producer's operand views addressed by the consumer's index expressions: the elements
+    a consumer tile of a fused intermediate needs, read straight from the producer's operands."""
+    sub = {o: f"({acc.index[j]})" for j, o in enumerate(producer.out)}
+    return [Access(p.leaf, tuple(substitute(e, sub) for e in p.index), p.classes,
+                   tuple(substitute(m, sub) for m in p.masks)) for p in producer.operands]
+
+
+def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_names, ptr,
+                    acc_t: str, dot: str, strides: dict[str, tuple[int, ...]]) -> list[str]:
+    """Lines (function-body indentation) of the K loop accumulating ``acc``; ``dot``: the
+    accumulate statement over tiles ``a`` and ``b``."""
+    from .kernel import _decompose, _size  # shared mixed-radix helpers
+
+    inner = set(split.inner)
+    mp = {c: f"b_c{c}" for c in batch}
+    mp.update({c: f"m_c{c}" for c in m_cls})
+    mp.update({c: f"n_c{c}" for c in n_cls})
+    mp.update({c: f"o_c{c}" for c in split.outer})
+    mp.update({c: f"k_c{c}" for c in split.inner})
+    L = [f"    KO = {_size(split.outer, values, dyn_names)}  # taps: scalar loop",
+         f"    KI = {_size(split.inner, values, dyn_names)}  # vectorised block",
+         "    n_kb = tl.cdiv(KI, BK)",
+         "    pid_k = tl.program_id(1)",
+         "    total = KO * n_kb",
+         "    chunk = tl.cdiv(total, SPLIT)",
+         "    for it in range(pid_k * chunk, tl.minimum(total, (pid_k + 1) * chunk)):"]
+    body = ["tap = it // n_kb", "offs_k = (it % n_kb) * BK + tl.arange(0, BK)", "mask_k = offs_k < KI"]
+    body += _decompose("tap", split.outer, "o_", values, dyn_names, "") if split.outer else []
+    body += _decompose("offs_k", split.inner, "k_", values, dyn_names, "")
+
+    def operand(var: str, acc: Access, vec: set[int], vec_first: bool, vec_mask: str) -> None:
+        if acc.leaf not in fused:
+            linear = linear_axis(acc, split.inner, strides.get(acc.leaf), values)
+            parts = split_access(acc, ptr[acc.leaf], mp, vec, inner, linear)
+            body.append(f"{var} = {load_expr(parts, ptr[acc.leaf], vec_first, vec_mask, 'mask_k')}")
+            return
+        prod = fused[acc.leaf]
+        r_cls = list(prod.summed)
+        fmp = dict(mp)
+        fmp.update({c: f"f_c{c}" for c in r_cls})
+        shape = "(BM, BK)" if vec_first else "(BK, BN)"
+        body.append(f"{var} = tl.zeros({shape}, dtype={acc_t})  # fused: {acc.leaf} = stage {prod.name}")
+        body.append(f"for fr in tl.static_range({_size(r_cls, values, dyn_names)}):")
+        body.extend("    " + line for line in _decompose("fr", r_cls, "f_", values, dyn_names, ""))
+        terms = []
+        for q, view in enumerate(fused_views(acc, prod)):
+            parts = split_access(view, ptr[view.leaf], fmp, vec, inner)
+            body.append(f"    f{q} = {load_expr(parts, ptr[view.leaf], vec_first, vec_mask, 'mask_k')}"
+                        f".to({acc_t})")
+            terms.append(f"f{q}")
+        body.append(f"    {var} += {' * '.join(terms)}")
+        cond = where_masks(acc, mp, vec, inner, vec_first, vec_mask, "mask_k")
+        if cond:
+            body.append(f"{var} = tl.where({cond}, {var}, 0.0)")
+
+    operand("a", ops[0], set(m_cls), True, "mask_m")
+    operand("b", ops[1], set(n_cls), False, "mask_n")
+    body.append(dot)
+    return L + ["        " + line.replace("\n", "\n        ") for line in body]
+
+
+__all__ = ["Split", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
+           "structured_loop"]
