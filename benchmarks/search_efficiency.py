@@ -7,8 +7,9 @@ evaluations MCTS needs to reach the best reward random search found with its who
 
 Reward oracles (``--proxy``):
 
-* ``mock``: :class:`syno.search.mock.MockSpace` -- a synthetic space with known accuracies (a planted
-  optimum, transpositions, conflicts, crashes). Cheap; shows the algorithms, not the real space.
+* ``synthetic``: the tests' ``SyntheticSpace`` (``tests/search/synthetic.py``) -- a synthetic space with
+  known accuracies (a planted optimum, transpositions, conflicts, crashes). Cheap; shows the
+  algorithms, not the real space.
 * ``fit``: the real ``tiny`` synthesis space (the ``syno demo`` space). The reward of an operator is a
   **deterministic cheap function of the operator**, not digits accuracy: the operator, instantiated at
   ``{N: 64, C_in: 16, C_out: 32, H: 8}`` (one of the tiny CNN's placeholder mappings), is fitted by 40
@@ -21,7 +22,7 @@ Reward oracles (``--proxy``):
 
 Usage::
 
-    python benchmarks/search_efficiency.py --proxy mock --seeds 10 --budget 200
+    python benchmarks/search_efficiency.py --proxy synthetic --seeds 10 --budget 200
     python benchmarks/search_efficiency.py --proxy fit --seeds 5 --budget 100 --out bench-fit.json
 """
 
@@ -45,13 +46,15 @@ from syno.synth.protocol import path_to_str
 # oracles
 
 
-class MockOracle:
-    name = "mock"
+class SyntheticOracle:
+    name = "synthetic"
 
     def __init__(self, seed: int):
-        from syno.search.mock import MockSpace
+        # test scaffolding, not part of the package: importable once tests/ is on the path
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from search.synthetic import SyntheticSpace
 
-        self.space = MockSpace(seed=seed)
+        self.space = SyntheticSpace(seed=seed)
 
     def new_space(self):
         return self.space
@@ -217,7 +220,7 @@ def first_reaching(curve: list[float], target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--proxy", choices=["mock", "fit", "digits"], default="mock")
+    ap.add_argument("--proxy", choices=["synthetic", "fit", "digits"], default="synthetic")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=1, help="digits proxy: epochs per kernel")
@@ -240,11 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = []
     oracle_shared = None
-    if args.proxy != "mock":
+    if args.proxy != "synthetic":
         cache = args.cache or Path(f".search_efficiency_{args.proxy}_cache.json")
         oracle_shared = OperatorOracle(args.proxy, cache, epochs=args.epochs)
     for seed in range(args.seeds):
-        oracle = MockOracle(seed) if args.proxy == "mock" else oracle_shared
+        oracle = SyntheticOracle(seed) if args.proxy == "synthetic" else oracle_shared
         curves = {}
         rkey = f"{args.proxy}:{args.epochs}:{args.power}:{seed}:{args.budget}:fresh"
         rcache = json.loads(args.random_cache.read_text()) if args.random_cache and args.random_cache.exists() else {}
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if kind == "random" and rkey in rcache:
                 curves["random"], curves["random_time"] = rcache[rkey]
                 continue
-            space = MockOracle(seed).space if args.proxy == "mock" else oracle.new_space()
+            space = SyntheticOracle(seed).space if args.proxy == "synthetic" else oracle.new_space()
             ts = time.perf_counter()
             curves[kind] = run_algorithm(kind, space, oracle, args.budget, seed, reward, mcts_cfg)
             curves[kind + "_time"] = time.perf_counter() - ts

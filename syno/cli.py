@@ -110,8 +110,8 @@ def _session_recipe(session: str, model: str | None, dataset: str | None) -> dic
     from syno.search.session import SessionStore
 
     opts = load_session_options(SessionStore(session))
-    if opts.model == "mock":
-        fail(f"{session} is a mock session: it trains nothing, there is no recipe to follow")
+    if opts.problem is not None:
+        fail(f"{session} searched the {opts.model!r} problem, which trains no model: there is no recipe to follow")
     for what, given, stored in (("model", model, opts.model), ("dataset", dataset, opts.dataset)):
         if given is not None and given != stored:
             fail(f"{session} searched {what} {stored!r}, not {given!r} (drop the argument to use the session's)")

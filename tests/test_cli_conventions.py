@@ -66,15 +66,15 @@ def test_quantize_checks_names_before_writing(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mock_session(tmp_path_factory) -> tuple[Path, str]:
+def synthetic_session(tmp_path_factory) -> tuple[Path, str]:
     s = tmp_path_factory.mktemp("conv") / "s"
-    res = runner.invoke(app, ["search", "mock", "--session", str(s), "-n", "6", "-w", "0"])
+    res = runner.invoke(app, ["search", "synthetic", "--session", str(s), "-n", "6", "-w", "0"])
     assert res.exit_code == 0, res.output
     return s, res.stderr
 
 
-def test_progress_without_terminal_prints_whole_lines(mock_session):
-    s, err = mock_session
+def test_progress_without_terminal_prints_whole_lines(synthetic_session):
+    s, err = synthetic_session
     lines = err.splitlines()
     kernel_lines = [ln for ln in lines if ln.startswith("  ") and ln.split()[0][:5].isdigit()]
     assert len(kernel_lines) == 6
@@ -82,13 +82,13 @@ def test_progress_without_terminal_prints_whole_lines(mock_session):
 
 
 def test_quiet_prints_no_kernel_lines(tmp_path):
-    res = runner.invoke(app, ["search", "mock", "--session", str(tmp_path / "q"), "-n", "4", "-w", "0", "-q"])
+    res = runner.invoke(app, ["search", "synthetic", "--session", str(tmp_path / "q"), "-n", "4", "-w", "0", "-q"])
     assert res.exit_code == 0, res.output
     assert res.stderr.strip() == "", res.stderr
 
 
-def test_pareto_figure_is_not_named_after_imagenet(mock_session, tmp_path):
-    s, _ = mock_session
+def test_pareto_figure_is_not_named_after_imagenet(synthetic_session, tmp_path):
+    s, _ = synthetic_session
     res = runner.invoke(app, ["plot", str(s), "--out", str(tmp_path), "--format", "png",
                               "--only", "imagenet-performance"])  # the former name still selects it
     assert res.exit_code == 0, res.output

@@ -84,9 +84,9 @@ def test_pydantic_error_is_one_line_without_url():
 def test_usage_errors_are_one_line():
     line = _one_error_line(runner.invoke(app, ["search"]))
     assert "model" in line.lower() and "syno search --help" in line
-    line = _one_error_line(runner.invoke(app, ["search", "mock", "--no-such-flag"]))
+    line = _one_error_line(runner.invoke(app, ["search", "synthetic", "--no-such-flag"]))
     assert "--no-such-flag" in line
-    line = _one_error_line(runner.invoke(app, ["search", "mock", "--set", "novalue"]))
+    line = _one_error_line(runner.invoke(app, ["search", "synthetic", "--set", "novalue"]))
     assert "novalue" in line
 
 
@@ -143,8 +143,10 @@ def test_worker_setup_error_is_one_line_with_traceback_kept_apart():
 
 def _search(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     s = tmp_path / "s"
-    cmd = [sys.executable, "-c", "from syno.cli import app; app()", "search", "mock", "--session", str(s),
-           "-n", "40", "-w", "2", "--set", "mock.delay=3"]
+    register = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from search import synthetic; " \
+               "synthetic.register(); "  # the tests' synthetic space (tests/search/synthetic.py)
+    cmd = [sys.executable, "-c", register + "from syno.cli import app; app()", "search", "synthetic", "--session", str(s),
+           "-n", "40", "-w", "2", "--set", "problem.delay=3"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     inflight = s / "inflight.json"
@@ -173,7 +175,7 @@ def test_ctrl_c_and_sigterm_end_with_a_resume_hint(tmp_path, sig, code, what):
     assert proc.returncode == code, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
-    assert last == f"{what}; resume with: syno search mock --session {s} --resume"
+    assert last == f"{what}; resume with: syno search synthetic --session {s} --resume"
     time.sleep(1.0)  # no orphaned worker writes a traceback later
-    res = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "-n", "3", "-w", "0", "-q"])
+    res = runner.invoke(app, ["search", "synthetic", "--session", str(s), "--resume", "-n", "3", "-w", "0", "-q"])
     assert res.exit_code == 0, res.output

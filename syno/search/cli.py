@@ -17,7 +17,7 @@ import typer
 
 from syno.cli_errors import fail as _fail, interrupted, one_line  # one error path for the whole CLI
 
-MODELS_HELP = "resnet18, resnet34, resnext29_2x64d, efficientnet_v2_s, densenet121, gpt2, tiny (digits), mock"
+MODELS_HELP = "resnet18, resnet34, resnext29_2x64d, efficientnet_v2_s, densenet121, gpt2, tiny (digits)"
 
 
 def parse_duration(text: str | None) -> float | None:

@@ -13,7 +13,7 @@ finished ``(path, EvalResult)`` pairs from ``poll``. Two implementations:
   gets status ``error``. The dead worker is replaced. No submitted path is ever dropped.
 
 A *job* is any picklable object with ``setup(slot: int) -> None`` and ``evaluate(path: str) ->
-EvalResult`` (see :class:`syno.search.problem.KernelJob` and :class:`syno.search.mock.MockJob`).
+EvalResult`` (see :class:`syno.search.problem.KernelJob`; the tests' ``SyntheticJob``).
 A Ray backend (a later issue) implements the same :class:`Evaluator` interface.
 """
 

@@ -82,8 +82,9 @@ def make_reward(options) -> Objective:
     wants = "--objective speed" if objective.kind == "speed" else \
         "--min-speedup" if objective.min_speedup is not None else None
     if wants is not None:
-        if options.model == "mock":
-            raise ValueError(f"{wants}: the mock model's kernels are not timed (no latency to judge them by)")
+        if getattr(options, "problem", None) is not None:
+            raise ValueError(f"{wants}: the {options.model!r} problem's kernels are not timed (no latency to judge "
+                             f"them by)")
         if not options.latency.enabled:
             raise ValueError(f"{wants} needs measured latencies, but latency.enabled is false")
     return Objective(options.reward, objective)

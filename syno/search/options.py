@@ -51,8 +51,9 @@ class SearchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="zoo model (syno.models) or 'mock' (synthetic space, no training)")
-    dataset: str = Field(description="digits | cifar100 | imagenet | lm1b | mock")
+    model: str = Field(description="zoo model (syno.models) or a registered problem "
+                                   "(syno.search.problem.register_problem)")
+    dataset: str = Field(description="digits | cifar100 | imagenet | lm1b (a registered problem: its own name)")
     data_dir: str | None = None
     image_size: int | None = Field(None, description="resize images to this size (None: the dataset's own)")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -73,9 +74,10 @@ class SearchOptions(BaseModel):
                                       description="multi-fidelity rungs with ASHA promotion (syno.search.fidelity)")
     mcts: MCTSConfig = Field(default_factory=MCTSConfig)
     random: RandomSearchConfig = Field(default_factory=RandomSearchConfig)
-    synth: Any = Field(None, description="SynthOptions of the space (None only for model 'mock')")
-    train: Any = Field(None, description="VisionTrainOptions or LMTrainOptions (None only for 'mock')")
-    mock: dict[str, Any] | None = Field(None, description="MockSpace/MockJob settings for model 'mock'")
+    synth: Any = Field(None, description="SynthOptions of the space (None only for a registered problem)")
+    train: Any = Field(None, description="VisionTrainOptions or LMTrainOptions (None only for a registered problem)")
+    problem: dict[str, Any] | None = Field(None, description="settings of a registered problem (None for a zoo "
+                                           "model; syno.search.problem.ProblemType)")
     run: RunOptions = Field(default_factory=RunOptions)
     reference: dict[str, Any] = Field(default_factory=dict,
                                       description="derived: MACs/params of the original model (filled by build_options)")
@@ -89,9 +91,7 @@ class SearchOptions(BaseModel):
 
     @model_validator(mode="after")
     def _typed_parts(self) -> SearchOptions:
-        if self.model == "mock":
-            if self.mock is None:
-                self.mock = {}
+        if self.problem is not None:  # a registered problem: no space options, no trainer
             return self
         from syno.synth.options import SynthOptions
         from syno.train.options import LMTrainOptions, VisionTrainOptions
@@ -193,12 +193,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fidelity": {"enabled": False, "rungs": [1, 3, 15], "reduction": 3},
         "run": {"kernel_timeout": 300.0, "checkpoint_interval": 10.0},
     },
-    # A synthetic space with known rewards: exercises sessions, resume and the CLI without training.
-    "mock": {
-        "dataset": "mock",
-        "reward": {"power": 1.0},
-        "mock": {"space": {"seed": 0}, "delay": 0.0},
-    },
 }
 MODEL_CHOICES = tuple(PRESETS)
 
@@ -288,17 +282,23 @@ def _space_mappings(synth: dict[str, Any], mappings: list[dict[str, int]]) -> li
 
 
 def build_options(model: str, overrides: Mapping[str, Any] | None = None) -> SearchOptions:
-    """The preset of ``model`` with dotted ``overrides`` applied; see the module docstring."""
-    if model not in PRESETS:
+    """The preset of ``model`` (a zoo model's, or a registered problem's) with dotted ``overrides``
+    applied; see the module docstring."""
+    from .problem import problem_type
+
+    kind = problem_type(model)
+    if model not in PRESETS and kind is None:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_CHOICES)}")
-    preset = json.loads(json.dumps(PRESETS[model]))  # deep copy
+    preset = json.loads(json.dumps(kind.preset if kind is not None else PRESETS[model]))  # deep copy
     synth_over, rest = _split_overrides(dict(overrides or {}))
     synth_preset = preset.pop("synth_preset", None)
     synth_base = preset.pop("synth", None)
     base: dict[str, Any] = {"model": model, **preset}
     apply_overrides(base, rest)
-    if model == "mock":
+    if kind is not None:
         return SearchOptions.model_validate(base)
+    if base.get("problem") is not None:
+        raise ValueError(f"problem: {model!r} is a zoo model, not a registered problem with its own settings")
 
     from syno.models import profile, sample_input
     from syno.models.placeholder import model_mappings

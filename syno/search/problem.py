@@ -11,18 +11,17 @@ The session runner needs, besides a :class:`~syno.synth.protocol.SynthSpace`:
 
 from __future__ import annotations
 
-import hashlib
 import math
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from syno.synth.protocol import SynthSpace, path_from_str
 
 from .base import EvalResult, FinalFilter
 from .evaluator import Job
-from .mock import MockJob, MockSpace
 
-__all__ = ["SearchProblem", "MockProblem", "KernelProblem", "KernelJob", "FlopsRatioFilter", "evaluate_operator",
-           "kernel_macs", "make_problem"]
+__all__ = ["SearchProblem", "KernelProblem", "KernelJob", "FlopsRatioFilter", "evaluate_operator",
+           "kernel_macs", "make_problem", "ProblemType", "register_problem", "problem_type"]
 
 
 class SearchProblem(Protocol):
@@ -40,33 +39,6 @@ class SearchProblem(Protocol):
     def identify(self, path: str) -> str: ...
 
     def artifacts(self, path: str) -> tuple[dict[str, str], dict[str, Any]]: ...
-
-
-class MockProblem:
-    """:class:`MockSpace` with :class:`MockJob` (model name ``mock``: exercises the whole session
-    machinery in seconds, without training)."""
-
-    def __init__(self, space_kwargs: dict | None = None, delay: float = 0.0, hang: float = 0.0, die: float = 0.0,
-                 raise_: float = 0.0):
-        self.space_kwargs = dict(space_kwargs or {})
-        self.space = MockSpace(**self.space_kwargs)
-        self.final_filter = None
-        self._job = MockJob(self.space_kwargs, delay=delay, hang=hang, die=die, raise_=raise_)
-
-    def job(self) -> MockJob:
-        return self._job
-
-    def check(self) -> None:
-        """Nothing to check: the mock space needs no data."""
-
-    def identify(self, path: str) -> str:
-        key = self.space.node_from_path(path_from_str(path)).key
-        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-
-    def artifacts(self, path: str) -> tuple[dict[str, str], dict[str, Any]]:
-        node = self.space.node_from_path(path_from_str(path))
-        atoms = sorted(node.atoms)
-        return {"atoms.txt": " ".join(map(str, atoms)) + "\n"}, {"atoms": atoms}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,9 +280,46 @@ class KernelProblem:
         return files, meta
 
 
+# ----------------------------------------------------------------------------------------------
+# problems other than a zoo model's, by name
+
+@dataclass(frozen=True)
+class ProblemType:
+    """A search problem other than a zoo model's kernel search, chosen by ``options.model``.
+
+    ``build(settings)`` makes the :class:`SearchProblem` from ``options.problem`` (the problem's own
+    settings, ``--set problem.KEY=VALUE``); ``preset`` is its options preset, as
+    :data:`syno.search.options.PRESETS` (it must hold ``problem``, a dict). Such a problem has no
+    synthesis options, no trainer and no latency: it trains nothing (the tests' synthetic space,
+    ``tests/search/synthetic.py``)."""
+
+    name: str
+    build: Callable[[dict[str, Any]], SearchProblem]
+    preset: dict[str, Any]
+    description: str = ""
+
+
+_PROBLEM_TYPES: dict[str, ProblemType] = {}
+
+
+def register_problem(kind: ProblemType) -> None:
+    """Make ``kind`` the problem of ``syno search NAME`` in this process (registering a name again
+    replaces it). Evaluation workers need nothing registered: they receive the problem's job."""
+    if not isinstance(kind.preset.get("problem"), dict):
+        raise ValueError(f"problem {kind.name!r}: its preset needs a 'problem' settings dict")
+    _PROBLEM_TYPES[kind.name] = kind
+
+
+def problem_type(name: str) -> ProblemType | None:
+    """The registered problem named ``name``, or None (then ``name`` is a zoo model)."""
+    return _PROBLEM_TYPES.get(name)
+
+
 def make_problem(options) -> SearchProblem:
-    if options.model == "mock":
-        m = dict(options.mock or {})
-        return MockProblem(m.get("space"), delay=m.get("delay", 0.0), hang=m.get("hang", 0.0),
-                           die=m.get("die", 0.0), raise_=m.get("raise", 0.0))
+    if options.problem is not None:
+        kind = problem_type(options.model)
+        if kind is None:
+            raise ValueError(f"no search problem named {options.model!r} is registered in this process "
+                             f"(syno.search.problem.register_problem)")
+        return kind.build(dict(options.problem))
     return KernelProblem(options)

@@ -121,7 +121,7 @@ def test_fresh_resnet18_operators_fit_at_56x56():
     predicted peak under the limit and within 2x of the measured peak (the tiny-preset half of
     this check is in test_sampled_operators.py)."""
     import os, time
-    sampler = pytest.importorskip("syno.synth.sampler")
+    from syno.synth import sampler
     seed = int(os.environ.get("SYNO_SAMPLE_SEED", time.time_ns() % 100_000))
     print(f"resnet18 operators: seed {seed}")
     ops = sampler.sample_operators("resnet18", 4, seed=seed, workers=1, use_cache=False, time_limit=60)

@@ -1,4 +1,4 @@
-"""Reports of other kinds of sessions: a real mock-space MCTS search (no operators), a loss target."""
+"""Reports of other kinds of sessions: a real synthetic-space MCTS search (no operators), a loss target."""
 
 from __future__ import annotations
 
@@ -15,27 +15,27 @@ SECTIONS = ["summary", "leaderboard", "figures", "kernels", "failures", "inputs"
 
 
 @pytest.fixture(scope="module")
-def mock_session(tmp_path_factory):
+def synthetic_session(tmp_path_factory):
     from syno.search.options import build_options
     from syno.search.run import run_search
 
-    root = tmp_path_factory.mktemp("mock") / "mock-session"
-    run_search(build_options("mock", {"session_dir": str(root), "run.max_evaluations": 25, "run.workers": 0}))
+    root = tmp_path_factory.mktemp("synthetic") / "synthetic-session"
+    run_search(build_options("synthetic", {"session_dir": str(root), "run.max_evaluations": 25, "run.workers": 0}))
     return root
 
 
-def test_mock_search_session(mock_session, tmp_path):
-    inputs = collect([mock_session])
+def test_synthetic_search_session(synthetic_session, tmp_path):
+    inputs = collect([synthetic_session])
     (s,) = inputs.sessions
-    assert len(s.kernels) == 25 and s.algorithm == "mcts" and s.model == "mock"
+    assert len(s.kernels) == 25 and s.algorithm == "mcts" and s.model == "synthetic"
     results = {r.name: r for r in plot_all(inputs, tmp_path)}
     assert results["search-progress"].drawn and results["accuracy-performance"].drawn
     assert not results["gpt-loss"].drawn
-    path, _ = write_report(mock_session, top=5)
+    path, _ = write_report(synthetic_session, top=5)
     page = parse(path)
     assert page.sections == SECTIONS
     text = path.read_text()
-    assert text.count("no loop.txt") == 5 and text.count("no graph.dot") == 5  # mock kernels have no operator
+    assert text.count("no loop.txt") == 5 and text.count("no graph.dot") == 5  # synthetic kernels have no operator
     for k in s.kernels:
         assert k.name in text
     more = len(s.ranked()) - 5

@@ -1,4 +1,4 @@
-"""Options/presets and the `syno search` / `syno show` commands (mock model: no training)."""
+"""Options/presets and the `syno search` / `syno show` commands (synthetic model: no training)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_parse_value_and_overrides():
 
 def test_unknown_option_is_rejected():
     with pytest.raises(ValueError, match="mcts"):
-        build_options("mock", {"mcts.no_such_knob": 1})
+        build_options("synthetic", {"mcts.no_such_knob": 1})
     with pytest.raises(ValueError, match="unknown model"):
         build_options("vgg")
 
@@ -48,7 +48,7 @@ def test_vision_presets(model):
 
 
 def test_resume_allows_only_run_options():
-    o = build_options("mock")
+    o = build_options("synthetic")
     assert resume_options(o, {"run.workers": 3}).run.workers == 3
     with pytest.raises(SessionError, match="reward.power"):
         resume_options(o, {"reward.power": 3})
@@ -56,17 +56,17 @@ def test_resume_allows_only_run_options():
 
 def test_cli_search_resume_show(tmp_path: Path):
     s = str(tmp_path / "s")
-    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "12", "-w", "0", "-q"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", s, "-n", "12", "-w", "0", "-q"])
     assert r.exit_code == 0, r.output
     assert len(SessionStore(s).kernels()) == 12
     # an existing session is not overwritten
-    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "12", "-w", "0", "-q"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", s, "-n", "12", "-w", "0", "-q"])
     assert r.exit_code == 2 and "already exists" in r.output
-    r = runner.invoke(app, ["search", "mock", "--session", s, "-n", "20", "-w", "0", "-q", "--resume"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", s, "-n", "20", "-w", "0", "-q", "--resume"])
     assert r.exit_code == 0, r.output
     recs = SessionStore(s).kernels()
     assert len(recs) == 20 and len({x.hash for x in recs}) == 20
-    r = runner.invoke(app, ["search", "mock", "--session", s, "--resume", "--set", "reward.power=3"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", s, "--resume", "--set", "reward.power=3"])
     assert r.exit_code == 2 and "cannot change reward.power" in r.output
     r = runner.invoke(app, ["show", s, "--json", "--top", "5"])
     assert r.exit_code == 0, r.output
@@ -79,14 +79,14 @@ def test_cli_search_resume_show(tmp_path: Path):
 
 def test_cli_show_damaged_session(tmp_path: Path):
     s = tmp_path / "s"
-    r = runner.invoke(app, ["search", "mock", "--session", str(s), "-n", "3", "-w", "0", "-q"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", str(s), "-n", "3", "-w", "0", "-q"])
     assert r.exit_code == 0
     meta = next(p for p in s.iterdir() if p.is_dir()) / "meta.json"
     meta.write_text("{")
     # a damaged kernel directory is listed as a warning naming it, not fatal (#19 items 1 and 4)
     r = runner.invoke(app, ["show", str(s)])
     assert r.exit_code == 0 and "warning:" in r.output and meta.parent.name in r.output, r.output
-    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "-n", "5", "-q"])
+    r = runner.invoke(app, ["search", "synthetic", "--session", str(s), "--resume", "-n", "5", "-q"])
     assert r.exit_code == 0 and "warning:" in r.output and meta.parent.name in r.output, r.output
     assert meta.read_text() == "{"
 

@@ -86,8 +86,8 @@ def test_asha_normalises_rungs_to_rung_zero_scale():
     assert a.rung_of("c") == 0 and a.normalized("c") == (0, 0.65)
 
 
-def _mock_options(root: Path, **extra):
-    return build_options("mock", {"session_dir": str(root), "run.workers": 0, "fidelity.enabled": True,
+def _synthetic_options(root: Path, **extra):
+    return build_options("synthetic", {"session_dir": str(root), "run.workers": 0, "fidelity.enabled": True,
                                   "fidelity.rungs": [1, 2, 4], "fidelity.reduction": 2, **extra})
 
 
@@ -107,15 +107,15 @@ def _check_session(root: Path) -> list:
     return recs
 
 
-def test_mock_session_promotes_and_ranks_by_rung(tmp_path):
+def test_synthetic_session_promotes_and_ranks_by_rung(tmp_path):
     root = tmp_path / "s"
-    summary = run_search(_mock_options(root, **{"run.max_evaluations": 24}))
+    summary = run_search(_synthetic_options(root, **{"run.max_evaluations": 24}))
     assert summary.evaluated == 24
     recs = _check_session(root)
     reached = [r.meta.get("rung", 0) for r in recs]
     assert max(reached) == 2 and reached.count(0) > reached.count(1) > 0
     promoted = [r for r in recs if r.meta.get("rung", 0) > 0]
-    for r in promoted:  # the mock trains "longer" at higher rungs: the kernel takes its top rung's accuracy
+    for r in promoted:  # the synthetic trains "longer" at higher rungs: the kernel takes its top rung's accuracy
         assert r.result.accuracy > r.meta["rungs"][0]["accuracy"]
     rows = leaderboard_rows(SessionStore(root))
     assert [row["rung"] for row in rows] == sorted((row["rung"] for row in rows), reverse=True)
@@ -125,9 +125,9 @@ def test_mock_session_promotes_and_ranks_by_rung(tmp_path):
 
 def test_resume_rebuilds_rungs_and_goes_on(tmp_path):
     root = tmp_path / "s"
-    run_search(_mock_options(root, **{"run.max_evaluations": 10}))
+    run_search(_synthetic_options(root, **{"run.max_evaluations": 10}))
     before = {r.hash: len(r.meta["rungs"]) for r in SessionStore(root).kernels()}
-    run_search(_mock_options(root, **{"run.max_evaluations": 20}), resume=True)
+    run_search(_synthetic_options(root, **{"run.max_evaluations": 20}), resume=True)
     recs = _check_session(root)
     assert len(recs) == 20
     for r in recs:  # no rung was trained twice, none lost
@@ -135,7 +135,7 @@ def test_resume_rebuilds_rungs_and_goes_on(tmp_path):
 
 
 class _FailAtRungOne:
-    """The mock job, except that rung 1 of every kernel whose rung-0 accuracy is the session's best so far
+    """The synthetic job, except that rung 1 of every kernel whose rung-0 accuracy is the session's best so far
     fails (a kernel that diverges when trained longer)."""
 
     def __init__(self, job):
@@ -153,12 +153,12 @@ class _FailAtRungOne:
 
 
 def test_kernel_failing_at_a_higher_rung_keeps_its_lower_result(tmp_path, monkeypatch):
-    from syno.search import problem as problem_mod
+    from .synthetic import SyntheticProblem
 
-    real = problem_mod.MockProblem.job
-    monkeypatch.setattr(problem_mod.MockProblem, "job", lambda self: _FailAtRungOne(real(self)))
+    real = SyntheticProblem.job
+    monkeypatch.setattr(SyntheticProblem, "job", lambda self: _FailAtRungOne(real(self)))
     root = tmp_path / "s"
-    run_search(_mock_options(root, **{"run.max_evaluations": 12}))
+    run_search(_synthetic_options(root, **{"run.max_evaluations": 12}))
     recs = _check_session(root)
     failed = [r for r in recs if r.meta.get("rung_failed")]
     assert failed, "some kernel was promoted"

@@ -200,8 +200,8 @@ def test_options_and_cli_flags(tmp_path):
     res = runner.invoke(app, ["search", "tiny", "--objective", "speed", "--set", "latency.enabled=false",
                               "--session", str(tmp_path / "off"), "-n", "1"])
     assert res.exit_code == 2 and "latency.enabled" in res.output and not (tmp_path / "off").exists()
-    res = runner.invoke(app, ["search", "mock", "--min-speedup", "1", "--session", str(tmp_path / "m"), "-n", "1"])
-    assert res.exit_code == 2 and "mock" in res.output and not (tmp_path / "m").exists()
+    res = runner.invoke(app, ["search", "synthetic", "--min-speedup", "1", "--session", str(tmp_path / "m"), "-n", "1"])
+    assert res.exit_code == 2 and "synthetic" in res.output and not (tmp_path / "m").exists()
 
 
 @pytest.mark.gpu

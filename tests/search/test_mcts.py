@@ -1,4 +1,4 @@
-"""MCTS and random search against the mock space (no torch, fast)."""
+"""MCTS and random search against the synthetic space (no torch, fast)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 from syno.search.base import EvalResult, RewardConfig
 from syno.search.mcts import MCTS, MCTSConfig
-from syno.search.mock import MockSpace
+from .synthetic import SyntheticSpace
 from syno.search.random_search import RandomSearch, RandomSearchConfig
 from syno.synth.protocol import Next, SynthNode, SynthSpace, path_to_str
 
 
-def drive(algo, space: MockSpace, budget: int, k: int = 1):
+def drive(algo, space: SyntheticSpace, budget: int, k: int = 1):
     """Propose/evaluate/report until ``budget`` evaluations; returns (evaluations to the best, keys)."""
     found, keys, n = None, [], 0
     while n < budget:
@@ -33,8 +33,8 @@ def drive(algo, space: MockSpace, budget: int, k: int = 1):
     return found, keys
 
 
-def test_mock_space_is_a_synth_space():
-    sp = MockSpace(seed=1)
+def test_synthetic_space_is_a_synth_space():
+    sp = SyntheticSpace(seed=1)
     assert isinstance(sp, SynthSpace)
     assert isinstance(sp.root(), SynthNode)
     final = sp.random_final(sp.root(), __import__("random").Random(0))
@@ -42,7 +42,7 @@ def test_mock_space_is_a_synth_space():
 
 
 def test_transpositions_reach_one_tree_node():
-    sp = MockSpace(seed=3, conflict_prob=0.0, poison=0)
+    sp = SyntheticSpace(seed=3, conflict_prob=0.0, poison=0)
     algo = MCTS(sp, MCTSConfig(seed=0))
     a, b = sorted(sp.target)[:2]
     na, nb = (Next(sp.atoms[i].type, sp.atoms[i].key) for i in (a, b))
@@ -52,7 +52,7 @@ def test_transpositions_reach_one_tree_node():
 
 
 def test_transposition_shares_result_and_lattice_credit():
-    sp = MockSpace(seed=3, conflict_prob=0.0, poison=0, min_ops=2)
+    sp = SyntheticSpace(seed=3, conflict_prob=0.0, poison=0, min_ops=2)
     algo = MCTS(sp, MCTSConfig(seed=0))
     a, b = sorted(sp.target)[:2]
     na, nb = (Next(sp.atoms[i].type, sp.atoms[i].key) for i in (a, b))
@@ -71,7 +71,7 @@ def test_transposition_shares_result_and_lattice_credit():
 
 
 def test_transposed_final_is_not_proposed_twice():
-    sp = MockSpace(n_atoms=6, max_ops=3, min_ops=2, target_size=2, conflict_prob=0.0, poison=0, seed=2)
+    sp = SyntheticSpace(n_atoms=6, max_ops=3, min_ops=2, target_size=2, conflict_prob=0.0, poison=0, seed=2)
     algo = MCTS(sp, MCTSConfig(seed=1))
     _, keys = drive(algo, sp, budget=10_000, k=3)
     assert len(keys) == len(set(keys)) == len(sp.all_finals())
@@ -83,16 +83,16 @@ def test_mcts_finds_best_faster_than_random():
     mcts_n, rand_n = [], []
     budget = 600
     for seed in range(8):
-        f, _ = drive(MCTS(MockSpace(seed=seed), MCTSConfig(seed=seed)), MockSpace(seed=seed), budget)
+        f, _ = drive(MCTS(SyntheticSpace(seed=seed), MCTSConfig(seed=seed)), SyntheticSpace(seed=seed), budget)
         mcts_n.append(f or budget * 2)
-        f, _ = drive(RandomSearch(MockSpace(seed=seed), RandomSearchConfig(seed=seed)), MockSpace(seed=seed), budget)
+        f, _ = drive(RandomSearch(SyntheticSpace(seed=seed), RandomSearchConfig(seed=seed)), SyntheticSpace(seed=seed), budget)
         rand_n.append(f or budget * 2)
     assert statistics.median(mcts_n) * 2 <= statistics.median(rand_n), (mcts_n, rand_n)
     assert sum(n <= budget for n in mcts_n) >= 6
 
 
 def test_parallel_proposals_are_distinct_and_virtual_loss_is_released():
-    sp = MockSpace(seed=4)
+    sp = SyntheticSpace(seed=4)
     algo = MCTS(sp, MCTSConfig(seed=0))
     batch = algo.propose(6)
     assert len(batch) == 6
@@ -110,7 +110,7 @@ def test_parallel_proposals_are_distinct_and_virtual_loss_is_released():
 
 
 def test_failure_marks_final_dead_without_negative_backprop():
-    sp = MockSpace(seed=5)
+    sp = SyntheticSpace(seed=5)
     algo = MCTS(sp, MCTSConfig(seed=0))
     (p,) = algo.propose(1)
     assert algo.report(p, EvalResult(status="error", message="boom")) is None
@@ -125,9 +125,9 @@ def test_failure_marks_final_dead_without_negative_backprop():
 
 
 def test_duplicate_and_unknown_reports():
-    sp = MockSpace(seed=6)
+    sp = SyntheticSpace(seed=6)
     algo = MCTS(sp, MCTSConfig(seed=0))
-    other = MockSpace(seed=6)
+    other = SyntheticSpace(seed=6)
     walk = other.random_final(other.root(), __import__("random").Random(9))
     # a path the algorithm never proposed (session replay on resume)
     r1 = algo.report(walk.path, EvalResult(accuracy=0.5))
@@ -139,7 +139,7 @@ def test_duplicate_and_unknown_reports():
 
 
 def test_final_filter_is_applied_before_proposal():
-    sp = MockSpace(seed=7)
+    sp = SyntheticSpace(seed=7)
     rejected = []
 
     def big_only(node):
@@ -158,14 +158,14 @@ def test_final_filter_is_applied_before_proposal():
 
 
 def test_state_round_trip_and_deterministic_continuation():
-    sp = MockSpace(seed=8)
+    sp = SyntheticSpace(seed=8)
     algo = MCTS(sp, MCTSConfig(seed=3))
     for _ in range(15):
         for p in algo.propose(2):
             algo.report(p, sp.evaluate(p))
     in_flight = algo.propose(3)
     state = json.loads(json.dumps(algo.state_dict()))  # strict JSON round trip
-    clone = MCTS(MockSpace(seed=8))
+    clone = MCTS(SyntheticSpace(seed=8))
     clone.load_state_dict(state)
     assert json.dumps(clone.state_dict(), sort_keys=True) == json.dumps(algo.state_dict(), sort_keys=True)
     # virtual loss is rebuilt from the in-flight receipts
@@ -186,9 +186,9 @@ def test_state_round_trip_and_deterministic_continuation():
 
 
 def test_state_from_another_space_is_refused():
-    algo = MCTS(MockSpace(seed=1))
+    algo = MCTS(SyntheticSpace(seed=1))
     state = algo.state_dict()
-    other = MCTS(MockSpace(seed=2, n_atoms=10))
+    other = MCTS(SyntheticSpace(seed=2, n_atoms=10))
     state["root"] = "nonsense"
     with pytest.raises(ValueError, match="different synthesis space"):
         other.load_state_dict(state)
@@ -197,7 +197,7 @@ def test_state_from_another_space_is_refused():
 
 
 def test_random_search_round_trip_and_dedup():
-    sp = MockSpace(n_atoms=6, max_ops=3, min_ops=2, target_size=2, conflict_prob=0.0, poison=0, seed=2)
+    sp = SyntheticSpace(n_atoms=6, max_ops=3, min_ops=2, target_size=2, conflict_prob=0.0, poison=0, seed=2)
     algo = RandomSearch(sp, RandomSearchConfig(seed=0, exhaust_after=2000))
     _, keys = drive(algo, sp, budget=10_000, k=2)
     assert len(keys) == len(set(keys)) == len(sp.all_finals())

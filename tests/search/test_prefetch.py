@@ -7,7 +7,7 @@ import time
 
 from syno.search.base import as_path_str
 from syno.search.mcts import MCTS, MCTSConfig
-from syno.search.mock import MockSpace
+from .synthetic import SyntheticSpace
 from syno.search.prefetch import Prefetcher
 from syno.search.random_search import RandomSearch
 
@@ -20,7 +20,7 @@ def _wait_ready(p: Prefetcher, n: int, timeout: float = 30.0) -> None:
 
 
 def test_prefetched_proposals_are_handed_out_at_once_and_reports_interleave():
-    sp = MockSpace(seed=3)
+    sp = SyntheticSpace(seed=3)
     algo = Prefetcher(MCTS(sp, MCTSConfig(seed=0)), depth=2).start()
     try:
         seen = set()
@@ -40,7 +40,7 @@ def test_prefetched_proposals_are_handed_out_at_once_and_reports_interleave():
 
 
 def test_checkpoint_forgets_proposals_not_handed_out():
-    sp = MockSpace(seed=4)
+    sp = SyntheticSpace(seed=4)
     inner = MCTS(sp, MCTSConfig(seed=0))
     algo = Prefetcher(inner, depth=2).start()
     try:
@@ -57,7 +57,7 @@ def test_checkpoint_forgets_proposals_not_handed_out():
 
 
 def test_revise_is_queued_like_a_report():
-    sp = MockSpace(seed=5)
+    sp = SyntheticSpace(seed=5)
     algo = Prefetcher(MCTS(sp, MCTSConfig(seed=0)), depth=1).start()
     try:
         _wait_ready(algo, 1)

@@ -24,12 +24,15 @@ import pytest
 
 from syno.search import MCTS, MCTSConfig, RewardConfig
 from syno.search.base import EvalResult
-from syno.search.mock import MockJob
-from syno.search.problem import MockProblem
+from . import synthetic
+from .synthetic import SyntheticJob, SyntheticProblem
 from syno.search.session import SearchRunner, SessionStore
 from syno.synth.protocol import path_from_str, path_to_str
 
 ray = pytest.importorskip("ray")  # the `test` extra installs it; skipped only in a bare install
+# Ray workers import by module name and cannot import the tests' synthetic space (it is not part of
+# the shipped `syno` package): its jobs travel by value
+ray.cloudpickle.register_pickle_by_value(synthetic)
 
 from syno.search.ray_executor import RayEvaluator, RayNotInstalledError  # noqa: E402
 
@@ -48,7 +51,7 @@ def cluster():
 def run_search(problem, ev, root: Path, n: int, on_event=None, **kw):
     store = SessionStore(root)
     if not store.exists():
-        store.create({"options": {"model": "mock"}})
+        store.create({"options": {"model": "synthetic"}})
     reward = RewardConfig()
     algo = MCTS(problem.space, MCTSConfig(seed=1), reward=reward)
     runner = SearchRunner(store, problem, algo, ev, reward, on_event=on_event, checkpoint_interval=1e9)
@@ -64,7 +67,7 @@ def statuses(store) -> dict[str, str]:
 def test_missing_ray_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(RayNotInstalledError, match=r"pip install .*syno\[ray\]"):
-        RayEvaluator(MockJob(SPACE))
+        RayEvaluator(SyntheticJob(SPACE))
 
 
 def test_cli_executor_ray_without_ray(monkeypatch, tmp_path):
@@ -73,7 +76,7 @@ def test_cli_executor_ray_without_ray(monkeypatch, tmp_path):
     from syno.cli import app
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    r = CliRunner().invoke(app, ["search", "mock", "--executor", "ray", "-n", "2", "-q", "--session",
+    r = CliRunner().invoke(app, ["search", "synthetic", "--executor", "ray", "-n", "2", "-q", "--session",
                                  str(tmp_path / "s")])
     assert r.exit_code == 2 and 'pip install "syno[ray]"' in r.output
     assert not (tmp_path / "s").exists()  # no half-made session to trip over after installing Ray
@@ -86,15 +89,15 @@ def test_cli_search_on_ray(cluster, tmp_path):
     from syno.cli import app
 
     s = str(tmp_path / "s")
-    r = CliRunner().invoke(app, ["search", "mock", "--executor", "ray", "-w", "3", "-n", "9", "-q", "--session", s,
-                                 "--set", "mock.delay=0.1"])
+    r = CliRunner().invoke(app, ["search", "synthetic", "--executor", "ray", "-w", "3", "-n", "9", "-q", "--session", s,
+                                 "--set", "problem.delay=0.1"])
     assert r.exit_code == 0, r.output
     assert len(SessionStore(s).kernel_dirs()) == 9
-    r = CliRunner().invoke(app, ["search", "mock", "--executor", "ray", "-n", "12", "-q", "--session", s,
+    r = CliRunner().invoke(app, ["search", "synthetic", "--executor", "ray", "-n", "12", "-q", "--session", s,
                                  "--resume"])
     assert r.exit_code == 0, r.output
     assert len(SessionStore(s).kernel_dirs()) == 12
-    r = CliRunner().invoke(app, ["search", "mock", "--address", "auto", "-n", "1", "--session", s, "--resume"])
+    r = CliRunner().invoke(app, ["search", "synthetic", "--address", "auto", "-n", "1", "--session", s, "--resume"])
     assert r.exit_code == 2 and "--address needs --executor ray" in r.output
 
 
@@ -116,7 +119,7 @@ def test_digits_kernel_job_on_ray(cluster, tmp_path):
 
 
 def test_search_with_four_workers_respects_backpressure(cluster, tmp_path):
-    problem = MockProblem(SPACE, delay=0.2)
+    problem = SyntheticProblem(SPACE, delay=0.2)
     seen = []
     with RayEvaluator(problem.job(), workers=4) as ev:
         assert ev.workers == 4 and ev.capacity() == 4
@@ -134,13 +137,13 @@ def test_search_with_four_workers_respects_backpressure(cluster, tmp_path):
         assert seen and ev.stats["max_busy"] == 4  # the cluster was used in parallel
         hosts = {w["pid"] for w in ev.workers_info()}
         assert len(hosts) == 4 and os.getpid() not in hosts
-    # the mock's planted results come back unchanged through Ray
+    # the synthetic's planted results come back unchanged through Ray
     for rec in store.kernels():
         assert rec.result.status == problem.space.evaluate(path_from_str(rec.path)).status
 
 
 def test_killed_worker_loses_no_kernel(cluster, tmp_path):
-    problem = MockProblem(SPACE, delay=0.6)
+    problem = SyntheticProblem(SPACE, delay=0.6)
     killed: dict = {}
     with RayEvaluator(problem.job(), workers=4, max_retries=2) as ev:
 
@@ -153,7 +156,7 @@ def test_killed_worker_loses_no_kernel(cluster, tmp_path):
 
         runner_box: list = []
         store = SessionStore(tmp_path / "s")
-        store.create({"options": {"model": "mock"}})
+        store.create({"options": {"model": "synthetic"}})
         reward = RewardConfig()
         runner = SearchRunner(store, problem, MCTS(problem.space, MCTSConfig(seed=2), reward=reward), ev, reward,
                               on_event=kill_one)
@@ -172,7 +175,7 @@ def test_killed_worker_loses_no_kernel(cluster, tmp_path):
 
 
 def test_killed_worker_without_retries_is_recorded_as_crash(cluster, tmp_path):
-    problem = MockProblem(SPACE, delay=0.6)
+    problem = SyntheticProblem(SPACE, delay=0.6)
     killed: dict = {}
     with RayEvaluator(problem.job(), workers=2, max_retries=0) as ev:
         def kill_one(kind, data):
@@ -199,14 +202,14 @@ def final_path(space, atoms) -> str:
 
 def test_failure_statuses_are_exact(cluster):
     """Kernels that kill their worker (retried, then ``crash``), hang (``timeout``), raise (``error``)."""
-    problem = MockProblem(SPACE, die=0.15, hang=0.15, raise_=0.15)
-    check = MockJob(SPACE, die=0.15, hang=0.15, raise_=0.15)
+    problem = SyntheticProblem(SPACE, die=0.15, hang=0.15, raise_=0.15)
+    check = SyntheticJob(SPACE, die=0.15, hang=0.15, raise_=0.15)
     check.setup(0)
     by_kind: dict[str, list[str]] = {}
     for atoms in sorted(problem.space.all_finals(), key=sorted):
         what = check.behaviour(atoms)
         if what == "ok" and problem.space.crashes(atoms):
-            what = "mock-error"
+            what = "synthetic-error"
         by_kind.setdefault(what, []).append(final_path(problem.space, atoms))
     paths = {k: v[:2] for k, v in by_kind.items() if k in ("die", "hang", "raise", "ok")}
     assert all(len(v) == 2 for v in paths.values()) and len(paths) == 4
@@ -248,7 +251,7 @@ def test_capacity_grows_when_resources_free_up(cluster):
     hog = Hog.remote()
     ray.get(hog.ping.remote())
     wait_free_cpus(2)
-    with RayEvaluator(MockJob(SPACE), workers=None, grow_interval=0.5) as ev:
+    with RayEvaluator(SyntheticJob(SPACE), workers=None, grow_interval=0.5) as ev:
         assert ev.workers == 2 and ev.capacity() == 2
         ev.submit("bogus")  # an invalid path: comes back as an error result, not an exception
         out = ev.poll(timeout=60)
@@ -267,7 +270,7 @@ def test_capacity_grows_when_resources_free_up(cluster):
 
 def test_setup_failure_raises(cluster):
     with pytest.raises(Exception, match="fail during setup"):
-        with RayEvaluator(MockJob({"n_atoms": 1, "max_ops": 6}), workers=1, max_setup_failures=2) as ev:
+        with RayEvaluator(SyntheticJob({"n_atoms": 1, "max_ops": 6}), workers=1, max_setup_failures=2) as ev:
             ev.submit("x")
             ev.poll(timeout=120)
 
@@ -277,15 +280,19 @@ def test_setup_failure_raises(cluster):
 
 DRIVER = textwrap.dedent("""
     import sys
+    sys.path.insert(0, sys.argv[4])  # tests/: the synthetic space
+    import ray.cloudpickle
+    from search import synthetic
+    from search.synthetic import SyntheticProblem
+    ray.cloudpickle.register_pickle_by_value(synthetic)
     from syno.search import MCTS, MCTSConfig, RewardConfig
-    from syno.search.problem import MockProblem
     from syno.search.session import SearchRunner, SessionStore
     from syno.search.ray_executor import RayEvaluator
     root, address, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    problem = MockProblem({"n_atoms": 14, "seed": 0}, delay=0.5)
+    problem = SyntheticProblem({"n_atoms": 14, "seed": 0}, delay=0.5)
     store = SessionStore(root)
     if not store.exists():
-        store.create({"options": {"model": "mock"}})
+        store.create({"options": {"model": "synthetic"}})
     reward = RewardConfig()
     ev = RayEvaluator(problem.job(), address=address, init_kwargs={"log_to_driver": False})
     print("workers", ev.workers, "runtime_env", sorted(ev.runtime_env), flush=True)
@@ -334,7 +341,7 @@ def head_node():
 def test_driver_restart_resumes_and_reattaches(head_node, tmp_path):
     address, env = head_node
     root, n = tmp_path / "session", 14
-    cmd = [sys.executable, "-c", DRIVER, str(root), address, str(n)]
+    cmd = [sys.executable, "-c", DRIVER, str(root), address, str(n), str(Path(__file__).parents[1])]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     store = SessionStore(root)
     deadline = time.monotonic() + 120

@@ -1,4 +1,4 @@
-"""Sessions on the mock problem: kernel directories, failure statuses, checkpoint, resume, damage."""
+"""Sessions on the synthetic problem: kernel directories, failure statuses, checkpoint, resume, damage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from syno.search import MCTS, MCTSConfig, RandomSearch, RandomSearchConfig, RewardConfig
 from syno.search.base import EvalResult
 from syno.search.evaluator import InlineEvaluator, LocalPoolEvaluator
-from syno.search.problem import MockProblem
+from .synthetic import SyntheticProblem
 from syno.search.session import SearchRunner, SessionError, SessionStore
 from syno.session import kernel_dir_name
 from syno.synth.protocol import path_to_str
@@ -25,10 +25,10 @@ from syno.synth.protocol import path_to_str
 SPACE = {"seed": 1}
 
 
-def make_runner(root: Path, problem: MockProblem, evaluator, algo: str = "mcts", seed: int = 0):
+def make_runner(root: Path, problem: SyntheticProblem, evaluator, algo: str = "mcts", seed: int = 0):
     store = SessionStore(root)
     if not store.exists():
-        store.create({"options": {"model": "mock"}})
+        store.create({"options": {"model": "synthetic"}})
     reward = RewardConfig(power=1.0)
     if algo == "mcts":
         a = MCTS(problem.space, MCTSConfig(seed=seed), reward=reward)
@@ -63,7 +63,7 @@ def test_kernel_dir_names():
 
 
 def test_inline_session_and_resume_without_duplicates(tmp_path):
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     assert runner.restore() == {"kernels": 0, "replayed": 0, "reissue": 0, "skipped": []}
     s1 = runner.run(max_evaluations=12)
@@ -71,7 +71,7 @@ def test_inline_session_and_resume_without_duplicates(tmp_path):
     first = {r.hash for r in check_dirs(store)}
     assert (tmp_path / "s" / "state.json").exists()
     # resume with a fresh algorithm object: the checkpoint is really loaded (not a no-op)
-    prob2 = MockProblem(SPACE)
+    prob2 = SyntheticProblem(SPACE)
     store2, runner2 = make_runner(tmp_path / "s", prob2, InlineEvaluator(prob2.job()))
     info = runner2.restore()
     assert info == {"kernels": 12, "replayed": 0, "reissue": 0, "skipped": []}
@@ -84,12 +84,12 @@ def test_inline_session_and_resume_without_duplicates(tmp_path):
 
 @pytest.mark.parametrize("algo", ["mcts", "random"])
 def test_rebuild_state_replays_kernel_dirs(tmp_path, algo):
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()), algo=algo)
     runner.restore()
     runner.run(max_evaluations=10)
     (tmp_path / "s" / "state.json").unlink()
-    prob2 = MockProblem(SPACE)
+    prob2 = SyntheticProblem(SPACE)
     _, runner2 = make_runner(tmp_path / "s", prob2, InlineEvaluator(prob2.job()), algo=algo)
     assert runner2.restore()["replayed"] == 10
     for r in store.kernels():
@@ -105,7 +105,7 @@ def test_rebuild_state_replays_kernel_dirs(tmp_path, algo):
 
 
 def test_inflight_paths_are_reissued_first(tmp_path):
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     runner.restore()
     runner.run(max_evaluations=5)
@@ -113,7 +113,7 @@ def test_inflight_paths_are_reissued_first(tmp_path):
     in_flight = [path_to_str(p) for p in runner.algo.propose(2)]
     store.save_inflight(in_flight)
     runner.checkpoint()  # the checkpoint also knows them as pending
-    prob2 = MockProblem(SPACE)
+    prob2 = SyntheticProblem(SPACE)
     _, runner2 = make_runner(tmp_path / "s", prob2, InlineEvaluator(prob2.job()))
     assert runner2.restore()["reissue"] == 2
     runner2.run(max_evaluations=7)
@@ -123,7 +123,7 @@ def test_inflight_paths_are_reissued_first(tmp_path):
 
 
 def test_pool_records_every_failure_kind(tmp_path):
-    prob = MockProblem({"seed": 2}, delay=0.01, hang=0.08, die=0.08, raise_=0.08)
+    prob = SyntheticProblem({"seed": 2}, delay=0.01, hang=0.08, die=0.08, raise_=0.08)
     ev = LocalPoolEvaluator(prob.job(), workers=2, timeout=1.5)
     try:
         store, runner = make_runner(tmp_path / "s", prob, ev, algo="random")
@@ -143,7 +143,7 @@ def test_pool_records_every_failure_kind(tmp_path):
 
 
 def test_damaged_session_files_give_one_clear_error(tmp_path):
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     runner.restore()
     runner.run(max_evaluations=4)
@@ -152,7 +152,7 @@ def test_damaged_session_files_give_one_clear_error(tmp_path):
     state = tmp_path / "s" / "state.json"
     good = state.read_text()
     state.write_text(good[: len(good) // 2])
-    _, r2 = make_runner(tmp_path / "s", MockProblem(SPACE), InlineEvaluator(prob.job()))
+    _, r2 = make_runner(tmp_path / "s", SyntheticProblem(SPACE), InlineEvaluator(prob.job()))
     with pytest.raises(SessionError, match="state.json"):
         r2.restore()
     state.write_text(good)
@@ -162,7 +162,7 @@ def test_damaged_session_files_give_one_clear_error(tmp_path):
 
     # a damaged checkpoint can be bypassed: rebuild the state from the kernel directories
     state.write_text("{}")
-    _, r3 = make_runner(tmp_path / "s", MockProblem(SPACE), InlineEvaluator(prob.job()))
+    _, r3 = make_runner(tmp_path / "s", SyntheticProblem(SPACE), InlineEvaluator(prob.job()))
     with pytest.raises(SessionError, match="state.json"):
         r3.restore()
     assert r3.restore(rebuild_state=True)["replayed"] == 4
@@ -171,13 +171,13 @@ def test_damaged_session_files_give_one_clear_error(tmp_path):
 def test_damaged_kernel_dir_is_reported_kept_and_the_rest_resumes(tmp_path):
     """#19 items 1 and 4: a kernel directory that cannot be read never blocks a resume; the one-line
     report names the directory to move away, and moving it away works."""
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     runner.restore()
     runner.run(max_evaluations=5)
     bad = store.kernels()[1].dir
     (bad / "meta.json").write_text("{not json")
-    _, r2 = make_runner(tmp_path / "s", MockProblem(SPACE), InlineEvaluator(prob.job()))
+    _, r2 = make_runner(tmp_path / "s", SyntheticProblem(SPACE), InlineEvaluator(prob.job()))
     restored = r2.restore(rebuild_state=True)
     assert restored["kernels"] == 4 and restored["replayed"] == 4
     (line,) = restored["skipped"]
@@ -187,7 +187,7 @@ def test_damaged_kernel_dir_is_reported_kept_and_the_rest_resumes(tmp_path):
 
     # what the message says to do works: move the kernel directory out, resume again
     bad.rename(tmp_path / bad.name)
-    _, r3 = make_runner(tmp_path / "s", MockProblem(SPACE), InlineEvaluator(prob.job()))
+    _, r3 = make_runner(tmp_path / "s", SyntheticProblem(SPACE), InlineEvaluator(prob.job()))
     restored = r3.restore()
     assert restored["skipped"] == [] and restored["kernels"] == 7
     assert r3.run(max_evaluations=8).evaluated == 8
@@ -196,15 +196,15 @@ def test_damaged_kernel_dir_is_reported_kept_and_the_rest_resumes(tmp_path):
 def test_unreplayable_kernel_is_reported_kept_and_the_rest_resumes(tmp_path):
     """#19 item 1: a kernel whose path does not exist in this session's space is kept (its operator is
     not evaluated again) and reported; the other kernels are replayed and the search goes on."""
-    prob = MockProblem(SPACE)
+    prob = SyntheticProblem(SPACE)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     runner.restore()
     runner.run(max_evaluations=4)
     victim = store.kernels()[2]
     meta = json.loads((victim.dir / "meta.json").read_text())
-    meta["path"] = "Finalize:nosuchelement"  # a path the mock space cannot replay
+    meta["path"] = "Finalize:nosuchelement"  # a path the synthetic space cannot replay
     (victim.dir / "meta.json").write_text(json.dumps(meta))
-    _, r2 = make_runner(tmp_path / "s", MockProblem(SPACE), InlineEvaluator(prob.job()))
+    _, r2 = make_runner(tmp_path / "s", SyntheticProblem(SPACE), InlineEvaluator(prob.job()))
     restored = r2.restore(rebuild_state=True)
     assert restored["kernels"] == 4 and restored["replayed"] == 3
     (line,) = restored["skipped"]
@@ -225,15 +225,16 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys
     from syno.search import MCTS, MCTSConfig, RewardConfig
     from syno.search.evaluator import LocalPoolEvaluator
-    from syno.search.problem import MockProblem
     from syno.search.session import SearchRunner, SessionStore
 
     if __name__ == "__main__":
         root, n = sys.argv[1], int(sys.argv[2])
-        prob = MockProblem({"seed": 3}, delay=0.15)
+        sys.path.insert(0, sys.argv[3])  # tests/: the synthetic space (the spawned workers inherit the path)
+        from search.synthetic import SyntheticProblem
+        prob = SyntheticProblem({"seed": 3}, delay=0.15)
         store = SessionStore(root)
         if not store.exists():
-            store.create({"options": {"model": "mock"}})
+            store.create({"options": {"model": "synthetic"}})
         reward = RewardConfig(power=1.0)
         algo = MCTS(prob.space, MCTSConfig(seed=0), reward=reward)
         with LocalPoolEvaluator(prob.job(), workers=2, timeout=30) as ev:
@@ -248,7 +249,8 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     root = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, str(script), str(root), "40"], start_new_session=True,
+    tests = str(Path(__file__).parents[1])
+    proc = subprocess.Popen([sys.executable, str(script), str(root), "40", tests], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -262,7 +264,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     store = SessionStore(root)
     before = {r.hash: r.dir.name for r in store.kernels()}
     assert 8 <= len(before) < 40
-    out = subprocess.run([sys.executable, str(script), str(root), "40"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(script), str(root), "40", tests], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     recs = check_dirs(store)
     assert len(recs) == 40
@@ -272,7 +274,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 
 def test_time_budget_is_respected(tmp_path):
-    prob = MockProblem(SPACE, delay=0.4)
+    prob = SyntheticProblem(SPACE, delay=0.4)
     store, runner = make_runner(tmp_path / "s", prob, InlineEvaluator(prob.job()))
     runner.restore()
     t0 = time.monotonic()
@@ -307,15 +309,15 @@ def test_session_without_kernels_resumes_with_corrected_options(tmp_path):
     from syno.search.options import build_options
 
     s = tmp_path / "S"
-    bad = build_options("mock", {"data_dir": str(tmp_path / "nodata"), "session_dir": str(s)})
+    bad = build_options("synthetic", {"data_dir": str(tmp_path / "nodata"), "session_dir": str(s)})
     SessionStore(s).create({"options": bad.to_json_dict()})
     runner = CliRunner()
-    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "fixed"),
+    r = runner.invoke(app, ["search", "synthetic", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "fixed"),
                             "-n", "3", "-w", "0", "-q"])
     assert r.exit_code == 0, r.output
     stored = json.loads((s / "session.json").read_text())["options"]
     assert stored["data_dir"] == str(tmp_path / "fixed") and len(SessionStore(s).kernels()) == 3
-    r = runner.invoke(app, ["search", "mock", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "x"),
+    r = runner.invoke(app, ["search", "synthetic", "--session", str(s), "--resume", "--data-dir", str(tmp_path / "x"),
                             "-n", "4", "-w", "0", "-q"])
     assert r.exit_code != 0 and "data_dir" in r.output
 
@@ -324,7 +326,7 @@ def test_damaged_session_json_message_does_not_advise_moving_it(tmp_path):
     """#19 item 4: every damage message says what to do, and doing it works; moving session.json away
     would make the session unresumable, so its message says to repair it."""
     store = SessionStore(tmp_path / "s")
-    store.create({"options": {"model": "mock"}})
+    store.create({"options": {"model": "synthetic"}})
     (tmp_path / "s" / "session.json").write_text("{")
     with pytest.raises(SessionError, match="repair the file") as err:
         store.info()

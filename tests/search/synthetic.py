@@ -1,5 +1,10 @@
 """A small pure-Python synthesis space with known rewards, for testing and benchmarking search.
 
+Test scaffolding, not part of the package: :func:`register` makes it the search problem named
+``synthetic`` (``syno search synthetic``, ``build_options("synthetic")``), which exercises sessions,
+resume, executors and the CLI in seconds without training; ``benchmarks/search_efficiency.py``
+measures MCTS against random search on it.
+
 State = the *set* of applied "atoms" (so different orders reach the same node: transpositions).
 Each atom has a primitive type from :data:`~syno.synth.protocol.NEXT_TYPES` and a hex key; some
 pairs of atoms conflict (cannot both be applied). A node with at least ``min_ops`` atoms and no
@@ -15,16 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import random
+import time
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
-from syno.synth.protocol import NEXT_TYPES, Next, Path
+from syno.search.base import EvalResult
+from syno.search.fidelity import split_task
+from syno.search.problem import ProblemType, register_problem
+from syno.synth.protocol import NEXT_TYPES, Next, Path, path_from_str
 
-from .base import EvalResult
-
-__all__ = ["MockSpace", "MockNode"]
+__all__ = ["SyntheticSpace", "SyntheticNode", "SyntheticJob", "SyntheticProblem", "register"]
 
 _OP_TYPES = tuple(t for t in NEXT_TYPES if t != "Finalize")
 
@@ -40,15 +47,15 @@ class _Atom:
     key: str
 
 
-class MockNode:
-    """A node of :class:`MockSpace`; implements :class:`~syno.synth.protocol.SynthNode`."""
+class SyntheticNode:
+    """A node of :class:`SyntheticSpace`; implements :class:`~syno.synth.protocol.SynthNode`."""
 
-    def __init__(self, space: MockSpace, atoms: frozenset[int], final: bool, path: Path):
+    def __init__(self, space: SyntheticSpace, atoms: frozenset[int], final: bool, path: Path):
         self._space = space
         self.atoms = atoms
         self._final = final
         self._path = path
-        self._children: list[tuple[Next, MockNode]] | None = None
+        self._children: list[tuple[Next, SyntheticNode]] | None = None
 
     @property
     def key(self) -> str:
@@ -69,29 +76,29 @@ class MockNode:
     def is_dead_end(self) -> bool:
         return not self._final and not self._space._reachable(self.atoms)
 
-    def children(self) -> Sequence[tuple[Next, MockNode]]:
+    def children(self) -> Sequence[tuple[Next, SyntheticNode]]:
         if self._children is None:
             sp = self._space
-            out: list[tuple[Next, MockNode]] = []
+            out: list[tuple[Next, SyntheticNode]] = []
             if not self._final:
                 if sp._can_finalize(self.atoms):
                     nxt = Next("Finalize", sp.finalize_key(self.atoms))
-                    out.append((nxt, MockNode(sp, self.atoms, True, self._path + (nxt,))))
+                    out.append((nxt, SyntheticNode(sp, self.atoms, True, self._path + (nxt,))))
                 for a in sp._addable(self.atoms):
                     nxt = Next(sp.atoms[a].type, sp.atoms[a].key)
-                    out.append((nxt, MockNode(sp, self.atoms | {a}, False, self._path + (nxt,))))
+                    out.append((nxt, SyntheticNode(sp, self.atoms | {a}, False, self._path + (nxt,))))
             out.sort(key=lambda c: (NEXT_TYPES.index(c[0].type), c[0].key))
             self._children = out
         return self._children
 
     def operator(self):
-        raise NotImplementedError("mock nodes have no IR operator; use MockSpace.evaluate(path)")
+        raise NotImplementedError("synthetic nodes have no IR operator; use SyntheticSpace.evaluate(path)")
 
     def __repr__(self) -> str:
-        return f"MockNode({self.key})"
+        return f"SyntheticNode({self.key})"
 
 
-class MockSpace:
+class SyntheticSpace:
     """See the module docstring. Deterministic for a given ``seed``.
 
     ``n_atoms`` atoms, at most ``max_ops`` per operator, finals need ``>= min_ops`` atoms; the
@@ -103,7 +110,7 @@ class MockSpace:
                  conflict_prob: float = 0.08, poison: int = 1, crash_prob: float = 0.05, seed: int = 0):
         if not (1 <= min_ops <= target_size <= max_ops <= n_atoms):
             raise ValueError("need 1 <= min_ops <= target_size <= max_ops <= n_atoms")
-        rng = random.Random(f"mock-space-{seed}")
+        rng = random.Random(f"mock-space-{seed}")  # the seed text of before: the same planted spaces
         self.seed = seed
         self.max_ops, self.min_ops = max_ops, min_ops
         self.crash_prob = crash_prob
@@ -144,10 +151,10 @@ class MockSpace:
         return memo
 
     # -- SynthSpace protocol ----------------------------------------------------------------
-    def root(self) -> MockNode:
-        return MockNode(self, frozenset(), False, ())
+    def root(self) -> SyntheticNode:
+        return SyntheticNode(self, frozenset(), False, ())
 
-    def node_from_path(self, path: Path) -> MockNode:
+    def node_from_path(self, path: Path) -> SyntheticNode:
         node = self.root()
         for nxt in path:
             for edge, child in node.children():
@@ -158,7 +165,7 @@ class MockSpace:
                 raise ValueError(f"edge {nxt} does not exist at {node.key!r}")
         return node
 
-    def random_final(self, node: MockNode, rng: random.Random, max_tries: int = 64) -> MockNode | None:
+    def random_final(self, node: SyntheticNode, rng: random.Random, max_tries: int = 64) -> SyntheticNode | None:
         """Random walk: a uniformly random child *type*, then a uniformly random key of that type."""
         if node.is_final:
             return node
@@ -196,11 +203,11 @@ class MockSpace:
             raise ValueError("not a final node")
         self.evaluations += 1
         if self.crashes(node.atoms):
-            return EvalResult(status="error", accuracy=0.0, message="mock crash")
+            return EvalResult(status="error", accuracy=0.0, message="synthetic crash")
         return EvalResult(status="ok", accuracy=self.accuracy_of(node.atoms), flops=len(node.atoms),
                           params=len(node.atoms))
 
-    @cached_property
+    @property  # not cached_property: its lock (Python 3.11) cannot be pickled by value, as Ray ships this module
     def best_accuracy(self) -> float:
         return self.accuracy_of(self.target)
 
@@ -223,8 +230,8 @@ class MockSpace:
 
 
 @dataclass
-class MockJob:
-    """Picklable evaluation recipe for :class:`MockSpace` (see :mod:`syno.search.evaluator`).
+class SyntheticJob:
+    """Picklable evaluation recipe for :class:`SyntheticSpace` (see :mod:`syno.search.evaluator`).
 
     ``delay`` seconds per kernel; finals are selected by a hash of their key to ``hang`` (sleep
     forever: the evaluator's timeout must kill them), ``die`` (the worker process exits) or
@@ -238,7 +245,7 @@ class MockJob:
     raise_: float = 0.0
 
     def setup(self, slot: int) -> None:
-        self.space = MockSpace(**self.space_kwargs)
+        self.space = SyntheticSpace(**self.space_kwargs)
 
     def behaviour(self, atoms: frozenset[int]) -> str:
         if atoms == self.space.target:
@@ -251,13 +258,6 @@ class MockJob:
         return "ok"
 
     def evaluate(self, path: str) -> EvalResult:
-        import os
-        import time
-
-        from syno.synth.protocol import path_from_str
-
-        from .fidelity import split_task
-
         path, rung = split_task(path)  # a rung k > 0: as if trained longer (accuracy 1 - (1 - acc) * 0.8 ** k)
         node = self.space.node_from_path(path_from_str(path))
         what = self.behaviour(node.atoms)
@@ -266,7 +266,7 @@ class MockJob:
         if what == "die":
             os._exit(7)
         if what == "raise":
-            raise RuntimeError("mock kernel failure")
+            raise RuntimeError("synthetic kernel failure")
         if self.delay:
             time.sleep(self.delay)
         res = self.space.evaluate(path_from_str(path))
@@ -274,3 +274,44 @@ class MockJob:
             res.accuracy = 1 - (1 - res.accuracy) * 0.8 ** rung
             res.extra = {**res.extra, "rung": rung}
         return res
+
+
+class SyntheticProblem:
+    """:class:`SyntheticSpace` with :class:`SyntheticJob`: a
+    :class:`~syno.search.problem.SearchProblem` that trains nothing."""
+
+    def __init__(self, space_kwargs: dict | None = None, delay: float = 0.0, hang: float = 0.0, die: float = 0.0,
+                 raise_: float = 0.0):
+        self.space_kwargs = dict(space_kwargs or {})
+        self.space = SyntheticSpace(**self.space_kwargs)
+        self.final_filter = None
+        self._job = SyntheticJob(self.space_kwargs, delay=delay, hang=hang, die=die, raise_=raise_)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> SyntheticProblem:
+        """From ``options.problem`` (``--set problem.delay=3``, ``problem.space.seed=1``, ...)."""
+        return cls(settings.get("space"), delay=settings.get("delay", 0.0), hang=settings.get("hang", 0.0),
+                   die=settings.get("die", 0.0), raise_=settings.get("raise", 0.0))
+
+    def job(self) -> SyntheticJob:
+        return self._job
+
+    def check(self) -> None:
+        """Nothing to check: the space needs no data."""
+
+    def identify(self, path: str) -> str:
+        key = self.space.node_from_path(path_from_str(path)).key
+        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+    def artifacts(self, path: str) -> tuple[dict[str, str], dict[str, Any]]:
+        node = self.space.node_from_path(path_from_str(path))
+        atoms = sorted(node.atoms)
+        return {"atoms.txt": " ".join(map(str, atoms)) + "\n"}, {"atoms": atoms}
+
+
+def register() -> None:
+    """Make this space the search problem named ``synthetic`` (tests/conftest.py calls it)."""
+    register_problem(ProblemType(
+        "synthetic", SyntheticProblem.from_settings,
+        preset={"dataset": "synthetic", "reward": {"power": 1.0}, "problem": {"space": {"seed": 0}, "delay": 0.0}},
+        description="a synthetic space with planted rewards (tests/search/synthetic.py): no training"))
