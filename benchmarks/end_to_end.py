@@ -127,7 +127,7 @@ def pretune(args, specs, cfg) -> None:
     forward of each substituted model, in the benchmark's dtype and layout) before timing: the
     timed models then read the tuned tiles from the disk cache and nothing tunes inside them."""
     from syno.bench.core import BenchOptions as _BO, build_substituted, example_input
-    from syno.codegen.torch import SynoModule
+    from syno.codegen.registry import compile_model
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -139,25 +139,12 @@ def pretune(args, specs, cfg) -> None:
                 opts = _BO(device=args.device, batches=(batch,), image_size=args.image_size,
                            num_classes=args.num_classes)
                 model = build_substituted(name, spec, batch, opts).to(args.device, dtype).to(memory_format=fmt)
-                seen, todo = set(), []
-
-                def hook(mod, inp):
-                    key = (id(mod.op), tuple(inp[0].shape), tuple(inp[0].stride()))
-                    if key not in seen:
-                        seen.add(key)
-                        todo.append((mod, inp[0].detach().clone()))
-
-                hs = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SynoModule)]
                 x = example_input(model, batch, args.device).to(dtype).to(memory_format=fmt)
-                with torch.no_grad():
-                    model(x)
-                for h in hs:
-                    h.remove()
                 t0 = time.monotonic()
-                for mod, inp in todo:
-                    mod.tune(inp, backward=False, budget_s=args.pretune, backends=["triton"],
-                             plans=[args.codegen_implementation.split(":")[1] if ":" in args.codegen_implementation else "min"])
-                print(f"# pretuned {len(todo)} placeholder shapes of {name} N={batch} {spec.label} "
+                plan = args.codegen_implementation.split(":")[1] if ":" in args.codegen_implementation else "min"
+                todo = compile_model(model, x, backward=False, budget_s=args.pretune, backends=["triton"],
+                                     plans=[plan])
+                print(f"# pretuned the {len(todo)} placeholders of {name} N={batch} {spec.label} "
                       f"in {time.monotonic() - t0:.0f} s", flush=True)
                 del model
 

@@ -159,7 +159,7 @@ def triton_row(mod, x, g, base, iters, reps, device, budget) -> dict:
         op = mod._impls["triton:min"].operator
         vals = op.class_sizes(x)
         stages = {}
-        for tag, (cfg, ms) in res["tiles"].get("triton:min", {}).items():
+        for tag, (cfg, ms) in res.tiles.get("triton:min", {}).items():
             direction, i = tag.split(":")
             st = (op.prog.stages if direction == "fwd" else op.bwd)[int(i)]
             macs = math.prod(vals[c] for c in st.classes)

@@ -1,12 +1,14 @@
 """syno.codegen: PyTorch modules from operators (see docs/codegen.md).
 
 Lazy exports: ``build_module``, ``operator_factory``, ``SynoModule`` (:mod:`.torch`),
-``export_operator``, ``module_source`` (:mod:`.export`), ``autotune`` (:mod:`.fast`).
+``export_operator``, ``module_source`` (:mod:`.export`), ``compile_operator``, ``compile_model``
+(:mod:`.registry`: the explicit tuning step).
 """
 
 _EXPORTS = {
     "build_module": "torch", "operator_factory": "torch", "SynoModule": "torch",
-    "export_operator": "export", "module_source": "export", "autotune": "fast",
+    "export_operator": "export", "module_source": "export",
+    "compile_operator": "registry", "compile_model": "registry",
 }
 
 

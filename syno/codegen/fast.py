@@ -1,4 +1,4 @@
-"""Fast path: map convolution-like plan stages to cuDNN / cuBLAS, and autotune per operator.
+"""Fast path: map convolution-like plan stages to cuDNN / cuBLAS.
 
 :class:`FastEmitter` executes the same :class:`~syno.ir.lowering.Plan` as the reference emitter,
 but
@@ -25,22 +25,18 @@ but
   and by the input axis they come from), so consecutive conv stages need no copies and
   channels_last inputs stay channels_last.
 
-:func:`autotune` measures the candidate implementations (reference einsum or fast, each on the
-min-MAC plan, the plan without diagonal views, and the weights-first plan) on the real input and
-picks the fastest; results are cached on disk, keyed by (operator hash, mapping incl. batch,
-device name, dtype, torch version).
+The candidate implementations (reference einsum or fast, each on the min-MAC plan, the plan
+without diagonal views, and the weights-first plan) are chosen between by
+:mod:`syno.codegen.registry` (GPU time, disk-cached under :func:`tune_key`);
+:func:`measure_variants` times them anywhere (the benchmarks' CPU numbers).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -543,37 +539,6 @@ def default_variant(module) -> str:
     return "fast:min"
 
 
-_CACHE_LOCK = threading.Lock()
-
-
-def cache_path() -> Path:
-    root = os.environ.get("SYNO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "syno")
-    return Path(root) / "autotune.json"
-
-
-def _load_cache() -> dict:
-    p = cache_path()
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _store_cache(key: str, value: dict) -> None:
-    p = cache_path()
-    with _CACHE_LOCK:
-        data = _load_cache()
-        data[key] = value
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, p)
-        except OSError:
-            pass
-
-
 def tune_key(module, x: torch.Tensor, backward: bool) -> str:
     dev = torch.cuda.get_device_name(x.device) if x.device.type == "cuda" else x.device.type
     dtype = (torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype)
@@ -639,19 +604,6 @@ def measure_variants(module, x: torch.Tensor, names: Sequence[str] | None = None
     return out
 
 
-def autotune(module, x: torch.Tensor) -> str:
-    """Fastest variant for ``x``'s device/dtype/shape (disk-cached); runs the candidates."""
-    backward = torch.is_grad_enabled() and any(w.requires_grad for w in module.weights)
-    key = tune_key(module, x, backward)
-    hit = _load_cache().get(key)
-    if hit and hit.get("choice") in candidate_variants(module):
-        return hit["choice"]
-    times = measure_variants(module, x.detach(), backward=backward)
-    choice = min(times, key=times.get)
-    _store_cache(key, {"choice": choice, "ms": times})
-    return choice
-
-
-__all__ = ["FastEmitter", "emit_fast", "layout_keys", "autotune", "measure_variants",
+__all__ = ["FastEmitter", "emit_fast", "layout_keys", "measure_variants",
            "candidate_variants", "build_variant", "variant_source", "default_variant", "time_fn",
-           "PLAN_OPTIONS", "cache_path", "tune_key"]
+           "PLAN_OPTIONS", "tune_key"]

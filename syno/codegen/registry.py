@@ -10,10 +10,13 @@ An implementation name is ``"<backend>:<plan>"``:
 
 :func:`build` turns a name into a callable ``(x, *weights) -> y`` for a module;
 :func:`candidates` lists what can run on a device; :func:`choose` times the candidates by GPU
-time (CUDA-graph replays, falling back to CUDA events) and caches the winner on disk;
-:func:`compile_module` is the one explicit tuning step (pick the implementation, tune Triton
-tiles within a budget) to run before timing or compiling a model — ``forward`` never tunes
-except for ``implementation="auto"`` on its first eager CUDA call.
+time (CUDA-graph replays, falling back to CUDA events) and caches the winner on disk (at most
+:data:`MAX_CACHE_ENTRIES`, oldest dropped first);
+:func:`compile_operator` is the one explicit tuning step (pick the implementation, tune Triton
+tiles within a budget) to run before timing or compiling a model: it returns a
+:class:`CompiledOperator`; :func:`compile_model` runs it for every generated module of a model at
+the shapes one forward pass gives them. ``forward`` never tunes except for
+``implementation="auto"`` on its first eager CUDA call without a compiled choice.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -186,8 +189,21 @@ def measure(module, x: torch.Tensor, names: Sequence[str], backward: bool) -> di
     return out
 
 
+#: choices kept in the disk cache: one per (operator, sizes, device, dtype, layout, grad mode), so a
+#: long search would otherwise grow it (and the time to read it) without end
+MAX_CACHE_ENTRIES = 4096
+
+
 def _cache_path() -> Path:
     return Path(os.environ.get("SYNO_CACHE_DIR", Path.home() / ".cache" / "syno")) / "registry.json"
+
+
+def _bounded(data: dict[str, dict], limit: int) -> dict[str, dict]:
+    """The newest ``limit`` entries (by their ``when``)."""
+    if len(data) <= limit:
+        return data
+    newest = sorted(data, key=lambda k: data[k].get("when", 0.0), reverse=True)[:limit]
+    return {k: data[k] for k in newest}
 
 
 def choose(module, x: torch.Tensor, *, backward: bool | None = None, backends: Sequence[str] | None = None,
@@ -212,6 +228,7 @@ def choose(module, x: torch.Tensor, *, backward: bool | None = None, backends: S
     choice = min(times, key=times.get)
     if use_cache:
         data[key] = {"choice": choice, "ms": times, "when": time.time()}
+        data = _bounded(data, MAX_CACHE_ENTRIES)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -219,16 +236,35 @@ def choose(module, x: torch.Tensor, *, backward: bool | None = None, backends: S
     return choice
 
 
-def compile_module(module, x: torch.Tensor, *, backward: bool = True, budget_s: float = 120.0,
-                   backends: Sequence[str] | None = None, plans: Sequence[str] | None = None,
-                   tune_tiles: bool = True, tune_backward: bool = True) -> dict:
+@dataclass(frozen=True)
+class CompiledOperator:
+    """What :func:`compile_operator` returns: a module with its implementation fixed, and how it
+    was chosen (``ms``: GPU milliseconds per candidate, NaN where nothing was timed; ``tiles``:
+    the Triton tile tuning per candidate). Calling it runs that implementation, no selection."""
+
+    module: Any
+    implementation: str
+    ms: dict[str, float]
+    tiles: dict[str, Any]
+    fn: Callable = field(repr=False, compare=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, *self.module.weights)
+
+
+def compile_operator(module, x: torch.Tensor, *, backward: bool = True, budget_s: float = 120.0,
+                     backends: Sequence[str] | None = None, plans: Sequence[str] | None = None,
+                     tune_tiles: bool = True, tune_backward: bool = True) -> CompiledOperator:
     """The explicit tuning step: tune Triton tiles of each Triton candidate (within ``budget_s``),
-    time every candidate by GPU time, set ``module.implementation`` to the fastest. Returns
-    ``{"choice", "ms", "tiles"}``. Run it before timing or ``torch.compile``; never inside."""
+    time every candidate by GPU time, set ``module.implementation`` to the fastest. Run it before
+    timing or ``torch.compile``; never inside."""
     start = time.perf_counter()
     dev = x.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     names = candidates(module, dev, backends, plans)
+    if not names:
+        raise ValueError(f"no implementation of {module.op.name or module.op.hash} runs on {dev} with backends "
+                         f"{list(backends or BACKENDS)} and plans {list(plans or PLAN_OPTIONS)}")
     tiles = {}
     if tune_tiles and dev == "cuda":
         from .triton.tune import tune
@@ -247,8 +283,47 @@ def compile_module(module, x: torch.Tensor, *, backward: bool = True, budget_s: 
         times = {n: math.nan for n in names}
     choice = min(times, key=lambda n: times[n] if not math.isnan(times[n]) else math.inf)
     module.implementation = choice
-    return {"choice": choice, "ms": times, "tiles": tiles}
+    return CompiledOperator(module, choice, times, tiles, module._get_impl(choice))
+
+
+def compile_model(model: torch.nn.Module, example: torch.Tensor, **kwargs) -> list[CompiledOperator]:
+    """:func:`compile_operator` for every generated module of ``model`` at the input it gets in one
+    forward pass on ``example`` (no grad, eval mode); modules of the same operator at the same input sizes,
+    dtype and layout share one tuning. ``kwargs`` as :func:`compile_operator`'s."""
+    from .fast import tune_key
+    from .torch import SynoModule
+
+    seen: list[tuple[SynoModule, torch.Tensor]] = []
+
+    def capture(mod, inp):
+        if all(m is not mod for m, _ in seen):
+            seen.append((mod, inp[0].detach().clone()))
+
+    hooks = [m.register_forward_pre_hook(capture) for m in model.modules() if isinstance(m, SynoModule)]
+    was_training = model.training
+    model.eval()  # the probe pass must not move batch-norm statistics
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    backward = kwargs.get("backward", True)
+    done: dict[str, CompiledOperator] = {}
+    out = []
+    for mod, x in seen:
+        key = tune_key(mod, x, backward) + json.dumps(sorted(kwargs.get("backends") or []))
+        first = done.get(key)
+        if first is None:
+            first = done[key] = compile_operator(mod, x, **kwargs)
+            out.append(first)
+        else:
+            mod.implementation = first.implementation
+            out.append(CompiledOperator(mod, first.implementation, first.ms, first.tiles,
+                                        mod._get_impl(first.implementation)))
+    return out
 
 
 __all__ = ["BACKENDS", "Backend", "parse", "normalize", "build", "candidates", "choose", "measure",
-           "compile_module", "gpu_time", "TritonImpl"]
+           "compile_operator", "compile_model", "CompiledOperator", "MAX_CACHE_ENTRIES", "gpu_time", "TritonImpl"]

@@ -8,9 +8,11 @@ source for the plan (:mod:`syno.codegen.emit`) and wraps it in a :class:`SynoMod
 * ``forward(x)`` reads the batch size (and any other dynamic size) from ``x``; autograd, AMP
   autocast, channels_last inputs and ``torch.compile(fullgraph=True)`` all work;
 * ``count_macs(input, output)`` (the model zoo's FLOPs protocol) and ``.plan``;
-* on CUDA, an autotuned fast implementation (:mod:`syno.codegen.fast`) is picked per
-  (device, dtype) the first time the module runs eagerly there; the einsum path stays the
-  reference (``module.implementation = "einsum"`` forces it).
+* ``implementation``: which registered implementation runs (:mod:`syno.codegen.registry`);
+  :meth:`SynoModule.tune` (``registry.compile_operator``) is the explicit tuning step. An
+  ``"auto"`` module not tuned that way picks the fastest by GPU time per (device, dtype, grad
+  mode) the first time it runs eagerly on CUDA; the einsum path stays the reference
+  (``module.implementation = "einsum"`` forces it).
 
 The module pickles as (operator JSON, mapping) plus its state, and the generated code is
 rebuilt on load.
@@ -144,11 +146,12 @@ class SynoModule(nn.Module):
         return self._select(x)(x, *self.weights)
 
     def tune(self, x: torch.Tensor, *, backward: bool = True, budget_s: float = 120.0,
-             backends=None, **kw) -> dict:
+             backends=None, **kw):
         """Explicit tuning step (run before timing or compiling): tune Triton tiles, time every
-        implementation by GPU time, keep the fastest (:func:`syno.codegen.registry.compile_module`)."""
-        from .registry import compile_module
-        return compile_module(self, x, backward=backward, budget_s=budget_s, backends=backends, **kw)
+        implementation by GPU time, keep the fastest; returns the
+        :class:`~syno.codegen.registry.CompiledOperator` (:func:`syno.codegen.registry.compile_operator`)."""
+        from .registry import compile_operator
+        return compile_operator(self, x, backward=backward, budget_s=budget_s, backends=backends, **kw)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._reference(x, *self.weights)

@@ -88,7 +88,7 @@ def test_compile_cudagraphs_and_tune(tmp_path, monkeypatch):
     mod = build_module(library.operator1(), m, implementation="triton").cuda()
     x = torch.randn(8, 64, 14, 14, device="cuda").to(memory_format=torch.channels_last)
     res = mod.tune(x, budget_s=30, backends=["triton"], plans=["min"])
-    assert res["choice"] == "triton:min" and res["tiles"]["triton:min"]
+    assert res.implementation == mod.implementation == "triton:min" and res.tiles["triton:min"]
     assert (tmp_path / "triton_tune.json").exists()
     ref = mod.reference_forward(x)
     comp = torch.compile(mod, fullgraph=True, mode="reduce-overhead")
