@@ -30,6 +30,29 @@ def test_unknown_option_is_rejected():
         build_options("vgg")
 
 
+def test_registered_problems(monkeypatch):
+    """Problems other than a zoo model's are registered by name; the package itself registers none."""
+    from syno.search import problem
+
+    from .synthetic import SyntheticProblem
+
+    o = build_options("synthetic", {"problem.space.seed": 4, "problem.delay": 0.5})
+    assert o.problem == {"space": {"seed": 4}, "delay": 0.5} and o.synth is None and o.train is None
+    made = problem.make_problem(o)
+    assert isinstance(made, SyntheticProblem) and made.space.seed == 4 and made.job().delay == 0.5
+    stored = SearchOptions.model_validate(o.to_json_dict())  # a stored session reads without the registry
+    monkeypatch.setattr(problem, "_PROBLEM_TYPES", {})
+    assert stored.problem == o.problem
+    with pytest.raises(ValueError, match="no search problem named 'synthetic' is registered"):
+        problem.make_problem(stored)
+    with pytest.raises(ValueError, match="unknown model 'synthetic'"):
+        build_options("synthetic")
+    with pytest.raises(ValueError, match="zoo model"):
+        build_options("tiny", {"problem.delay": 1})
+    with pytest.raises(ValueError, match="'problem' settings"):
+        problem.register_problem(problem.ProblemType("x", SyntheticProblem.from_settings, preset={}))
+
+
 @pytest.mark.parametrize("model", ["tiny", "resnet18"])
 def test_vision_presets(model):
     o = build_options(model, {"train.epochs": 2, "synth.depth": 7})
