@@ -5,20 +5,13 @@ Lazy exports: ``build_module``, ``operator_factory``, ``SynoModule`` (:mod:`.tor
 (:mod:`.registry`: the explicit tuning step).
 """
 
+from __future__ import annotations
+
+from syno._lazy import lazy_exports
+
 _EXPORTS = {
-    "build_module": "torch", "operator_factory": "torch", "SynoModule": "torch",
-    "export_operator": "export", "module_source": "export",
-    "compile_operator": "registry", "compile_model": "registry",
+    "torch": ["build_module", "operator_factory", "SynoModule"],
+    "export": ["export_operator", "module_source"],
+    "registry": ["compile_operator", "compile_model", "CompiledOperator"],
 }
-
-
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'syno.codegen' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"syno.codegen.{mod}"), name)
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)
