@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import linecache
 import math
+import weakref
 from typing import Callable, Mapping
 
 import torch
@@ -37,13 +38,17 @@ _SOURCE_COUNTER = [0]
 
 
 def compile_source(source: str, fn_name: str, tag: str = "syno") -> Callable:
-    """exec generated source (registered with linecache so tracebacks and inspect work)."""
+    """exec generated source (registered with linecache so tracebacks and inspect work, for as long
+    as the function lives: a long search builds thousands of modules, and their sources would
+    otherwise stay in linecache for good)."""
     _SOURCE_COUNTER[0] += 1
     filename = f"<{tag}-generated-{_SOURCE_COUNTER[0]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"torch": torch, "F": F, "math": math}
     exec(compile(source, filename, "exec"), namespace)
-    return namespace[fn_name]
+    fn = namespace[fn_name]
+    weakref.finalize(fn, linecache.cache.pop, filename, None)
+    return fn
 
 
 class SynoModule(nn.Module):

@@ -1,5 +1,5 @@
-"""The registry's explicit tuning step and its disk cache, on the CPU (GPU timing: test_gpu.py,
-test_triton_gpu.py)."""
+"""The registry's explicit tuning step, and the bounds of codegen's caches (the registry's disk
+cache, generated sources in linecache), on the CPU (GPU timing: test_gpu.py, test_triton_gpu.py)."""
 
 import json
 
@@ -57,3 +57,21 @@ def test_choice_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "registry.json").read_text())
     assert len(data) == 3
     assert [n for n in range(1, 6) if any(f'["N", {n}]' in k for k in data)] == [3, 4, 5]  # the oldest went
+
+
+def test_generated_sources_leave_linecache_with_their_module():
+    import gc
+    import inspect
+    import linecache
+
+    def generated():
+        return {k for k in linecache.cache if "-generated-" in k}
+
+    gc.collect()
+    before = generated()
+    mod = build_module(library.operator1(), M, implementation="fast:wfirst")
+    assert "v_N = x.shape[0]" in inspect.getsource(mod._reference)  # tracebacks and inspect see the source
+    assert generated() - before
+    del mod
+    gc.collect()
+    assert generated() <= before
