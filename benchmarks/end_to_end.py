@@ -127,7 +127,7 @@ def pretune(args, specs, cfg) -> None:
     forward of each substituted model, in the benchmark's dtype and layout) before timing: the
     timed models then read the tuned tiles from the disk cache and nothing tunes inside them."""
     from syno.bench.core import BenchOptions as _BO, build_substituted, example_input
-    from syno.codegen.registry import compile_model
+    from syno.codegen.registry import compile_model, parse
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -141,9 +141,8 @@ def pretune(args, specs, cfg) -> None:
                 model = build_substituted(name, spec, batch, opts).to(args.device, dtype).to(memory_format=fmt)
                 x = example_input(model, batch, args.device).to(dtype).to(memory_format=fmt)
                 t0 = time.monotonic()
-                plan = args.codegen_implementation.split(":")[1] if ":" in args.codegen_implementation else "min"
                 todo = compile_model(model, x, backward=False, budget_s=args.pretune, backends=["triton"],
-                                     plans=[plan])
+                                     plans=[parse(args.codegen_implementation)[1]])
                 print(f"# pretuned the {len(todo)} placeholders of {name} N={batch} {spec.label} "
                       f"in {time.monotonic() - t0:.0f} s", flush=True)
                 del model

@@ -113,7 +113,8 @@ def tensor_bytes(plan: Plan, itemsize: int = 4) -> tuple[int, int, int]:
 
 def forward_source(plan: Plan, implementation: str = "einsum") -> str:
     """Source of ``forward`` for ``plan`` with emitter ``einsum``, ``fast`` or ``fastd``."""
-    emitter = implementation.split(":")[0]
+    from .registry import parse
+    emitter = parse(implementation)[0]
     if emitter == "einsum":
         from .emit import emit_forward
         return emit_forward(plan)
@@ -128,8 +129,9 @@ def forward_source(plan: Plan, implementation: str = "einsum") -> str:
 def plan_peak_bytes(plan: Plan, implementation: str = "einsum", itemsize: int = 4) -> int:
     """Peak live bytes of a no-grad forward of ``plan`` with ``implementation``'s emitter
     (inputs and weights included), measured on meta tensors: nothing is allocated."""
+    from .registry import parse
     cache = plan.__dict__.setdefault("_peak_cache", {})  # plans are immutable once built
-    key = (implementation.split(":")[0], itemsize)
+    key = (parse(implementation)[0], itemsize)
     if key in cache:
         return cache[key]
     if key[0] == "triton":  # materialises only contraction results (kept for backward)
@@ -261,7 +263,8 @@ def guard_plan(op, mapping: Mapping[str, int], *, weights_first: bool = False,
     if implementation == "auto":
         emitters = ("einsum", "fast")
     else:
-        emitters = (implementation.split(":")[0],)
+        from .registry import parse
+        emitters = (parse(implementation)[0],)
     seen = set()
     best = None
     for opts in _alternatives(op, mapping, weights_first, max(1, limit_b // itemsize)):

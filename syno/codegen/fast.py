@@ -501,7 +501,8 @@ def emit_fast(plan: Plan, fn_name: str = "forward", dense_groups: bool = False,
 # --------------------------------------------------------------------------------------------
 def variant_plan(module, name: str) -> Plan:
     """"min": the module's own plan (the planner's choice, or the guard's replacement)."""
-    _, plan_name = name.split(":") if ":" in name else (name, "min")
+    from .registry import parse
+    plan_name = parse(name)[1]
     if plan_name == "min" and getattr(module, "plan", None) is not None:
         return module.plan
     return plan_for(module.op, module.mapping, **PLAN_OPTIONS[plan_name])

@@ -269,7 +269,7 @@ def compile_operator(module, x: torch.Tensor, *, backward: bool = True, budget_s
     if tune_tiles and dev == "cuda":
         from .triton.tune import tune
         for name in names:
-            if not name.startswith("triton") or time.perf_counter() - start > budget_s:
+            if parse(name)[0] != "triton" or time.perf_counter() - start > budget_s:
                 continue
             impl = module._get_impl(name)
             xs = x.detach().to(dtype)
