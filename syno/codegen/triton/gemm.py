@@ -74,32 +74,44 @@ class Parts:
     scalar_mask: list[str]
 
 
-def linear_axis(acc: Access, inner: list[int], strides: tuple[int, ...] | None, values) -> int | None:
-    """The axis whose stride steps the flat K-block index when the inner classes, slowest first,
-    are one contiguous run of ``acc``'s buffer (plain axes, strides nesting exactly): then the
-    K part of the address is ``offs_k * stride`` and the compiler sees the contiguity (a div/mod
-    decomposition hides it and costs vectorised loads). None otherwise."""
-    if strides is None:
+def linear_axis(acc: Access, run: list[int], strides: tuple[int, ...] | None, values) -> int | None:
+    """The axis whose stride steps a flat index over the ``run`` classes (slowest first) when the
+    run is one evenly strided stretch of ``acc``'s buffer: then that part of the address is
+    ``offs * stride`` and the compiler sees the contiguity (a div/mod decomposition hides it and
+    costs vectorised loads). Checked numerically on every value of the run, so merged axes
+    (``g * 2 + c`` of a Split) count as well as nested plain axes. None otherwise."""
+    if strides is None or any(not isinstance(values[c], int) for c in run):
         return None
-    axis_of = {}
-    for k, e in enumerate(acc.index):
-        if e.strip("()") in {f"c{c}" for c in inner}:
-            axis_of[int(e.strip("()")[1:])] = k
-        elif mentions(e) & set(inner):
-            return None
-    if set(axis_of) != set(inner):
+    run_set = set(run)
+    axes = [k for k, e in enumerate(acc.index) if mentions(e) & run_set]
+    if any(mentions(acc.index[k]) - run_set for k in axes) or any(mentions(m) & run_set for m in acc.masks):
         return None
-    for outer_c, inner_c in zip(inner, inner[1:]):
-        if strides[axis_of[outer_c]] != strides[axis_of[inner_c]] * values[inner_c]:
-            return None
-    return axis_of[inner[-1]]
+    size = 1
+    for c in run:
+        size *= values[c]
+    if size > 1 << 16:
+        return None
+    codes = [compile(acc.index[k], "<index>", "eval") for k in axes]
+    offsets = []
+    for flat in range(size):
+        env, rest = {}, flat
+        for c in reversed(run):
+            env[f"c{c}"], rest = rest % values[c], rest // values[c]
+        offsets.append(sum(eval(code, {}, env) * strides[k] for code, k in zip(codes, axes)))
+    step = offsets[1] - offsets[0] if size > 1 else 1
+    if offsets[0] != 0 or any(o != f * step for f, o in enumerate(offsets)):
+        return None
+    for k, st in enumerate(strides):
+        if st == step:
+            return k
+    return None
 
 
 def split_access(acc: Access, ptr: str, mp: dict[int, str], vec: set[int], inner: set[int],
-                 linear: int | None = None) -> Parts:
+                 linear: int | None = None, offs: str = "offs_k") -> Parts:
     p = Parts([], [], [], [], [], [])
     if linear is not None:
-        p.k.append(f"offs_k * s_{acc.leaf}_{linear}")
+        p.k.append(f"{offs} * s_{acc.leaf}_{linear}")
     for k, e in enumerate(acc.index):
         cls = mentions(e)
         if linear is not None and cls & inner:
@@ -112,7 +124,7 @@ def split_access(acc: Access, ptr: str, mp: dict[int, str], vec: set[int], inner
     return p
 
 
-def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str) -> str:
+def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str, offs: str = "offs_k") -> str:
     """``tl.load`` of one operand tile. ``vec_first``: rows are the vector classes ([BM, BK], an
     A operand) rather than columns ([BK, BN], a B operand)."""
     def join(terms):
@@ -127,7 +139,7 @@ def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: st
     vmask = " & ".join([vec_mask] + [f"({m})" for m in parts.vec_mask])
     # an empty side still needs a vector to broadcast against: its offsets times zero
     v = f"({join(parts.vec + parts.scalar)})" if parts.vec else f"({vec_mask.replace('mask', 'offs')} * 0 + {join(parts.scalar)})"
-    k = f"({join(parts.k)})" if parts.k else "(offs_k * 0)"
+    k = f"({join(parts.k)})" if parts.k else f"({offs} * 0)"
     if vec_first:
         addr, mask = f"{ptr} + {v}[:, None] + {k}[None, :]", f"({vmask})[:, None] & ({kmask})[None, :]"
     else:
@@ -188,7 +200,10 @@ def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_n
         if acc.leaf not in fused:
             linear = linear_axis(acc, split.inner, strides.get(acc.leaf), values)
             parts = split_access(acc, ptr[acc.leaf], mp, vec, inner, linear)
-            body.append(f"{var} = {load_expr(parts, ptr[acc.leaf], vec_first, vec_mask, 'mask_k')}")
+            tile = load_expr(parts, ptr[acc.leaf], vec_first, vec_mask, 'mask_k')
+            if not parts.vec and not parts.vec_mask:  # tl.dot needs the whole tile
+                tile = f"tl.broadcast_to({tile}, {'(BM, BK)' if vec_first else '(BK, BN)'})"
+            body.append(f"{var} = {tile}")
             return
         prod = fused[acc.leaf]
         r_cls = list(prod.summed)

@@ -174,12 +174,25 @@ class TritonOperator:
     def fusable(self, limit: int = 32) -> list[str]:
         """Intermediates whose producer sums over few static values (e.g. Operator 1's grouped
         1x1 stage, C/g channels): cheap enough to recompute inside the consumer's loads."""
-        out = []
+        out: list[str] = []
+        consumer = {a.leaf: st.store.leaf for st in self.prog.stages for a in st.operands}
+        for leaf in self.prog.intermediates:
+            _, st = self._producer[leaf]
+            # one level only: a fused producer reads materialised buffers, and its consumer is a
+            # real kernel (not itself recomputed inside another one)
+            chained = any(a.leaf in out for a in st.operands) or consumer.get(leaf) in self._producer and \
+                consumer.get(leaf) in self.fusable_candidates(limit)
+            if not chained and leaf in self.fusable_candidates(limit):
+                out.append(leaf)
+        return out
+
+    def fusable_candidates(self, limit: int) -> set[str]:
+        out = set()
         for leaf in self.prog.intermediates:
             _, st = self._producer[leaf]
             if all(c not in self.dynamic for c in st.summed) and \
                     math.prod(self.plan.values[c] for c in st.summed) <= limit:
-                out.append(leaf)
+                out.add(leaf)
         return out
 
     @property
