@@ -174,9 +174,12 @@ def fused_views(acc: Access, producer) -> list[Access]:
 
 
 def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_names, ptr,
-                    acc_t: str, dot: str, strides: dict[str, tuple[int, ...]]) -> list[str]:
+                    acc_t: str, dot: str, strides: dict[str, tuple[int, ...]],
+                    producer_dot: str | None = None) -> list[str]:
     """Lines (function-body indentation) of the K loop accumulating ``acc``; ``dot``: the
-    accumulate statement over tiles ``a`` and ``b``."""
+    accumulate statement over tiles ``a`` and ``b``. ``producer_dot``: the tensor-core dtype
+    (e.g. ``tl.bfloat16``) for fused producers computed as a block-diagonal ``tl.dot``
+    (:func:`dot_producer`) where they fit; None: fused producers use FMA loops."""
     from .kernel import _decompose, _size  # shared mixed-radix helpers
 
     inner = set(split.inner)
@@ -206,6 +209,11 @@ def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_n
             body.append(f"{var} = {tile}")
             return
         prod = fused[acc.leaf]
+        if vec_first and producer_dot:
+            lines = dot_producer(var, acc, prod, split, mp, set(m_cls), values, strides, ptr, producer_dot)
+            if lines is not None:
+                body.extend(lines)
+                return
         r_cls = list(prod.summed)
         fmp = dict(mp)
         fmp.update({c: f"f_c{c}" for c in r_cls})
@@ -230,5 +238,76 @@ def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_n
     return L + ["        " + line.replace("\n", "\n        ") for line in body]
 
 
-__all__ = ["Split", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
+def _static(classes, values) -> int | None:
+    size = 1
+    for c in classes:
+        if not isinstance(values[c], int):
+            return None
+        size *= values[c]
+    return size
+
+
+def _pow2(n: int | None) -> bool:
+    return n is not None and n > 0 and n & (n - 1) == 0
+
+
+def dot_producer(var: str, acc: Access, prod, split: Split, mp: dict[int, str], rows: set[int], values,
+                 strides, ptr, dot_t: str) -> list[str] | None:
+    """A fused producer ``t[.., g, j] = sum_c x[.., g*C + c] * w[g*C + c, j]`` (a grouped
+    contraction: the consumer's K block holds whole groups) computed on tensor cores: for the
+    ``BK`` values of the consumer's block, ``x`` is loaded as one ``[BM, BK/J*C]`` tile over
+    (groups of the block, c) and multiplied by the block-diagonal ``[BK/J*C, BK]`` tile of ``w``
+    (zero across groups). The zeros cost ``BK/J`` times the producer's MACs, still far below an FMA
+    recompute per tap, and the intermediate never leaves registers. None when the shapes do not
+    fit (then the FMA loop runs)."""
+    from .kernel import _decompose
+
+    views = fused_views(acc, prod)
+    if len(views) != 2:
+        return None
+    data = [v for v in views if v.used & rows]
+    weight = [v for v in views if not v.used & rows]
+    if len(data) != 1 or len(weight) != 1:
+        return None
+    data, weight = data[0], weight[0]
+    f_cls = list(prod.summed)
+    ix = [c for c in split.inner if c in data.used]
+    iw = [c for c in split.inner if c not in data.used]
+    if not ix or not f_cls or split.inner != ix + iw:
+        return None  # the block must hold whole groups: group classes slower than the rest
+    s_iw, s_f, s_ix = _static(iw, values), _static(f_cls, values), _static(ix, values)
+    if not (_pow2(s_iw) and _pow2(s_f)) or s_ix is None or s_iw > 16:
+        return None
+    run = ix + f_cls
+    run_set, iw_set = set(run), set(iw)
+    for e in data.index + data.masks:
+        if mentions(e) & run_set and mentions(e) & rows:
+            return None
+    for e in weight.index + weight.masks:
+        if mentions(e) & run_set and mentions(e) & iw_set:
+            return None
+    kx = f"BK // {s_iw} * {s_f}"
+    xmp = dict(mp)
+    xmp.update({c: f"x_c{c}" for c in run})
+    lines = [f"# fused: {acc.leaf} = stage {prod.name} on tensor cores, block-diagonal over "
+             f"{[c for c in ix]}",
+             f"offs_x = ((it % n_kb) * BK) // {s_iw} * {s_f} + tl.arange(0, {kx})",
+             f"mask_x = offs_x < {s_ix * s_f}"]
+    lines += _decompose("offs_x", run, "x_", values, {}, "")
+    linear = linear_axis(data, run, strides.get(data.leaf), values)
+    parts = split_access(data, ptr[data.leaf], xmp, rows, run_set, linear, offs="offs_x")
+    lines.append(f"xa = {load_expr(parts, ptr[data.leaf], True, 'mask_m', 'mask_x', offs='offs_x')}")
+    parts = split_access(weight, ptr[weight.leaf], xmp, iw_set, run_set, None, offs="offs_x")
+    lines.append(f"xw = {load_expr(parts, ptr[weight.leaf], False, 'mask_k', 'mask_x', offs='offs_x')}")
+    diag = " & ".join(f"(x_c{c}[:, None] == k_c{c}[None, :])" for c in ix)
+    lines.append(f"xw = tl.where({diag}, xw, 0.0)")
+    prec = ", input_precision=PREC" if dot_t == "tl.float32" else ""
+    lines.append(f"{var} = tl.dot(xa.to({dot_t}), xw.to({dot_t}){prec})")
+    cond = where_masks(acc, mp, rows, set(split.inner), True, "mask_m", "mask_k")
+    if cond:
+        lines.append(f"{var} = tl.where({cond}, {var}, 0.0)")
+    return lines
+
+
+__all__ = ["dot_producer", "Split", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
            "structured_loop"]

@@ -93,9 +93,12 @@ def _decompose(var: str, classes: list[int], prefix: str, values, dyn_names: dic
 
 
 def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
-                 dtype: str = "float32", fused: dict[str, Stage] | None = None) -> tuple[str, KernelSpec]:
+                 dtype: str = "float32", fused: dict[str, Stage] | None = None,
+                 producer_dot: bool = True) -> tuple[str, KernelSpec]:
     """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
     strides; any strides work at run time, these only choose the loop orders.
+
+    ``producer_dot``: fused grouped producers on tensor cores where they fit (:mod:`.gemm`).
 
     ``fused``: intermediate buffer -> the stage producing it. An operand reading such a buffer
     computes its tile in registers from the producer's operands (a short loop over the
@@ -213,7 +216,8 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         dot = f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc)"
     if structured is not None:
         L.extend(structured_loop(ops, fused, m_cls, n_cls, batch, structured, values, dyn_names, ptr,
-                                 acc_t, dot, strides))
+                                 acc_t, dot, strides,
+                                 dot_t if producer_dot and dtype != "float64" else None))
     else:
         _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
                    acc_t, dot)

@@ -118,6 +118,8 @@ class TritonOperator:
         # Operator 1's grouped 1x1 stage at C <= 128), which cost less than a round trip of
         # the intermediate through memory; tune() times both and may flip it
         self.fused: frozenset[str] = frozenset(self.fusable(limit=4))
+        #: fused grouped producers as block-diagonal tl.dot (else FMA loops); see gemm.dot_producer
+        self.producer_dot = True
 
     # -- sizes and buffers -----------------------------------------------------------------
     def class_sizes(self, x: torch.Tensor) -> list[int]:
@@ -211,10 +213,12 @@ class TritonOperator:
         strides = {l: tuple(bufs[l].stride()) for l in leaves}
         # the strides pick loop orders and which K blocks are contiguous runs (kernel.py, gemm.py);
         # they are fixed per layout (the batch size only scales the outermost one)
-        key = (direction, index, _dtype_name(dtype), tuple(strides.values()), tuple(sorted(fused)))
+        key = (direction, index, _dtype_name(dtype), tuple(strides.values()), tuple(sorted(fused)),
+               self.producer_dot)
         hit = self._kernels.get(key)
         if hit is None:
-            src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype), fused)
+            src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype), fused,
+                                     self.producer_dot)
             if direction != "fwd":
                 src = src.replace(f"def stage{index}(", f"def grad{index}(")
                 spec = KernelSpec(f"grad{index}", *list(spec.__dict__.values())[1:])
