@@ -199,18 +199,17 @@ class KernelJob:
         if fid is None or not fid.enabled:
             return evaluate_with_latency(getattr(self, "timer", None), self.options.objective, op,
                                          lambda: evaluate_operator(self.options, op, self.data, self.train_options))
-        from .fidelity import checkpoint_file, rung_train_options
+        from .fidelity import rung_checkpoint, rung_checkpoint_done, rung_train_options
 
         fid = fid.with_milestones(getattr(self.train_options, "prune_milestones", None) or {})
         train = rung_train_options(self.train_options, fid, rung)
-        ckpt = checkpoint_file(self.options.directory, op.hash)
+        ckpt = rung_checkpoint(self.options.directory, op.hash, fid, rung)
         if rung == 0:
             ckpt.unlink(missing_ok=True)  # a kernel evaluated again (after a kill) starts from scratch
         res = evaluate_with_latency(getattr(self, "timer", None) if rung == 0 else None, self.options.objective, op,
                                     lambda: evaluate_operator(self.options, op, self.data, train, checkpoint=ckpt))
         res.extra = {**(res.extra or {}), "rung": rung, "budget": fid.rungs[rung], "unit": fid.unit}
-        if (rung == len(fid.rungs) - 1 or not res.ok) and not fid.keep_checkpoints:
-            ckpt.unlink(missing_ok=True)
+        rung_checkpoint_done(self.options.directory, op.hash, fid, rung, res.ok)
         return res
 
 

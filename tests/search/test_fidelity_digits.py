@@ -23,7 +23,8 @@ def _kernel(problem: KernelProblem) -> str:
 
 
 def test_promoted_kernel_resumes_mid_rung_from_its_checkpoint(tmp_path):
-    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True, "fidelity.rungs": [1, 3]})
+    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True, "fidelity.rungs": [1, 3],
+                                  "fidelity.schedule": "prefix"})
     problem = KernelProblem(opts)
     path = _kernel(problem)
     job = problem.job()

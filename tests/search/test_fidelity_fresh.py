@@ -1,0 +1,73 @@
+"""The ``fresh`` rung schedule (syno.search.fidelity): each rung is the plain recipe at its budget, trained
+from scratch in a checkpoint of its own, so a promotion still resumes mid-rung after a kill and the top rung
+equals one uninterrupted long run of the same recipe."""
+
+from __future__ import annotations
+
+import random
+
+from syno.search.fidelity import (Asha, FidelityOptions, rung_checkpoint, rung_task, rung_train_options)
+from syno.search.options import build_options
+from syno.search.problem import KernelProblem, evaluate_operator
+from syno.synth.protocol import path_from_str, path_to_str
+from syno.train.options import VisionTrainOptions
+
+# a fraction of an epoch: a few seconds per epoch on a busy 2-core machine
+FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "latency.enabled": False}
+
+
+def test_fresh_rungs_train_their_own_schedule_from_scratch():
+    fid = FidelityOptions(rungs=[3, 15], schedule="fresh")
+    train = VisionTrainOptions(epochs=1, time_budget_s=10.0)
+    opts = [rung_train_options(train, fid, k) for k in range(2)]
+    assert [(o.epochs, o.stop_epoch) for o in opts] == [(3, 3), (15, 15)]
+    assert [o.time_budget_s for o in opts] == [10.0, 50.0]  # the whole 15 epochs again, not 12 more
+    assert [fid.added(k) for k in range(2)] == [3, 15]
+    assert FidelityOptions(rungs=[3, 15], schedule="restart").added(1) == 12
+    # one checkpoint per rung: the promotion never continues rung 0's decayed weights
+    assert rung_checkpoint("s", "h", fid, 0).name == "h.pt" and rung_checkpoint("s", "h", fid, 1).name == "h@1.pt"
+    assert rung_checkpoint("s", "h", FidelityOptions(rungs=[3, 15]), 1).name == "h.pt"
+    # ASHA's time estimate counts the whole budget of a fresh promotion: rung 0 took 6 s for 3 epochs
+    a = Asha(fid.model_copy(update={"reduction": 3}))
+    for i, acc in enumerate([0.5, 0.9, 0.7]):
+        a.record(f"h{i}", f"p{i}", 0, True, acc, time=6.0)
+    assert a.next_promotion(time_left=29.0) is None and a.next_promotion(time_left=31.0)[0] == "h1"
+
+
+def _kernel(problem: KernelProblem) -> str:
+    rng = random.Random(0)
+    while True:
+        f = problem.space.random_final(problem.space.root(), rng)
+        if f is not None and (problem.final_filter is None or problem.final_filter(f) is None):
+            return path_to_str(f.path)
+
+
+def test_fresh_promotion_resumes_mid_rung_and_equals_the_long_run(tmp_path):
+    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True,
+                                  "fidelity.rungs": [1, 3], "fidelity.schedule": "fresh"})
+    problem = KernelProblem(opts)
+    path = _kernel(problem)
+    job = problem.job()
+    job.setup(0)
+    r0 = job.evaluate(path)
+    assert r0.ok and [e["epoch"] for e in r0.extra["curve"]] == [1] and r0.extra["rung"] == 0
+    op = problem.space.node_from_path(path_from_str(path)).operator()
+    ck0, ck1 = (rung_checkpoint(opts.directory, op.hash, opts.fidelity, k) for k in (0, 1))
+    assert not ck0.exists(), "no rung continues rung 0: its checkpoint is removed"
+    # the promotion (3 epochs from scratch) is killed after epoch 2: what it leaves is its own checkpoint
+    killed = rung_train_options(job.train_options, opts.fidelity, 1).model_copy(update={"stop_epoch": 2})
+    evaluate_operator(opts, op, job.data, killed, checkpoint=ck1)
+    assert ck1.is_file()
+    r1 = job.evaluate(rung_task(path, 1))  # submitted again after the resume
+    assert r1.ok and r1.extra["rung"] == 1 and r1.extra["budget"] == 3
+    assert [e["epoch"] for e in r1.extra["curve"]] == [1, 2, 3]
+    assert r1.extra["steps"] == 3 * 8  # epoch 3 only was trained now; the count includes epochs 1-2
+    assert not ck1.exists(), "the top rung removes its checkpoint"
+    # the top rung is one plain 3-epoch run of the recipe, epoch by epoch
+    straight = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "t"), "fidelity.enabled": False,
+                                      "train.epochs": 3})
+    job2 = KernelProblem(straight).job()
+    job2.setup(0)
+    r = job2.evaluate(path)
+    assert [e["test_acc"] for e in r.extra["curve"]] == [e["test_acc"] for e in r1.extra["curve"]]
+    assert r.accuracy == r1.accuracy
