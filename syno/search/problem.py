@@ -295,7 +295,6 @@ class ProblemType:
     name: str
     build: Callable[[dict[str, Any]], SearchProblem]
     preset: dict[str, Any]
-    description: str = ""
 
 
 _PROBLEM_TYPES: dict[str, ProblemType] = {}

@@ -313,5 +313,4 @@ def register() -> None:
     """Make this space the search problem named ``synthetic`` (tests/conftest.py calls it)."""
     register_problem(ProblemType(
         "synthetic", SyntheticProblem.from_settings,
-        preset={"dataset": "synthetic", "reward": {"power": 1.0}, "problem": {"space": {"seed": 0}, "delay": 0.0}},
-        description="a synthetic space with planted rewards (tests/search/synthetic.py): no training"))
+        preset={"dataset": "synthetic", "reward": {"power": 1.0}, "problem": {"space": {"seed": 0}, "delay": 0.0}}))
