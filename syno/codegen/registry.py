@@ -290,6 +290,8 @@ def compile_model(model: torch.nn.Module, example: torch.Tensor, **kwargs) -> li
     """:func:`compile_operator` for every generated module of ``model`` at the input it gets in one
     forward pass on ``example`` (no grad, eval mode); modules of the same operator at the same input sizes,
     dtype and layout share one tuning. ``kwargs`` as :func:`compile_operator`'s."""
+    from syno.models.profile import probe_forward
+
     from .fast import tune_key
     from .torch import SynoModule
 
@@ -299,16 +301,8 @@ def compile_model(model: torch.nn.Module, example: torch.Tensor, **kwargs) -> li
         if all(m is not mod for m, _ in seen):
             seen.append((mod, inp[0].detach().clone()))
 
-    hooks = [m.register_forward_pre_hook(capture) for m in model.modules() if isinstance(m, SynoModule)]
-    was_training = model.training
-    model.eval()  # the probe pass must not move batch-norm statistics
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, example,
+                  [m.register_forward_pre_hook(capture) for m in model.modules() if isinstance(m, SynoModule)])
     backward = kwargs.get("backward", True)
     done: dict[str, CompiledOperator] = {}
     out = []

@@ -30,7 +30,7 @@ from torch import nn
 
 from .placeholder import OperatorFactory, fill_placeholders, placeholders
 
-__all__ = ["ModelProfile", "FillReport", "profile", "profile_fill", "module_macs"]
+__all__ = ["ModelProfile", "FillReport", "profile", "profile_fill", "module_macs", "probe_forward"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -117,6 +117,21 @@ def _is_counted_kind(module: nn.Module) -> bool:
     return callable(getattr(module, "count_macs", None)) or isinstance(module, _CONV + _CONVT + (nn.Linear,))
 
 
+def probe_forward(model: nn.Module, sample_input, hooks) -> None:
+    """One forward pass of ``sample_input`` for the ``hooks`` to watch, in eval mode (a probe must
+    not move batch-norm statistics) and without grad; then the hooks are removed and the model's
+    mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample_input)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def _run(model: nn.Module, sample_input) -> ModelProfile:
     phs = placeholders(model)
     ph_index = {id(p): i for i, p in enumerate(phs)}
@@ -150,15 +165,7 @@ def _run(model: nn.Module, sample_input) -> ModelProfile:
             visit(child)
 
     visit(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(sample_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, sample_input, handles)
 
     n = int(sample_input.shape[0]) if isinstance(sample_input, torch.Tensor) else 1
     per = lambda v: int(round(v / n))  # noqa: E731
