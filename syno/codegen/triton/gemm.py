@@ -26,13 +26,13 @@ from .stages import Access, mentions, substitute
 
 
 @dataclass(frozen=True)
-class Split:
+class TapSplit:
     outer: list[int]      # scalar tap classes, slowest first
     inner: list[int]      # vectorised classes, slowest first
 
 
 def choose_split(k_cls: list[int], row_accesses: list[tuple[Access, set[int]]], values,
-                 dynamic: set[int], min_inner: int = 16, max_outer: int = 256) -> Split | None:
+                 dynamic: set[int], min_inner: int = 16, max_outer: int = 256) -> TapSplit | None:
     """``row_accesses``: (access, its row/column classes). None when the structure does not pay:
     no inner block of at least ``min_inner`` values, or more than ``max_outer`` taps (e.g. a weight
     gradient summing over pixels: its flat K loop with split-K is better)."""
@@ -59,7 +59,7 @@ def choose_split(k_cls: list[int], row_accesses: list[tuple[Access, set[int]]], 
         taps *= values[c]
     if taps > max_outer:
         return None
-    return Split(outer, inner_l)
+    return TapSplit(outer, inner_l)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def fused_views(acc: Access, producer) -> list[Access]:
                    tuple(substitute(m, sub) for m in p.masks)) for p in producer.operands]
 
 
-def structured_loop(ops, fused, m_cls, n_cls, batch, split: Split, values, dyn_names, ptr,
+def structured_loop(ops, fused, m_cls, n_cls, batch, split: TapSplit, values, dyn_names, ptr,
                     acc_t: str, dot: str, strides: dict[str, tuple[int, ...]],
                     producer_dot: str | None = None) -> list[str]:
     """Lines (function-body indentation) of the K loop accumulating ``acc``; ``dot``: the
@@ -251,7 +251,7 @@ def _pow2(n: int | None) -> bool:
     return n is not None and n > 0 and n & (n - 1) == 0
 
 
-def dot_producer(var: str, acc: Access, prod, split: Split, mp: dict[int, str], rows: set[int], values,
+def dot_producer(var: str, acc: Access, prod, split: TapSplit, mp: dict[int, str], rows: set[int], values,
                  strides, ptr, dot_t: str) -> list[str] | None:
     """A fused producer ``t[.., g, j] = sum_c x[.., g*C + c] * w[g*C + c, j]`` (a grouped
     contraction: the consumer's K block holds whole groups) computed on tensor cores: for the
@@ -309,5 +309,5 @@ def dot_producer(var: str, acc: Access, prod, split: Split, mp: dict[int, str], 
     return lines
 
 
-__all__ = ["dot_producer", "Split", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
+__all__ = ["dot_producer", "TapSplit", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
            "structured_loop"]

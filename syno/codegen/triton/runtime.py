@@ -13,6 +13,7 @@ import linecache
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -88,7 +89,11 @@ def _compile(source: str, name: str):
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns = {"triton": triton, "tl": tl}
     exec(compile(source, filename, "exec"), ns)
-    return ns[name]
+    fn = ns[name]
+    # Triton reads the source through linecache while it compiles; drop it with the kernel so a
+    # long search does not keep every generated kernel's text
+    weakref.finalize(fn, linecache.cache.pop, filename, None)
+    return fn
 
 
 def _dtype_name(dt: torch.dtype) -> str:
