@@ -37,10 +37,11 @@ def leaderboard_rows(store: SessionStore, include_failed: bool = False, *, min_s
     except Exception:  # noqa: BLE001 - a leaderboard of kernel dirs still works without session.json
         ref = {}
     recs = store.kernels()
-    # multi-fidelity sessions (syno.search.fidelity): a kernel trained to a higher rung ranks first
+    # multi-fidelity sessions (syno.search.fidelity): a kernel trained to a higher rung ranks first, then
+    # by its metric at that rung (see _within_rung)
     ok = sorted((r for r in recs if r.reward is not None),
-                key=lambda r: (-_rung(r), -r.reward, -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0),
-                               r.time))
+                key=lambda r: (-_rung(r), _within_rung(r), -r.reward,
+                               -(r.result.accuracy if math.isfinite(r.result.accuracy) else 0), r.time))
     rows = []
     if min_speedup is not None:
         ok = [r for r in ok if (headline_speedup(r.meta) or 0.0) >= min_speedup]
@@ -58,6 +59,19 @@ def _rung(r: KernelRecord) -> int:
     """Highest rung the kernel reached (0 for single-fidelity sessions)."""
     rung = r.meta.get("rung", 0)
     return rung if isinstance(rung, int) else 0
+
+
+def _within_rung(r: KernelRecord) -> float:
+    """Order among the kernels of one rung (lower first): the rung's accuracy (or loss). Every kernel of a rung
+    is normalised by the same offset (``Asha.offset``), so this is the normalised order, whereas the stored
+    rewards used the offset known when each kernel finished its rung: the first promoted kernels, rewarded
+    before the offset was trusted, kept the rewards of their raw 15-epoch accuracies and outranked better
+    kernels promoted later. Single-fidelity sessions rank by reward alone (0 here)."""
+    if not r.meta.get("rungs"):
+        return 0.0
+    if r.meta.get("target") == "loss":
+        return r.result.loss if math.isfinite(r.result.loss) else math.inf
+    return -r.result.accuracy if math.isfinite(r.result.accuracy) else 0.0
 
 
 def _row(r: KernelRecord, rank: int | None, ref: dict[str, Any]) -> dict[str, Any]:

@@ -305,7 +305,10 @@ class SearchRunner:
         ok = [r for r in self.records if r.reward is not None]
         if not ok:
             return None
-        return max(ok, key=lambda r: (r.reward, r.result.accuracy if self.reward.target == "accuracy" else -r.result.loss))
+        # multi-fidelity: the highest rung first, as the leaderboard ranks (syno.search.leaderboard)
+        rung = (lambda r: self.fidelity.rung_of(r.hash)) if self.fidelity is not None else (lambda r: 0)
+        return max(ok, key=lambda r: (rung(r), r.reward, r.result.accuracy if self.reward.target == "accuracy"
+                                      else -r.result.loss))
 
     def checkpoint(self) -> None:
         self.store.save_state({"algorithm": self.algo.state_dict(), "algorithm_name": self.algo.name,
@@ -423,8 +426,36 @@ class SearchRunner:
                 self.algo.revise(old.path, self._rung_result(h, res))
             except ValueError:
                 pass
+        if ok:
+            self._renormalise(rung, skip=h)
         self.on_event("kernel", rec)
         return rec
+
+    def _renormalise(self, rung: int, skip: str) -> None:
+        """The new pair moved the offset of ``rung`` (``Asha.offset``): the other kernels at that rung were
+        rewarded with the old one, and the first ones, rewarded before the offset was trusted, with their raw
+        long-training accuracy. Their rewards (meta.json, the algorithm's statistics) follow the offset, so
+        that rewards at one rung stay comparable with each other and with rung 0."""
+        for h, rec in list(self.by_hash.items()):
+            if h == skip or rec.reward is None or self.fidelity.rung_of(h) != rung:
+                continue
+            seen = self._rung_result(h, rec.result)
+            reward = self.reward(seen)
+            if reward is None or abs(reward - rec.reward) < 1e-9:
+                continue
+            meta = {**rec.meta, "reward": reward}
+            try:
+                d = self.store.write_kernel(rec.name, meta, {}, replace=True)
+            except OSError:
+                continue  # the kernel keeps its old reward on disk; the next promotion tries again
+            new = KernelRecord(d, rec.path, h, rec.result, reward, rec.time, meta)
+            self.records[self.records.index(rec)] = new
+            self.by_hash[h] = new
+            if hasattr(self.algo, "revise"):
+                try:
+                    self.algo.revise(rec.path, seen)
+                except ValueError:
+                    pass
 
     # -- main loop -----------------------------------------------------------------------------
     def run(self, max_evaluations: int | None = None, budget_seconds: float | None = None,

@@ -119,8 +119,16 @@ def test_synthetic_session_promotes_and_ranks_by_rung(tmp_path):
         assert r.result.accuracy > r.meta["rungs"][0]["accuracy"]
     rows = leaderboard_rows(SessionStore(root))
     assert [row["rung"] for row in rows] == sorted((row["rung"] for row in rows), reverse=True)
+    for rung in (0, 1, 2):  # then by accuracy at that rung (every kernel there has the same offset)
+        accs = [row["accuracy"] for row in rows if row["rung"] == rung]
+        assert accs == sorted(accs, reverse=True)
     state = json.loads((root / "state.json").read_text())
-    assert state["stats"].get("revised", 0) == sum(r.meta["rung"] for r in promoted)
+    # one revision per promotion, more when a later pair moved a rung's offset (SearchRunner._renormalise)
+    assert state["stats"].get("revised", 0) >= sum(r.meta["rung"] for r in promoted)
+    # the rewards stored at one rung all use that rung's final offset: they order its kernels as their accuracy
+    for rung in (1, 2):
+        at = sorted((r for r in recs if r.meta.get("rung") == rung), key=lambda r: r.result.accuracy)
+        assert [r.reward for r in at] == sorted(r.reward for r in at)
 
 
 def test_resume_rebuilds_rungs_and_goes_on(tmp_path):
