@@ -27,15 +27,16 @@ minimum over set partitions of the desired axes and assignments of current dims 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import combinations, product
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 INF = 10 ** 6
 
 
-@dataclass(frozen=True, order=True)
-class CurSig:
+class CurSig(NamedTuple):
+    """What the bound needs to know of one current dim. A tuple (hashing, equality and ordering run
+    in C: the bound sorts and hashes these for every bounded state)."""
+
     exps: tuple[int, ...]
     frozen: bool = False        # no op may touch it any more (chain length)
     dd: bool = False            # data-discarding
@@ -335,6 +336,15 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             # the smallest desired axis of the group (a cut between its axes is at least that big)
             dmin[tuple(s)] = min((desired[j] for j in g), key=lambda e: small_key(e))
         fixed_cost = base + m - 2 * G
+        # groups with the same desired axes are interchangeable: such a group may take its first
+        # member only once the previous one has one (with the non-decreasing choices of equal dims
+        # below, the lexicographically smallest assignment of every symmetry class stays)
+        twin = [-1] * G
+        for g in range(G):
+            for h in range(g - 1, -1, -1):
+                if sorted(desired[j] for j in part[h]) == sorted(desired[j] for j in part[g]):
+                    twin[g] = h
+                    break
         gsum = [list(zero) for _ in range(G)]
         rsum = [[0] * n_primary for _ in range(G)]  # primaries of rigid members
         vsum = [0] * n_primary  # primaries consumed by vanishing dims (outer-product Shares)
@@ -405,6 +415,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                         dfs(i + 1, assigned, True)
                     for k in range(n_primary):
                         vsum[k] -= max(c.exps[k], 0)
+                    continue
+                if twin[g] >= 0 and not members[twin[g]]:
                     continue
                 if c.rigid:
                     if any(rsum[g][k] + c.exps[k] > dsum[g][k] for k in range(n_primary)):

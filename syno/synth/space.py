@@ -259,7 +259,10 @@ class SynthSpace:
         self._lower: dict[Size, Fraction] = {}
         self._winok: dict[tuple, bool] = {}
         self._cposs: dict[str, bool] = {}
-        self._sig_cache: dict[tuple, CurSig] = {}
+        self._sig_cache: dict[tuple, dict[Dim, CurSig]] = {}
+        self._winfac: dict[Size, float] = {}
+        self._needs: dict[tuple, tuple] = {}
+        self._final_checks: dict[str, tuple[bool, dict]] = {}
         self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
                       "final_rejected": 0}
@@ -644,10 +647,17 @@ class SynthSpace:
                 "splits": self.cap_left(state, C_SPLIT, "splits"),
                 "expands": self.cap_left(state, C_EXPAND, "expands") if self.expands_enabled() else 0}
         sigs = []
-        ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer)
+        # a dim's signature depends on the state through this context only (_carve also looks for
+        # a tiny partner and a new iterator / MergeR among the other current dims: their counts)
+        rhs = o.max_shift_rhs
+        n_tiny = sum(1 for x in state.current if self.upper(x.size) <= rhs)
+        n_open = sum(1 for x in state.current if A.kind(x) in ("iterator", "MergeR") and self.is_new(state, x))
+        ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer, n_tiny, n_open)
+        per_dim = self._sig_cache.get(ctx)
+        if per_dim is None:
+            per_dim = self._sig_cache[ctx] = {}
         for d in state.current:
-            ck = (d, ctx)
-            sig = self._sig_cache.get(ck)
+            sig = per_dim.get(d)
             if sig is None:
                 big, tiny, small = self._carve(state, d, caps, can_c, allow)
                 window, expand = self._whole(d, caps)
@@ -663,7 +673,7 @@ class SynthSpace:
                     cuts = frozenset([b.exps for b in blocks] + [(d.size / b).exps for b in blocks])
                 sig = CurSig(d.size.exps, d.height >= o.max_chain_length, A.data_discarding(d),
                              vanish, big, tiny, small, whole, expand, rigid, A.ends_up_reduce(d), cuts)
-                self._sig_cache[ck] = sig
+                per_dim[d] = sig
             sigs.append(sig)
         sigs = tuple(sorted(sigs))
         needs, must_share = self.share_needs(state, can_c, allow)
@@ -675,10 +685,7 @@ class SynthSpace:
         # that can still be formed from the current odd small dims, or a stride
         win = 1.0
         for d in state.current:
-            u = float(self.upper(d.size))
-            if u <= o.max_unfold_kernel_size and (not o.odd_unfold_kernels or all(
-                    v.denominator == 1 and v.numerator % 2 == 1 for v in self.bindings.values(d.size))):
-                win *= u
+            win *= self._window_factor(d.size)
         small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
         key = key[:-2] + key[-1:] + (small_limit,)  # without the remaining depth
         if limit is None:
@@ -707,6 +714,17 @@ class SynthSpace:
             self._dist_cache[key] = (lo, hi)
         return got
 
+    def _window_factor(self, size: Size) -> float:
+        """upper(size) if a dim of that size can be an Unfold window (small, odd if required), else 1."""
+        got = self._winfac.get(size)
+        if got is None:
+            o = self.options
+            u = float(self.upper(size))
+            got = u if u <= o.max_unfold_kernel_size and (not o.odd_unfold_kernels or all(
+                v.denominator == 1 and v.numerator % 2 == 1 for v in self.bindings.values(size))) else 1.0
+            self._winfac[size] = got
+        return got
+
     def _primary_escapes(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
         """Per primary variable: (can a factor of it be cut off a dim or eliminated without a
         Share: through a Shift block (M3), a window (U3/U4), or a Stride block (M4, T2); can it
@@ -733,11 +751,18 @@ class SynthSpace:
         block can take (``_primary_escapes``: too large, or even under an odd-kernel rule) can only
         get below a Share whose size contains them, consuming their occurrences. Returns the Pareto-minimal
         alternatives (one per admissible pooled subset; empty = impossible) and the flag."""
-        o = self.options
         covered = set()
         for w in state.weights:
             covered |= A.leaves(w)
-        free = [r for r in state.reductions if r not in covered]
+        free = tuple(r for r in state.reductions if r not in covered)
+        key = (free, can_c, tuple(allow[:self.n_primary]))
+        got = self._needs.get(key)
+        if got is None:
+            got = self._needs[key] = self._share_needs(free, can_c, allow)
+        return got
+
+    def _share_needs(self, free: Sequence[ReduceDim], can_c: bool, allow) -> tuple[tuple[tuple[int, ...], ...], bool]:
+        o = self.options
         pool_all = self.size_space.one
         for r in free:
             pool_all = pool_all * r.size
@@ -817,11 +842,22 @@ class SynthSpace:
         got = self._red_memo.get(state.key)
         if got is None:
             got = self._normal_viable(state)
-            if not got and state.counts[C_REDUCE] < self.options.max_reductions and self.remaining(state) >= 2:
+            if not got and state.counts[C_REDUCE] < self.options.max_reductions and self.remaining(state) >= 2 \
+                    and self._reductions_extensible(state):
                 from .rules import reduce_moves
                 got = any(self._reduction_viable(self.apply(state, m)) for m in reduce_moves(self, state))
             self._red_memo[state.key] = got
         return got
+
+    def _reductions_extensible(self, state: State) -> bool:
+        """False if no extension of this reduction-phase state by more reductions can pass the shape
+        bound: when even with a contraction the reductions cannot all get under Shares or be pooled
+        (``share_needs`` empty), adding reductions only makes it worse (more reductions to place, less
+        allowance, larger pooled products), so the whole lattice above is dead without visiting it."""
+        if not self.use_distance:
+            return True
+        needs, _ = self.share_needs(state, True, self.allowance(state.usage))
+        return bool(needs)
 
     def _normal_viable(self, state: State) -> bool:
         if not self.contraction_possible(state):
@@ -862,10 +898,15 @@ class SynthSpace:
     # ------------------------------------------------------------------------------ children
     def _child(self, parent: Node, m: Move) -> Node | None:
         if m.type == "Finalize":
-            assignment, op, info = m.payload
+            assignment, op = m.payload
             key = _h(parent.state.key + "|F|" + ",".join(d.digest for d in assignment))
             node = self._nodes.get(key)
             if node is None:
+                # the windows are checked here, when the edge is first taken, not when the moves are
+                # listed: a walk that leaves the state by another edge never plans its FLOPs
+                good, info = self._final_check_of(parent.state, op)
+                if not good:
+                    return None
                 node = Node(self, parent.state, key, parent.path + (m.next,), parent.depth + 1, op, info)
                 self._nodes[key] = node
                 self.stats["finals"] += 1
@@ -965,6 +1006,18 @@ class SynthSpace:
         weights = [sorted(g, key=lambda d: d.digest) for g in s.weight_groups()]
         return Operator(self.size_space, self.outputs, tuple(inputs), tuple(tuple(w) for w in weights),
                         tuple(s.expanded))
+
+    def _final_check_of(self, state: State, op: Operator) -> tuple[bool, dict]:
+        """:meth:`final_check` once per state: the Finalize candidates of one state only permute
+        equal-size dims among input axes (same sizes, params and planned FLOPs), so the first one's
+        check (a FLOPs plan: tens of ms on resnet18) stands for all (checked on sampled finals:
+        tests/synth/test_sampler.py)."""
+        got = self._final_checks.get(state.key)
+        if got is None:
+            got = self._final_checks[state.key] = self.final_check(op)
+            if not got[0]:
+                self.stats["final_rejected"] += 1
+        return got[0], dict(got[1])
 
     def final_check(self, op: Operator) -> tuple[bool, dict]:
         """FLOPs and parameter windows of a finished operator; returns (ok, info)."""
