@@ -209,6 +209,15 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             return True
         return f.carve_small < INF and small_ok(excess, 0, 1)
 
+    fit_memo: dict = {}
+
+    def fits_memo(i: int, dtot: tuple[int, ...]) -> bool:
+        key = (flex[i], dtot)
+        got = fit_memo.get(key)
+        if got is None:
+            got = fit_memo[key] = fits_group(i, dtot)
+        return got
+
     def uncuttable(i: int) -> bool:
         f = flex[i]
         return not f.carve_big and f.carve_tiny >= INF and f.carve_small >= INF
@@ -252,7 +261,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
         if not any(q):
             if dcnt >= 2 and not all(fits_one_axis(flex[i].exps, dlist[dsum]) for i in members if uncuttable(i)):
                 return None
-            if not all(fits_group(i, dsum) for i in members):
+            if not all(fits_memo(i, dsum) for i in members):
                 return None
             return cut, 0, pzero
         if any(e < 0 for e in q[:n_primary]):
@@ -272,7 +281,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             for sub in combinations(whole, r):
                 if not all(fits_one_axis(flex[i].exps, axes) for i in members if i not in sub and uncuttable(i)):
                     continue
-                if not all(fits_group(i, dsum) for i in members if i not in sub):
+                if not all(fits_memo(i, dsum) for i in members if i not in sub):
                     continue
                 rem = list(q)
                 for i in sub:
@@ -418,6 +427,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     continue
                 if twin[g] >= 0 and not members[twin[g]]:
                     continue
+                if not c.whole and not fits_memo(i, dsum[g]):
+                    continue  # a member not eliminated whole must fit its group (_group_cost)
                 if c.rigid:
                     if any(rsum[g][k] + c.exps[k] > dsum[g][k] for k in range(n_primary)):
                         continue  # rigid primaries must all end in this group's desired axes

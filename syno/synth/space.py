@@ -261,6 +261,7 @@ class SynthSpace:
         self._cposs: dict[str, bool] = {}
         self._sig_cache: dict[tuple, dict[Dim, CurSig]] = {}
         self._winfac: dict[Size, float] = {}
+        self._tiny: dict[Size, bool] = {}
         self._needs: dict[tuple, tuple] = {}
         self._final_checks: dict[str, tuple[bool, dict]] = {}
         self._group_memo: dict = {}
@@ -649,8 +650,7 @@ class SynthSpace:
         sigs = []
         # a dim's signature depends on the state through this context only (_carve also looks for
         # a tiny partner and a new iterator / MergeR among the other current dims: their counts)
-        rhs = o.max_shift_rhs
-        n_tiny = sum(1 for x in state.current if self.upper(x.size) <= rhs)
+        n_tiny = sum(1 for x in state.current if self._is_tiny(x.size))
         n_open = sum(1 for x in state.current if A.kind(x) in ("iterator", "MergeR") and self.is_new(state, x))
         ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer, n_tiny, n_open)
         per_dim = self._sig_cache.get(ctx)
@@ -712,6 +712,13 @@ class SynthSpace:
             else:
                 lo = max(lo, limit + 1)
             self._dist_cache[key] = (lo, hi)
+        return got
+
+    def _is_tiny(self, size: Size) -> bool:
+        """Could a dim of this size be the block of a Shift (upper <= max_shift_rhs, M3)?"""
+        got = self._tiny.get(size)
+        if got is None:
+            got = self._tiny[size] = self.upper(size) <= self.options.max_shift_rhs
         return got
 
     def _window_factor(self, size: Size) -> float:
