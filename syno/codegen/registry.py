@@ -98,12 +98,30 @@ class TritonImpl:
     def source(self, dtype=torch.bfloat16) -> str:
         return self.operator.source(dtype)
 
+    def pack(self, module, x_strides=None) -> None:
+        """Store ``module``'s weights in the layouts the generated kernels read best
+        (:meth:`TritonOperator.weight_layouts`): same shapes and values, other strides, so every
+        implementation still runs on them and no per-call copy is made."""
+        from .triton.runtime import relayout
+
+        layouts = self.operator.weight_layouts(x_strides)
+        with torch.no_grad():
+            for j, p in enumerate(module.weights, start=1):
+                order = layouts.get(f"w{j}")
+                if order is None or p.dim() != len(order):
+                    continue
+                want = relayout(torch.empty(p.shape, device="meta"), order).stride()
+                if p.stride() != want:
+                    p.data = relayout(p.data, order)
+
 
 def build(module, name: str) -> Callable:
     backend, plan_name = parse(name)
     if backend == "triton":
         from .fast import variant_plan
-        return TritonImpl(variant_plan(module, f"einsum:{plan_name}"))
+        impl = TritonImpl(variant_plan(module, f"einsum:{plan_name}"))
+        impl.pack(module)
+        return impl
     from .fast import build_variant
     return build_variant(module, f"{backend}:{plan_name}")
 
@@ -273,10 +291,12 @@ def compile_operator(module, x: torch.Tensor, *, backward: bool = True, budget_s
                 continue
             impl = module._get_impl(name)
             xs = x.detach().to(dtype)
+            impl.pack(module, xs.stride())
             ws = [w.detach().to(dtype) for w in module.weights]
             prec = "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
             tiles[name] = tune(impl.operator, xs, ws, backward=backward and tune_backward, precision=prec,
                                budget_s=max(0.0, budget_s - (time.perf_counter() - start)))
+            impl.pack(module, xs.stride())  # the tuner may have changed what is fused
     if dev == "cuda" and len(names) > 1:
         times = measure(module, x, names, backward)
     else:  # nothing to choose between

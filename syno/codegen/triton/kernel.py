@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gemm import choose_split, fused_views, structured_loop
+from .gemm import TapSplit, choose_split, fused_views, structured_loop
 from .stages import Access, Program, Stage, mentions, substitute
 
 DOT_DTYPES = {"float32": "tl.float32", "bfloat16": "tl.bfloat16", "float16": "tl.float16",
@@ -92,28 +92,30 @@ def _decompose(var: str, classes: list[int], prefix: str, values, dyn_names: dic
     return lines
 
 
-def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
-                 dtype: str = "float32", fused: dict[str, Stage] | None = None,
-                 producer_dot: bool = True) -> tuple[str, KernelSpec]:
-    """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
-    strides; any strides work at run time, these only choose the loop orders.
+@dataclass(frozen=True)
+class Partition:
+    """How a stage's classes map onto the tile: batch (one program per value), rows (M), columns
+    (N), the reduction (K, slowest first) and, for tl.dot stages, the tap/block split of K."""
 
-    ``producer_dot``: fused grouped producers on tensor cores where they fit (:mod:`.gemm`).
+    two: bool
+    batch: list[int]
+    m_cls: list[int]
+    n_cls: list[int]
+    k_cls: list[int]
+    structured: TapSplit | None
 
-    ``fused``: intermediate buffer -> the stage producing it. An operand reading such a buffer
-    computes its tile in registers from the producer's operands (a short loop over the
-    producer's summed classes) instead of loading it, so the intermediate never goes to memory."""
+
+def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
+              fused: dict[str, Stage] | None = None) -> Partition:
     fused = fused or {}
     plan = prog.plan
-    values = plan.values
-    dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
-    dynamic = set(dyn_names)
+    vals = plan.values
+    dynamic = {cid for _, (_, cid) in plan.analysis.dynamic.items()}
     ops = stage.operands
     two = len(ops) == 2
     a_cls = set(ops[0].classes)
     b_cls = set(ops[1].classes) if two else set()
     out = list(stage.out)
-    vals = prog.plan.values
     if two:
         batch = [c for c in out if c in a_cls and c in b_cls]
         n_cls = [c for c in out if c in b_cls and c not in a_cls]
@@ -137,6 +139,62 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     n_cls = _order(n_cls, store_w, dynamic)
     k_cls = _order(stage.summed, k_w, dynamic)
     batch = _order(batch, store_w, dynamic)
+    structured = None
+    if two:
+        rows = []
+        for acc, vec in ((ops[0], set(m_cls)), (ops[1], set(n_cls))):
+            if acc.leaf in fused:
+                rows += [(v, vec) for v in fused_views(acc, fused[acc.leaf])]
+                rows.append((Access(acc.leaf, (), acc.classes, acc.masks), vec))
+            else:
+                rows.append((acc, vec))
+        structured = choose_split(k_cls, rows, vals, dynamic)
+    return Partition(two, batch, m_cls, n_cls, k_cls, structured)
+
+
+def b_layout(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
+             fused: dict[str, Stage] | None = None) -> tuple[str, tuple[int, ...]] | None:
+    """(weight, physical axis order) that makes a tap-structured stage's B tile a plain GEMM
+    operand: taps outermost, then the K block (one contiguous run), then the columns (stride 1,
+    coalesced, vectorised). None when B is not a plainly indexed input of such a stage."""
+    part = partition(prog, stage, strides, fused)
+    if not part.two or part.structured is None:
+        return None
+    b = stage.operands[1]
+    if b.leaf not in prog.inputs or b.leaf == "x" or b.masks:
+        return None
+    axis_of = {}
+    for k, e in enumerate(b.index):
+        cls = mentions(e)
+        if e.strip("()") != f"c{next(iter(cls))}" if len(cls) == 1 else True:
+            return None
+        axis_of[next(iter(cls))] = k
+    order = [c for c in part.batch + part.structured.outer + part.structured.inner + part.n_cls
+             if c in axis_of]
+    if sorted(axis_of[c] for c in order) != list(range(len(b.index))):
+        return None
+    return b.leaf, tuple(axis_of[c] for c in order)
+
+
+def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
+                 dtype: str = "float32", fused: dict[str, Stage] | None = None,
+                 producer_dot: bool = True) -> tuple[str, KernelSpec]:
+    """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
+    strides; any strides work at run time, these only choose the loop orders.
+
+    ``producer_dot``: fused grouped producers on tensor cores where they fit (:mod:`.gemm`).
+
+    ``fused``: intermediate buffer -> the stage producing it. An operand reading such a buffer
+    computes its tile in registers from the producer's operands (a short loop over the
+    producer's summed classes) instead of loading it, so the intermediate never goes to memory."""
+    fused = fused or {}
+    plan = prog.plan
+    values = plan.values
+    dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
+    ops = stage.operands
+    part = partition(prog, stage, strides, fused)
+    two, batch, m_cls, n_cls, k_cls, structured = (part.two, part.batch, part.m_cls, part.n_cls,
+                                                   part.k_cls, part.structured)
 
     read: list[str] = []
     for a in ops:
@@ -192,17 +250,6 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         w("    offs_n = pid_n * BN + tl.arange(0, BN)")
         w("    mask_n = offs_n < N")
         decompose("offs_n", n_cls, "n_")
-
-    structured = None
-    if two:
-        rows = []
-        for acc, vec in ((ops[0], set(m_cls)), (ops[1], set(n_cls))):
-            if acc.leaf in fused:
-                rows += [(v, vec) for v in fused_views(acc, fused[acc.leaf])]
-                rows.append((Access(acc.leaf, (), acc.classes, acc.masks), vec))
-            else:
-                rows.append((acc, vec))
-        structured = choose_split(k_cls, rows, values, dynamic)
 
     acc_shape = "(BM, BN)" if two else "(BM,)"
     acc_t = "tl.float64" if dtype == "float64" else "tl.float32"  # accumulation type

@@ -343,10 +343,28 @@ class TritonOperator:
             out.append(bufs["g_" + name].to(t.dtype) if need else None)
         return out
 
+    def weight_layouts(self, x_strides=None) -> dict[str, tuple[int, ...]]:
+        """Physical axis order per weight that makes it a plain GEMM operand of the stage reading
+        it (taps, then one contiguous K run, then unit-stride columns; :func:`.kernel.b_layout`).
+        Weights stored that way (:func:`relayout`) load as coalesced, vectorised tiles instead of
+        strided gathers."""
+        from .kernel import b_layout
+
+        fake = self.typical_strides(x_strides)
+        out = {}
+        for st in self.prog.stages:
+            if st.store.leaf in self.fused:
+                continue
+            fmap = {a.leaf: self._producer[a.leaf][1] for a in st.operands if a.leaf in self.fused}
+            found = b_layout(self.prog, st, fake, fmap)
+            if found is not None and found[0] not in out:
+                out[found[0]] = found[1]
+        return out
+
     # -- source ----------------------------------------------------------------------------
-    def source(self, dtype: torch.dtype = torch.bfloat16, backward: bool = True, x_strides=None,
-               fused=None) -> str:
-        """Readable Triton source of every stage (for contiguous buffers unless ``x_strides``)."""
+    def typical_strides(self, x_strides=None) -> dict[str, tuple[int, ...]]:
+        """Strides of every buffer (and its gradient) as allocated here; inputs contiguous unless
+        ``x_strides``."""
         vals = list(self.plan.values)
         fake = {}
         for leaf in list(self.prog.leaves):
@@ -361,6 +379,12 @@ class TritonOperator:
             fake["g_" + leaf] = tuple(st)
         if x_strides is not None:
             fake["x"] = fake["g_x"] = tuple(x_strides)
+        return fake
+
+    def source(self, dtype: torch.dtype = torch.bfloat16, backward: bool = True, x_strides=None,
+               fused=None) -> str:
+        """Readable Triton source of every stage (for contiguous buffers unless ``x_strides``)."""
+        fake = self.typical_strides(x_strides)
         parts = [f"# plan:\n# " + self.plan.describe().replace("\n", "\n# ") + "\n"]
         fused = self.fused if fused is None else frozenset(fused)
         for i, st in enumerate(self.prog.stages):
@@ -375,8 +399,14 @@ class TritonOperator:
         return "\n\n".join(parts)
 
 
+def relayout(t: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``t`` (same shape and values) stored with physical axis order ``order`` (slowest first)."""
+    inv = [order.index(k) for k in range(t.dim())]
+    return t.permute(order).contiguous().permute(inv)
+
+
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["TritonOperator", "Config", "default_config", "interpreting"]
+__all__ = ["TritonOperator", "Config", "default_config", "interpreting", "relayout"]

@@ -21,14 +21,15 @@ from dataclasses import replace
 
 from .runtime import Config, TritonOperator, _pow2, default_split
 
-#: two-operand (tl.dot) candidates: (BM, BN, BK, warps, stages)
 #: two-operand (tl.dot) candidates, most promising first (the budget may stop the list early):
 #: (BM, BN, BK, warps, stages)
-DOT_CONFIGS = [(128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (64, 64, 32, 4, 4), (128, 64, 64, 4, 3),
-               (64, 128, 32, 4, 4), (256, 64, 32, 8, 3), (64, 32, 64, 4, 4), (32, 64, 64, 4, 4)]
+#: BK=16 rows serve fused grouped producers, whose block-diagonal dot wastes BK/J of its MACs
+DOT_CONFIGS = [(128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 64, 16, 4, 4), (64, 64, 32, 4, 4),
+               (128, 64, 64, 4, 3), (64, 128, 32, 4, 4), (64, 64, 16, 4, 4), (256, 64, 32, 8, 3),
+               (32, 64, 64, 4, 4)]
 SUM_CONFIGS = [(128, 1, 32, 4, 2), (256, 1, 16, 4, 2), (64, 1, 64, 4, 2)]
 #: at most this many candidates per stage
-MAX_CANDIDATES = int(os.environ.get("SYNO_TRITON_TUNE_MAX", "8"))
+MAX_CANDIDATES = int(os.environ.get("SYNO_TRITON_TUNE_MAX", "9"))
 
 
 def cache_path() -> Path:
