@@ -11,8 +11,9 @@ with the compute each cost (wall seconds of training, summed over the whole sess
 
 ``--run`` first runs two searches with the same wall-time budget as `syno demo` (default 3m): the demo
 as it was before rungs (one epoch per kernel, ``fidelity.enabled=false``) and the demo's current default
-(rungs 1 -> 3 -> 15 epochs), both at once (so they share the machine's load), then measures the rung session and retrains both sessions' best kernels at
-15 epochs, side by side. Retraining runs in ``--jobs`` processes.
+(the tiny preset's rungs: 3 epochs, the best quarter 15), both at once (so they share the machine's load),
+then measures the rung session and retrains both sessions' best kernels at 15 epochs, side by side.
+Retraining runs in ``--jobs`` processes.
 
     python benchmarks/proxy_fidelity.py --run --out results/fidelity --budget 3m
     python benchmarks/proxy_fidelity.py --session results/demo-... --k 30
@@ -34,29 +35,39 @@ from pathlib import Path
 import torch
 
 
-def _retrain(args: tuple[str, str, int]) -> dict:
-    """15-epoch retraining of one kernel directory with its session's recipe (a worker process)."""
-    session, kdir, epochs = args
+def _retrain(args: tuple) -> dict:
+    """15-epoch retraining of one kernel directory with its session's recipe (a worker process), and with
+    ``short`` budgets: the same recipe for that many epochs, its schedule ending there (``--short``)."""
+    session, kdir, epochs, *rest = args
+    short = rest[0] if rest else ()
     torch.set_num_threads(int(os.environ.get("PROXY_THREADS", "1")))
     from syno.search.options import SearchOptions
     from syno.search.problem import _load_data, evaluate_operator
     from syno.session import read_json, read_kernel_dir
 
     opts = SearchOptions.model_validate(read_json(Path(session) / "session.json")["options"])
-    train = opts.train.model_copy(update={"epochs": epochs, "stop_epoch": None, "time_budget_s": None,
-                                          "prune_milestones": {}, "progress": False})
     op = read_kernel_dir(kdir).operator()
-    t0 = time.perf_counter()
-    res = evaluate_operator(opts, op, _load_data(opts), train)
-    return {"dir": kdir, "status": res.status, "accuracy": res.accuracy if math.isfinite(res.accuracy) else None,
-            "time": time.perf_counter() - t0}
+    data = _load_data(opts)
+    out: dict = {"dir": kdir, "short": {}}
+    for n in [*short, epochs]:
+        train = opts.train.model_copy(update={"epochs": n, "stop_epoch": None, "time_budget_s": None,
+                                              "prune_milestones": {}, "progress": False})
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = evaluate_operator(opts, op, data, train)
+        r = {"status": res.status, "accuracy": res.accuracy if math.isfinite(res.accuracy) else None,
+             "time": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+        if n == epochs:
+            out.update(r)
+        else:
+            out["short"][n] = r
+    return out
 
 
-def retrain(session: Path, dirs: list[str], epochs: int, jobs: int) -> dict[str, dict]:
+def retrain(session: Path, dirs: list[str], epochs: int, jobs: int, short: tuple[int, ...] = ()) -> dict[str, dict]:
     import multiprocessing as mp
 
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:  # CUDA-safe workers
-        return {r["dir"]: r for r in pool.map(_retrain, [(str(session), d, epochs) for d in dirs])}
+        return {r["dir"]: r for r in pool.map(_retrain, [(str(session), d, epochs, short) for d in dirs])}
 
 
 def rank_stats(xs: list[float], ys: list[float], k: int) -> dict:
@@ -71,7 +82,7 @@ def rank_stats(xs: list[float], ys: list[float], k: int) -> dict:
             f"top{k}": f"{len(top_x & top_y)}/{min(k, n)}"}
 
 
-def measure(session: Path, k: int, epochs: int, jobs: int, seed: int, topk: int = 5) -> dict:
+def measure(session: Path, k: int, epochs: int, jobs: int, seed: int, topk: int = 5, short: tuple[int, ...] = ()) -> dict:
     from syno.search.leaderboard import leaderboard_rows
     from syno.search.session import SessionStore
 
@@ -81,7 +92,7 @@ def measure(session: Path, k: int, epochs: int, jobs: int, seed: int, topk: int 
     ok = [row for row in rows if row["accuracy"] is not None and math.isfinite(row["accuracy"])]
     sample = random.Random(seed).sample(ok, min(k, len(ok)))
     t0 = time.perf_counter()
-    long = retrain(session, [str(session / row["dir"]) for row in sample], epochs, jobs)
+    long = retrain(session, [str(session / row["dir"]) for row in sample], epochs, jobs, short)
     wall = time.perf_counter() - t0
     ys = {row["dir"]: long[str(session / row["dir"])]["accuracy"] for row in sample}
     sample = [row for row in sample if ys[row["dir"]] is not None]
@@ -111,6 +122,14 @@ def measure(session: Path, k: int, epochs: int, jobs: int, seed: int, topk: int 
         st.update(evaluations=len(recs), train_s=sum(r.result.time for r in recs.values()))
         per_rung[0] = st
     out["rungs"] = per_rung
+    # short runs of the plain recipe (--short): which budget would rank like the long one
+    out["short"] = {}
+    for n in short:
+        pairs = [(long[str(session / r["dir"])]["short"][n]["accuracy"], ys[r["dir"]]) for r in sample]
+        pairs = [(a, b) for a, b in pairs if a is not None]
+        st = rank_stats([a for a, _ in pairs], [b for _, b in pairs], topk)
+        st["cpu_s_per_kernel"] = sum(long[str(session / r["dir"])]["short"][n]["cpu_s"] for r in sample) / max(1, len(sample))
+        out["short"][n] = st
     out["session_train_s"] = sum(st["train_s"] for st in per_rung.values())
     out["retrained"] = {r["dir"]: {"search": r["accuracy"], "rung": r.get("rung", 0), "rank": r["rank"],
                                    "long": ys[r["dir"]]} for r in sample}
@@ -139,7 +158,7 @@ def run_demo(session: Path, budget: str, fidelity: bool, workers: int | None, se
 
     cores = os.cpu_count() or 1
     w = workers or max(1, cores // 2)  # syno demo's defaults
-    over = {"run.workers": w, "run.threads": max(1, cores // w), "run.budget_seconds": parse_duration(budget),
+    over = {"run.workers": w, "run.threads": 1, "run.budget_seconds": parse_duration(budget),
             "run.drain_seconds": 20.0, "mcts.seed": seed, "random.seed": seed, "session_dir": str(session)}
     over.update(sets or {})
     if not fidelity:
@@ -161,6 +180,8 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="retraining processes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--short", default="", help="also train the sampled kernels for these epochs (e.g. 1,2,3), "
+                    "each with its own schedule, and rank them against the long result")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="search option for both searches (e.g. train.device=cuda), as syno search --set")
     ap.add_argument("--demo", type=Path, help=argparse.SUPPRESS)  # internal: one search of --run
@@ -194,7 +215,8 @@ def main(argv=None) -> None:
         a.session = rungs
     if a.session is None:
         ap.error("--session or --run")
-    results["fidelity"] = measure(a.session, a.k, a.epochs, a.jobs, a.seed)
+    short = tuple(int(x) for x in a.short.split(",") if x)
+    results["fidelity"] = measure(a.session, a.k, a.epochs, a.jobs, a.seed, short=short)
     text = json.dumps(results, indent=1)
     print(text)
     if a.json:
@@ -206,6 +228,10 @@ def main(argv=None) -> None:
         print(f"  rung {rung} ({st.get('budget')} epochs, {st['evaluations']} evaluations, {st['train_s']:.0f} s): "
               f"n={st['n']} spearman={st.get('spearman', math.nan):.3f} kendall={st.get('kendall', math.nan):.3f} "
               f"top5={st.get('top5', '-')}", file=sys.stderr)
+    for n, st in f["short"].items():
+        print(f"  plain {n}-epoch run: n={st['n']} spearman={st.get('spearman', math.nan):.3f} "
+              f"kendall={st.get('kendall', math.nan):.3f} top5={st.get('top5', '-')} "
+              f"({st['cpu_s_per_kernel']:.1f} CPU s per kernel)", file=sys.stderr)
     st = f["final"]
     print(f"  final ranking: n={st['n']} spearman={st.get('spearman', math.nan):.3f} "
           f"kendall={st.get('kendall', math.nan):.3f} top5={st.get('top5', '-')}", file=sys.stderr)
