@@ -259,6 +259,8 @@ class SynthSpace:
         self._lower: dict[Size, Fraction] = {}
         self._winok: dict[tuple, bool] = {}
         self._cposs: dict[str, bool] = {}
+        self._outer: dict[tuple, Size] = {}
+        self._cposs_dims: dict[tuple, dict[Dim, tuple[bool, bool, bool]]] = {}
         self._sig_cache: dict[tuple, dict[Dim, CurSig]] = {}
         self._winfac: dict[Size, float] = {}
         self._tiny: dict[Size, bool] = {}
@@ -478,18 +480,25 @@ class SynthSpace:
         merges = self.cap_left(state, C_MERGE, "merges")
         fit = outer_ok = 0
         gains = 0
+        ctx = (allow, outer, merges > 0)
+        per_dim = self._cposs_dims.get(ctx)
+        if per_dim is None:
+            per_dim = self._cposs_dims[ctx] = {}
         for d in state.current:
-            if A.data_discarding(d) or d.height + 1 > o.max_chain_length:
-                continue
-            if self.fits(allow, d.size, coef):
-                fit += 1
-                if self.outer_ok(state, d, allow, outer):
-                    outer_ok += 1
-            if merges > 0 and d.height + 2 <= o.max_chain_length and A.kind(d) not in (
-                    "ShareL", "Split", "MergeL", "reduce"):
-                if any(self.fits(allow, b, coef) or self.fits(allow, d.size / b, coef)
-                       for b in self._merge_blocks(d.size, allow)):
-                    gains += 1
+            got = per_dim.get(d)
+            if got is None:  # (fits the allowance, can be an outer product now, a Merge may cut a piece that fits)
+                got = (False, False, False)
+                if not (A.data_discarding(d) or d.height + 1 > o.max_chain_length):
+                    f = self.fits(allow, d.size, coef)
+                    got = (f, f and self.outer_ok(state, d, allow, outer),
+                           merges > 0 and d.height + 2 <= o.max_chain_length
+                           and A.kind(d) not in ("ShareL", "Split", "MergeL", "reduce")
+                           and any(self.fits(allow, b, coef) or self.fits(allow, d.size / b, coef)
+                                   for b in self._merge_blocks(d.size, allow)))
+                per_dim[d] = got
+            fit += got[0]
+            outer_ok += got[1]
+            gains += got[2]
         pieces = fit + min(gains, merges)
         return pieces >= 2 and (outer_ok > 0 or (merges > 0 and gains > 0))
 
@@ -504,10 +513,13 @@ class SynthSpace:
         return True
 
     def outer_numel(self, state: State) -> Size:
-        s = self.size_space.one
-        for d in state.expanded:
-            if A.is_share_l(d):
-                s = s * d.size
+        s = self._outer.get(state.expanded)
+        if s is None:
+            s = self.size_space.one
+            for d in state.expanded:
+                if A.is_share_l(d):
+                    s = s * d.size
+            self._outer[state.expanded] = s
         return s
 
     def repeat_numel(self, state: State) -> Size:

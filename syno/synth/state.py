@@ -107,10 +107,13 @@ def canonical_state(current: Sequence[Dim], weights: Sequence[Dim], expanded: Se
     best = None
     for perm in product(*(permutations(g) for g in groups)):
         mapping = {r: p for g, pg in zip(groups, perm) for r, p in zip(g, pg) if r is not p}
-        memo: dict = {}
-        cur = [rebuild(d, mapping, memo) for d in current]
-        wts = [rebuild(d, mapping, memo) for d in weights]
-        exp = [rebuild(d, mapping, memo) for d in expanded]
+        if not mapping:  # the identity: nothing to rebuild
+            cur, wts, exp = list(current), list(weights), list(expanded)
+        else:
+            memo: dict = {}
+            cur = [rebuild(d, mapping, memo) for d in current]
+            wts = [rebuild(d, mapping, memo) for d in weights]
+            exp = [rebuild(d, mapping, memo) for d in expanded]
         key = frontier_key(cur, wts, exp)
         if best is None or key < best[0]:
             best = (key, cur, wts, exp)
