@@ -242,7 +242,7 @@ class TritonOperator:
         m, n, b, k = sizes
         config = self.configs.get(self.config_key(direction, index, dtype, vals)) or \
             default_config(spec, m, n, k, b)
-        if direction == "fwd":
+        if direction == "fwd" or not spec.split_ok:
             config = replace(config, split=1)
         return fn, spec, (m, n, b, k), config
 
