@@ -39,11 +39,16 @@ def walk_rates(preset: str, walks: int, max_tries: int, seed: int = 0, **space_k
 
 
 def throughput(preset: str, count: int, workers: int, seed: int = 0) -> dict:
-    t = time.perf_counter()
+    """Distinct valid operators per second from a fresh space; with one worker also per CPU second
+    of this process (the steadier figure on a shared machine)."""
+    t, c = time.perf_counter(), time.process_time()
     got = sample_operators(preset, count, seed, workers, use_cache=False)
-    dt = time.perf_counter() - t
-    return {"preset": preset, "count": len(got), "workers": workers, "seconds": round(dt, 1),
-            "ops_per_second": round(len(got) / dt, 2)}
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    out = {"preset": preset, "count": len(got), "workers": workers, "seconds": round(dt, 1),
+           "ops_per_second": round(len(got) / dt, 2)}
+    if workers == 1:
+        out.update(cpu_seconds=round(dc, 1), ops_per_cpu_second=round(len(got) / dc, 2))
+    return out
 
 
 def micro_exhaustive() -> dict:
@@ -68,7 +73,12 @@ def main() -> None:  # pragma: no cover - measurement script
     ap.add_argument("--walks", type=int, default=200)
     ap.add_argument("--count", type=int, default=60)
     ap.add_argument("--skip-micro", action="store_true")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the sampling throughput of resnet18 with one worker (issue #17's target)")
     a = ap.parse_args()
+    if a.throughput_only:
+        print(json.dumps(throughput("resnet18", a.count, 1)), flush=True)
+        return
     rows = []
     for preset in ("tiny", "resnet18"):
         rows.append(walk_rates(preset, a.walks, 0))
