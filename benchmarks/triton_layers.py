@@ -38,7 +38,9 @@ THIN_TILES = [(64, 64, 16, 4, 2), (128, 32, 16, 4, 2), (32, 128, 16, 4, 2), (128
 
 def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
     """Each materialised stage's fastest tile of the sweep, installed on ``top``."""
-    from syno.codegen.triton.runtime import Config
+    from dataclasses import replace
+
+    from syno.codegen.triton.runtime import Config, default_split
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -48,12 +50,18 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
         bufs = top.inputs(x, ws)
         bufs.update(zip(top.materialized, inter))
         bufs["y"] = y
-        _, spec, _, _ = top.resolve("fwd", i, bufs, vals, dtype)
+        _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
         best = None
+        cfgs = []
         for tile in (DOT_TILES if spec.split_ok else THIN_TILES):
             cfg = Config(*tile)
+            cfgs.append(cfg)
+            split = default_split(spec, cfg, m, n, k, b)
+            if split > 1:  # few output tiles: also try split-K (fp32 partial sums)
+                cfgs.append(replace(cfg, split=split))
+        for cfg in cfgs:
             try:
-                us = gpu_time(lambda: top.launch("fwd", i, bufs, vals, dtype, cfg)) * 1000
+                us = gpu_time(lambda: top.launch_forward(i, bufs, vals, dtype, cfg)) * 1000
             except Exception as exc:  # e.g. out of shared memory for this tile
                 print(f"#   stage {i} {cfg.key()}: {type(exc).__name__}", flush=True)
                 continue

@@ -242,7 +242,7 @@ class TritonOperator:
         m, n, b, k = sizes
         config = self.configs.get(self.config_key(direction, index, dtype, vals)) or \
             default_config(spec, m, n, k, b)
-        if direction == "fwd" or not spec.split_ok:
+        if not spec.split_ok:
             config = replace(config, split=1)
         return fn, spec, (m, n, b, k), config
 
@@ -301,8 +301,26 @@ class TritonOperator:
                 raise ValueError(f"{leaf} would have {bufs[leaf].numel()} elements: 32-bit addressing only")
             if leaf != "y":
                 inter.append(bufs[leaf])
-            self.launch("fwd", i, bufs, vals, x.dtype, precision=precision)
+            self.launch_forward(i, bufs, vals, x.dtype, precision=precision)
         return bufs["y"], inter
+
+    def launch_forward(self, index: int, bufs, vals, dtype, config: Config | None = None,
+                       precision: str = "ieee") -> None:
+        """One forward stage into ``bufs[its leaf]``. With split-K (few output tiles, e.g. N=1 on
+        a large layer: the SMs would idle) the programs add fp32 partial sums into a zeroed
+        buffer of the same layout, cast into the result afterwards."""
+        leaf = self.prog.stages[index].store.leaf
+        cfg = config or self.resolve("fwd", index, bufs, vals, dtype)[3]
+        if cfg.split <= 1:
+            self.launch("fwd", index, bufs, vals, dtype, cfg, precision)
+            return
+        real = bufs[leaf]
+        bufs[leaf] = torch.zeros_like(real, dtype=torch.float32)
+        try:
+            self.launch("fwd", index, bufs, vals, dtype, cfg, precision)
+            real.copy_(bufs[leaf])
+        finally:
+            bufs[leaf] = real
 
     def backward(self, gy: torch.Tensor, x: torch.Tensor, weights, inter, needs, precision: str = "ieee",
                  keep: dict | None = None):
@@ -316,7 +334,7 @@ class TritonOperator:
             if leaf in self.fused:
                 i, _ = self._producer[leaf]
                 bufs[leaf] = self.alloc(leaf, vals, x)
-                self.launch("fwd", i, bufs, vals, x.dtype, precision=precision)
+                self.launch_forward(i, bufs, vals, x.dtype, precision=precision)
         bufs["g_y"] = gy
         wanted = {name for name, need in zip(self.prog.inputs, needs) if need}
         # gradients of unwanted inputs are skipped (intermediates' always run: they feed others)

@@ -136,11 +136,13 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
         best = None
         for cfg in candidates(spec, m, n, k):
-            if direction == "bwd":
-                cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+            cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+            if direction == "fwd":
+                run = lambda: op.launch_forward(i, bufs, vals, dtype, cfg, precision)  # noqa: E731
+            else:
+                run = lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision)  # noqa: E731
             try:
-                ms = do_bench(lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision),
-                              warmup=5, rep=20)
+                ms = do_bench(run, warmup=5, rep=20)
             except Exception as exc:  # e.g. out of shared memory for this tile
                 if verbose:
                     print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
