@@ -16,7 +16,7 @@ then measures the rung session and retrains both sessions' best kernels at 15 ep
 Retraining runs in ``--jobs`` processes.
 
     python benchmarks/proxy_fidelity.py --run --out results/fidelity --budget 3m
-    python benchmarks/proxy_fidelity.py --session results/demo-... --k 30
+    python benchmarks/proxy_fidelity.py --session results/demo-... --k 30 [--short 1,2,3]
 """
 
 from __future__ import annotations
