@@ -42,7 +42,9 @@ def _size_key(sp: SynthSpace, s) -> tuple:
 
 
 # ------------------------------------------------------------------------------------- Reduce
-def reduce_moves(sp: SynthSpace, s: State) -> list:
+def reduce_sizes(sp: SynthSpace, s: State) -> list:
+    """The domains of the Reduce children of ``s`` (the sizes :func:`reduce_moves` turns into
+    moves; the reduction-phase look-ahead needs only these, not the edge keys)."""
     o = sp.options
     n_red = s.counts[C_REDUCE]
     # Reductions come first (reduction phase) and in non-decreasing domain order: one path per
@@ -55,7 +57,7 @@ def reduce_moves(sp: SynthSpace, s: State) -> list:
     allow = np.array(sp.allowance(s.usage), dtype=np.int64)
     ok = np.all(sp._red_abs <= allow, axis=1)
     if s.reductions:
-        start = bisect.bisect_left([x.exps for x in base], s.reductions[-1].size.exps)
+        start = bisect.bisect_left(sp._red_exps, s.reductions[-1].size.exps)
         ok[:start] = False
     # "at most one matmul": prod(reductions) / numel(input) <= max_size_multiplier, every mapping
     prod = sp.size_space.one
@@ -63,13 +65,14 @@ def reduce_moves(sp: SynthSpace, s: State) -> list:
         prod = prod * r.size
     scale = np.array([float(v) for v in sp.bindings.values(prod / sp.problem.input_numel)])
     ok &= np.all(sp._red_vals * scale <= o.max_size_multiplier * (1 + 1e-12), axis=1)
+    return [x for x, keep in zip(base, ok) if keep]
+
+
+def reduce_moves(sp: SynthSpace, s: State) -> list:
     counts: dict = {}
     for r in s.reductions:
         counts[r.size] = counts.get(r.size, 0) + 1
-    out = []
-    for size in (x for x, keep in zip(base, ok) if keep):
-        out.append(_move("Reduce", f"R{counts.get(size, 0)}:{size}", (size,)))
-    return out
+    return [_move("Reduce", f"R{counts.get(size, 0)}:{size}", (size,)) for size in reduce_sizes(sp, s)]
 
 
 # ------------------------------------------------------------------------------------- Expand
@@ -396,5 +399,5 @@ def finalize_moves(sp: SynthSpace, s: State) -> list:
     return out
 
 
-__all__ = ["reduce_moves", "expand_moves", "shift_moves", "stride_moves", "split_moves", "unfold_moves",
+__all__ = ["reduce_sizes", "reduce_moves", "expand_moves", "shift_moves", "stride_moves", "split_moves", "unfold_moves",
            "merge_moves", "contraction_moves", "finalize_moves"]

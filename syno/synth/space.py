@@ -389,6 +389,7 @@ class SynthSpace:
                     base.append(sz)
             base.sort(key=lambda x: x.exps)
             self._red_base = base
+            self._red_exps = [x.exps for x in base]
             self._red_abs = np.array([[abs(e) for e in x.exps] for x in base], dtype=np.int64).reshape(
                 len(base), len(self.max_occ))
             self._red_vals = np.array([[float(v) for v in self.bindings.values(x)] for x in base],
@@ -863,8 +864,9 @@ class SynthSpace:
             got = self._normal_viable(state)
             if not got and state.counts[C_REDUCE] < self.options.max_reductions and self.remaining(state) >= 2 \
                     and self._reductions_extensible(state):
-                from .rules import reduce_moves
-                got = any(self._reduction_viable(self.apply(state, m)) for m in reduce_moves(self, state))
+                from .rules import reduce_sizes
+                got = any(self._reduction_viable(self.apply(state, Move("Reduce", "", (size,))))
+                          for size in reduce_sizes(self, state))
             self._red_memo[state.key] = got
         return got
 
