@@ -103,7 +103,6 @@ class Partition:
     n_cls: list[int]
     k_cls: list[int]
     structured: TapSplit | None
-    thin2d: bool = False             # [BM, BN] FMA tile, K a short unrolled scalar loop
 
 
 def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
@@ -124,19 +123,12 @@ def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
         n_static = all(c not in dynamic for c in n_cls)
         small = (k_static and _prod(vals[c] for c in stage.summed) < 16) or \
                 (n_static and _prod(vals[c] for c in n_cls) < 16)
-        thin2d = False
         if small:
-            # too thin for tensor cores (e.g. a grouped 1x1 conv with 2 channels per group):
-            # FMA units. With a short static K and nothing fused: a [BM, BN] tile, rows the
-            # classes only the data side holds, columns the rest (each decomposed once per tile,
-            # not per element), K unrolled; else one flat row index summed with tl.sum
-            thin2d = k_static and _prod(vals[c] for c in stage.summed) <= 64 and \
-                not any(a.leaf in fused for a in ops)
-            two, n_cls = False, (batch + n_cls if thin2d else [])
-            batch = []
+            # too thin for tensor cores (e.g. a grouped 1x1 conv with 2 channels per group): one
+            # flat row index over every output class, products summed with tl.sum (FMA units)
+            two, batch, n_cls = False, [], []
     else:
         batch, n_cls = [], []
-        thin2d = False
     m_cls = [c for c in out if c not in batch and c not in n_cls]
     store_w = _eff_strides(stage.store, strides)
     k_w: dict[int, int] = {}
@@ -157,7 +149,7 @@ def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
             else:
                 rows.append((acc, vec))
         structured = choose_split(k_cls, rows, vals, dynamic)
-    return Partition(two, batch, m_cls, n_cls, k_cls, structured, thin2d)
+    return Partition(two, batch, m_cls, n_cls, k_cls, structured)
 
 
 def b_layout(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
@@ -203,7 +195,6 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     part = partition(prog, stage, strides, fused)
     two, batch, m_cls, n_cls, k_cls, structured = (part.two, part.batch, part.m_cls, part.n_cls,
                                                    part.k_cls, part.structured)
-    tile2 = two or part.thin2d  # a [BM, BN] result tile
 
     read: list[str] = []
     for a in ops:
@@ -255,12 +246,12 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     w("    offs_m = pid_m * BM + tl.arange(0, BM)")
     w("    mask_m = offs_m < M")
     decompose("offs_m", m_cls, "m_")
-    if tile2:
+    if two:
         w("    offs_n = pid_n * BN + tl.arange(0, BN)")
         w("    mask_n = offs_n < N")
         decompose("offs_n", n_cls, "n_")
 
-    acc_shape = "(BM, BN)" if tile2 else "(BM,)"
+    acc_shape = "(BM, BN)" if two else "(BM,)"
     acc_t = "tl.float64" if dtype == "float64" else "tl.float32"  # accumulation type
     w(f"    acc = tl.zeros({acc_shape}, dtype={acc_t})")
     dot_t = DOT_DTYPES[dtype]
@@ -274,14 +265,12 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
         L.extend(structured_loop(ops, fused, m_cls, n_cls, batch, structured, values, dyn_names, ptr,
                                  acc_t, dot, strides,
                                  dot_t if producer_dot and dtype != "float64" else None))
-    elif part.thin2d:
-        _thin2d_loop(L, ops, m_cls, n_cls, k_cls, values, ptr, acc_t)
     else:
         _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
                    acc_t, dot)
-    _store(L, stage, tile2, m_cls, n_cls, batch, ptr)
-    spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, tile2,
-                      stage.atomic, split_ok=not part.thin2d)
+    _store(L, stage, two, m_cls, n_cls, batch, ptr)
+    spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, two,
+                      stage.atomic)
     return "\n".join(L) + "\n", spec
 
 
@@ -311,27 +300,6 @@ def _address(acc: Access, ptr, mp: dict[int, str], tile: str) -> str:
 
 def _masks(acc: Access, mp: dict[int, str], base: list[str]) -> str:
     return " & ".join(base + [substitute(m, mp) for m in acc.masks])
-
-
-def _thin2d_loop(L, ops, m_cls, n_cls, k_cls, values, ptr, acc_t) -> None:
-    """A short static reduction unrolled over scalars: each step loads one ``[BM, BN]`` tile per
-    operand (addresses from the per-tile row and column class vectors) and accumulates with FMA."""
-    w = L.append
-    mp = {c: f"m_c{c}[:, None]" for c in m_cls}
-    mp.update({c: f"n_c{c}[None, :]" for c in n_cls})
-    mp.update({c: f"k_c{c}" for c in k_cls})
-    zero = "zero_o"
-    base = ["mask_m[:, None]", "mask_n[None, :]"]
-    w("    zero_o = tl.zeros((BM, BN), dtype=tl.int32)")
-    w(f"    for kk in tl.static_range({_prod(values[c] for c in k_cls)}):")
-    for line in _decompose("kk", k_cls, "k_", values, {}, "        "):
-        w(line)
-    terms = []
-    for q, acc in enumerate(ops):
-        w(f"        f{q} = tl.load({_address(acc, ptr, mp, zero)},\n                     "
-          f"mask={_masks(acc, mp, base)}, other=0.0).to({acc_t})")
-        terms.append(f"f{q}")
-    w(f"        acc += {' * '.join(terms)}")
 
 
 def _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
