@@ -174,6 +174,34 @@ def test_module_compile_export_and_dynamic_batch():
     assert torch.allclose(ep.module()(x.detach()), ref, atol=1e-4)
 
 
+def test_weights_packed_for_the_kernels_keep_values_and_gradients():
+    """Building the Triton implementation stores Operator 1's first weight taps-first with unit-
+    stride columns (what its GEMM stage reads best); values, outputs and gradients are unchanged,
+    and the einsum path runs on the repacked parameters too."""
+    from syno.codegen.triton.runtime import relayout
+
+    m = {"N": 2, "C_in": 64, "C_out": 64, "H": 3}
+    mod = build_module(library.operator1(), m, implementation="einsum")
+    before = [w.detach().clone() for w in mod.weights]
+    x = torch.randn(2, 64, 3, 3)
+    ref = mod(x)
+    mod.implementation = "triton"
+    impl = mod._get_impl("triton:min")
+    layouts = impl.operator.weight_layouts()
+    assert "w1" in layouts
+    assert mod.weight1.stride() == relayout(torch.empty(mod.weight1.shape), layouts["w1"]).stride()
+    assert mod.weight1.stride() != torch.empty(mod.weight1.shape).stride()
+    assert mod.weight1.stride()[layouts["w1"][-1]] == 1  # output channels contiguous
+    for a, b in zip(mod.weights, before):
+        assert torch.equal(a.detach(), b)
+    y = mod(x)
+    assert torch.allclose(y, ref, atol=1e-4)
+    y.sum().backward()
+    assert mod.weight1.grad.shape == mod.weight1.shape
+    mod.implementation = "einsum"
+    assert torch.allclose(mod(x), ref, atol=1e-5)
+
+
 def test_registry_names_and_errors():
     assert registry.normalize("triton") == "triton:min"
     assert registry.parse("fastd:wfirst") == ("fastd", "wfirst")
