@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every GPU measurement the open issues still need, in one device call with a time cap per part
+# (device time is scarce: machine starts often fail, so one full call beats several small ones).
+# Usage on the GPU machine, from the repository root:
+#
+#     PYTHONPATH=$PWD bash benchmarks/gpu_batch.sh "$OUT" [parts...]
+#
+# parts (default: all, in this order):
+#   layers   issue #15: Operator 1 per layer, fused/unfused vs cuDNN      (benchmarks/triton_layers.py)
+#   oplat    issue #15: stacked conv and sampled operators, fwd and fwd+bwd (benchmarks/operator_latency.py)
+#   e2e      issue #15: ResNet-18 end to end with Operator 1, Triton, bf16  (benchmarks/end_to_end.py)
+#   gputest  issue #15: the 200-operator fp32/bf16 GPU correctness test    (pytest -m gpu)
+#   space    issues #16/#21: the resnet18 space's speed distribution        (benchmarks/space_speed.py, resumable)
+#   objective issue #16: --objective speed vs accuracy                      (benchmarks/objective_speed.py)
+# Each part writes under $OUT/<part>/ and its log to $OUT/<part>.log; a part that fails or runs out
+# of time does not stop the others.
+set -u
+OUT=${1:?usage: gpu_batch.sh OUT [parts...]}
+shift
+PARTS=${*:-layers oplat e2e gputest space objective}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
+
+part() {  # part NAME SECONDS COMMAND...
+    local name=$1 secs=$2
+    shift 2
+    mkdir -p "$OUT/$name"
+    echo "== $name (cap ${secs}s): $*" | tee -a "$OUT/summary.txt"
+    local t0=$SECONDS
+    timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
+    echo "== $name: exit $? after $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+    tail -n 25 "$OUT/$name.log"
+}
+
+for p in $PARTS; do
+    case $p in
+    layers)
+        for L in 64@56 128@28 256@14 512@7; do
+            part "layers-$L" 90 python benchmarks/triton_layers.py --layer "$L" --batches 128,1
+        done ;;
+    oplat)
+        part oplat 420 python benchmarks/operator_latency.py --triton only --ops operator1 stacked_conv \
+            --sampled 2 --tune-budget 10 --out "$OUT/oplat/oplat.json" ;;
+    e2e)
+        part e2e 540 python benchmarks/end_to_end.py --device cuda --models resnet18 --batches 1,128 \
+            --backends inductor --operators operator1 --impls codegen --codegen-implementation triton:min \
+            --dtype bf16 --channels-last --pretune 8 --time-budget 480 --out "$OUT/e2e" ;;
+    gputest)
+        part gputest 420 python -m pytest -m gpu -x -q tests/codegen/test_triton_gpu.py ;;
+    space)
+        part space 480 python benchmarks/space_speed.py --out "$OUT/space" --planner cost,macs --count 200 \
+            --implementation fast:min --wall 450 ;;
+    objective)
+        part objective 480 python benchmarks/objective_speed.py --gpu --evals 30 --budget-s 450 \
+            --out "$OUT/objective/objective_speed.json" ;;
+    *)
+        echo "unknown part $p" >&2 ;;
+    esac
+done
