@@ -33,14 +33,14 @@ import torch.nn.functional as F  # noqa: E402
 
 DOT_TILES = [(128, 64, 32, 4, 3), (128, 64, 16, 4, 4), (64, 64, 16, 4, 4), (128, 128, 32, 8, 3),
              (64, 128, 32, 4, 3), (32, 64, 32, 4, 3), (64, 64, 32, 4, 4), (128, 128, 16, 8, 4)]
-THIN_TILES = [(64, 64, 16, 4, 2), (128, 32, 16, 4, 2), (32, 128, 16, 4, 2), (128, 64, 16, 8, 2)]
+THIN_TILES = [(128, 1, 16, 4, 2), (256, 1, 16, 4, 2), (512, 1, 16, 4, 2), (1024, 1, 16, 8, 2)]
 
 
 def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
     """Each materialised stage's fastest tile of the sweep, installed on ``top``."""
     from dataclasses import replace
 
-    from syno.codegen.triton.runtime import Config, default_split
+    from syno.codegen.triton.runtime import Config, _pow2, default_split
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -53,8 +53,15 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
         _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
         best = None
         cfgs = []
-        for tile in (DOT_TILES if spec.split_ok else THIN_TILES):
-            cfg = Config(*tile)
+        tiles = DOT_TILES if spec.two else THIN_TILES
+        for bm, bn, bk, warps, stages in tiles:
+            # no larger than the problem (a thin stage's K is 2-16 values: BK beyond it is masked)
+            bm = min(bm, _pow2(m, 16, 256 if spec.two else 1024))
+            bn = min(bn, _pow2(n, 16, 256)) if spec.two else 1
+            bk = min(bk, _pow2(k, 16 if spec.two else 1, 128))
+            cfg = Config(bm, bn, bk, warps, stages)
+            if cfg in cfgs:
+                continue
             cfgs.append(cfg)
             split = default_split(spec, cfg, m, n, k, b)
             if split > 1:  # few output tiles: also try split-K (fp32 partial sums)
