@@ -126,12 +126,32 @@ def load_operator(path: Path):
     return Operator.from_json(file.read_text())
 
 
+def triton_source(op, mapping: dict[str, int]) -> str:
+    """The Triton kernels :mod:`syno.codegen.triton` generates for ``op`` at ``mapping`` (input
+    channels_last when it is 4-D), with the plan they come from."""
+    from syno.ir.lowering import plan_for
+
+    from .triton.runtime import TritonOperator
+
+    plan = plan_for(op, mapping)
+    top = TritonOperator(plan)
+    x_axes = top.prog.leaves["x"]
+    shape = [plan.values[c] for c in x_axes]
+    strides = None
+    if len(shape) == 4:  # NCHW logical, NHWC in memory
+        n, c, h, w = shape
+        strides = (h * w * c, 1, w * c, c)
+    return top.source(backward=True, x_strides=strides)
+
+
 def plan_command(
     kernel: Path = typer.Argument(..., help="kernel directory (holding operator.json) or an operator .json file"),
     mapping: str = typer.Option("N=8,C_in=64,C_out=64,H=56", "--map",
                                 help="sizes of the operator's variables, NAME=INT,..."),
     limit: Optional[str] = typer.Option(None, "--limit", help="peak memory limit: a factor of max(input+weights, "
                                         "output) like 8x, or bytes like 2GB (default $SYNO_PEAK_LIMIT or 8x)"),
+    triton: bool = typer.Option(False, "--triton", help="also print the generated Triton kernels (forward and "
+                                "backward; bf16, channels_last input, fused producers as the default picks)"),
 ) -> None:
     """Explain how an operator is lowered: stages with MACs, bytes written and peak memory, and the
     alternatives the planner rejected."""
@@ -139,6 +159,8 @@ def plan_command(
         op = load_operator(kernel)
         m = parse_mapping(mapping)
         text = explain(op, m, limit=limit)
+        if triton:
+            text += "\n\n" + triton_source(op, m)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
