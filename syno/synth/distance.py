@@ -118,7 +118,6 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     n = len(flex)
     nvars = len(desired[0])
     zero = (0,) * nvars
-    pzero = (0,) * n_primary
     early = limit < INF - 1  # stop at the first witness <= limit (else: the exact minimum)
     best = [INF if not early else limit + 1]
     found = [INF]
@@ -132,95 +131,13 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     for i in range(n - 1, -1, -1):
         keep_suffix[i] = keep_suffix[i + 1] + (0 if flex[i].vanish else 1)
 
-    def covers(rem, idx) -> bool:
-        return all(rem[k] <= sum(max(flex[i].exps[k], 0) for i in idx) for k in range(n_primary))
+    seen_parts = set()
+    dmin: dict = {}
+    dlist: dict = {}
 
-    def rest_ok(rem, idx) -> bool:
-        """What is left of the dims a piece is cut from is a legal, integral size."""
-        rest = [0] * nvars
-        for i in idx:
-            for k, e in enumerate(flex[i].exps):
-                rest[k] += e
-        rest = tuple(a - b for a, b in zip(rest, rem))
-        return any(rest) and q_ok(rest)
-
-    def carve_cost(rem, others, members, dcnt):
-        """Cheapest way to cut ``rem`` off some of ``others``: (extra ops, extra Merges) or None."""
-        cands = [i for i in others if flex[i].carve_big or flex[i].carve_tiny < INF or flex[i].carve_small < INF]
-        max_cuts = min(len(cands), merges_left - (dcnt - 1))
-        no_unfold_main = strides_left <= 0 and all(flex[i].reduce_only for i in members)
-        found_cut = None
-        for size in range(1, max_cuts + 1):
-            for T in combinations(cands, size):
-                if not covers(rem, T) or not rest_ok(rem, T):
-                    continue
-                big = [i for i in T if flex[i].carve_big]
-                nb = [i for i in T if not flex[i].carve_big]
-                if len(T) == 1 and big and rem not in flex[T[0]].cuts:
-                    continue  # one Merge: the piece must be one of the allowed blocks / majors
-                prim_nb = tuple(max(0, rem[k] - sum(max(flex[i].exps[k], 0) for i in big)) if k < n_primary
-                                else 0 for k in range(nvars))
-                if any(prim_nb) and not covers(prim_nb, nb):
-                    continue
-                routes = []
-                for i in nb:
-                    opts = []
-                    if flex[i].carve_tiny < INF:
-                        opts.append((1, 0, flex[i].carve_tiny))
-                    if flex[i].carve_small < INF and not no_unfold_main:
-                        opts.append((0, 1, flex[i].carve_small))
-                    if not opts:
-                        break
-                    routes.append(opts)
-                else:
-                    for choice in product(*routes):
-                        n_tiny = sum(c[0] for c in choice)
-                        n_small = sum(c[1] for c in choice)
-                        if n_tiny > shifts_left:
-                            continue
-                        # primaries the big dims cannot supply must fit into the small pieces
-                        if nb and any(prim_nb) and not small_ok(prim_nb, n_tiny, n_small):
-                            continue
-                        if not big and not small_ok(rem, n_tiny, n_small):
-                            continue
-                        cost = size + sum(c[2] for c in choice)
-                        if found_cut is None or cost < found_cut[0]:
-                            found_cut = (cost, size)
-        return found_cut
-
-    def fits_group(i: int, dtot: tuple[int, ...]) -> bool:
-        """A member that cannot be cut freely ends up inside the group's desired product, after
-        giving away at most a small piece (its own excess over the desired product)."""
-        f = flex[i]
-        if f.carve_big:
-            return True
-        rest = tuple(a - b for a, b in zip(dtot, f.exps))
-        if not any(rest) or q_ok(rest):
-            return True
-        if uncuttable(i):
-            return False
-        excess = tuple(max(b - a, 0) for a, b in zip(dtot, f.exps))
-        if any(excess[:n_primary]):
-            return False  # primaries cut off small pieces are too large (they are not separable)
-        rest2 = tuple(r + e for r, e in zip(rest, excess))
-        if any(rest2) and not q_ok(rest2):
-            return False
-        if f.carve_tiny < INF and small_ok(excess, 1, 0):
-            return True
-        return f.carve_small < INF and small_ok(excess, 0, 1)
-
-    fit_memo: dict = {}
-
-    def fits_memo(i: int, dtot: tuple[int, ...]) -> bool:
-        key = (flex[i], dtot)
-        got = fit_memo.get(key)
-        if got is None:
-            got = fit_memo[key] = fits_group(i, dtot)
-        return got
-
-    def uncuttable(i: int) -> bool:
-        f = flex[i]
-        return not f.carve_big and f.carve_tiny >= INF and f.carve_small >= INF
+    groups = GroupCosts(flex, n_primary, nvars, q_ok, small_ok, window_ok, elim_free, merges_left,
+                        strides_left, shifts_left, dmin, dlist)
+    fits_memo = groups.fits
 
     def group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
         key = (members, dsum)
@@ -231,95 +148,11 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                         shifts_left, memo_context)
                 got = group_memo.get(gkey, gmemo)
                 if got is gmemo:
-                    got = group_memo[gkey] = _group_cost(members, dsum, dcnt)
+                    got = group_memo[gkey] = groups.cost(members, dsum, dcnt)
             else:
-                got = _group_cost(members, dsum, dcnt)
+                got = groups.cost(members, dsum, dcnt)
             gmemo[key] = got
         return got
-
-    def _group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
-        """(extra ops beyond c + d - 2, extra Merges beyond d - 1) or None if infeasible."""
-        q = [0] * nvars
-        for i in members:
-            for k, e in enumerate(flex[i].exps):
-                q[k] += e
-        q = tuple(a - b for a, b in zip(q, dsum))
-        cut = 0
-        if dcnt >= 2:  # Merges must cut the group's material into several desired axes
-            cut = INF
-            for i in members:
-                f = flex[i]
-                if f.carve_big:
-                    cut = 0
-                else:
-                    if f.carve_tiny < INF and small_ok(dmin[dsum], 1, 0):
-                        cut = min(cut, f.carve_tiny)
-                    if f.carve_small < INF and small_ok(dmin[dsum], 0, 1):
-                        cut = min(cut, f.carve_small)
-            if cut >= INF:
-                return None
-        if not any(q):
-            if dcnt >= 2 and not all(fits_one_axis(flex[i].exps, dlist[dsum]) for i in members if uncuttable(i)):
-                return None
-            if not all(fits_memo(i, dsum) for i in members):
-                return None
-            return cut, 0, pzero
-        if any(e < 0 for e in q[:n_primary]):
-            return None
-        has_primary = any(e > 0 for e in q[:n_primary])
-        if not has_primary and any(e < 0 for e in q[n_primary:]):
-            # the desired axes are larger than the material by a pure coefficient: nothing can supply
-            # it (a Stride's top is data-discarding and can only end as an Unfold window)
-            return None
-        if not q_ok(q):
-            return None
-        c = len(members)
-        best_extra = None
-        whole = [i for i in members if flex[i].whole]
-        axes = dlist[dsum]
-        for r in range(0, min(len(whole), c - 1) + 1):
-            for sub in combinations(whole, r):
-                if not all(fits_one_axis(flex[i].exps, axes) for i in members if i not in sub and uncuttable(i)):
-                    continue
-                if not all(fits_memo(i, dsum) for i in members if i not in sub):
-                    continue
-                rem = list(q)
-                for i in sub:
-                    for k, e in enumerate(flex[i].exps):
-                        rem[k] -= e
-                rem = tuple(rem)
-                if window_ok is not None and sub:
-                    mains = [flex[i].exps for i in members if i not in sub]
-                    if not all(flex[i].expand or any(window_ok(mn, flex[i].exps) for mn in mains) for i in sub):
-                        continue
-                if not any(rem):
-                    return cut, 0, pzero  # the surplus is a set of whole pieces (windows / expands)
-                if merges_left <= dcnt - 1 or any(e < 0 for e in rem[:n_primary]) or not q_ok(rem):
-                    continue
-                got = carve_cost(rem, [i for i in members if i not in sub], members, dcnt)
-                if got is not None:
-                    # primaries cut off must vanish into outer products unless windows/expands may take them
-                    surplus = tuple(0 if (elim_free is not None and elim_free[k]) else max(rem[k], 0)
-                                    for k in range(n_primary))
-                    got = (max(got[0], cut), got[1], surplus)
-                    if best_extra is None or (got[0], sum(got[2])) < (best_extra[0], sum(best_extra[2])):
-                        best_extra = got
-        return best_extra
-
-    seen_parts = set()
-    dmin: dict = {}
-    dlist: dict = {}
-
-    def fits_one_axis(x: tuple[int, ...], axes) -> bool:
-        """An uncuttable dim ends whole inside one desired axis: axis / x is 1 or legal."""
-        for ax in axes:
-            rest = tuple(a - b for a, b in zip(ax, x))
-            if not any(rest) or q_ok(rest):
-                return True
-        return False
-
-    def small_key(e):
-        return tuple(e)  # any fixed choice is fine: small_ok is only a necessary condition
 
     # the cheapest way to provide an outer product for a needed contraction without a vanishing dim:
     # cut a Merge piece (Merge-type) off a dim
@@ -343,7 +176,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             dcnt.append(len(g))
             dlist[tuple(s)] = tuple(sorted(desired[j] for j in g))
             # the smallest desired axis of the group (a cut between its axes is at least that big)
-            dmin[tuple(s)] = min((desired[j] for j in g), key=lambda e: small_key(e))
+            # any fixed choice is fine: small_ok is only a necessary condition
+            dmin[tuple(s)] = min((desired[j] for j in g), key=tuple)
         fixed_cost = base + m - 2 * G
         # groups with the same desired axes are interchangeable: such a group may take its first
         # member only once the previous one has one (with the non-decreasing choices of equal dims
@@ -453,6 +287,202 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     return found[0]
 
 
+class GroupCosts:
+    """Costs of single reshape groups for :func:`shape_lower_bound` (one instance per call): what a
+    group of current dims (``members``, indices into ``flex``) with desired axes summing to
+    ``dsum`` costs beyond ``c + d - 2`` ops, and the feasibility tests it is made of. ``dmin`` and
+    ``dlist`` (smallest desired axis / desired axes of a group, by ``dsum``) are filled by the
+    caller as it goes through the partitions of the desired axes."""
+
+    def __init__(self, flex: Sequence[CurSig], n_primary: int, nvars: int, q_ok, small_ok, window_ok, elim_free,
+                 merges_left: int, strides_left: int, shifts_left: int, dmin: dict, dlist: dict):
+        self.flex, self.n_primary, self.nvars = flex, n_primary, nvars
+        self.q_ok, self.small_ok, self.window_ok, self.elim_free = q_ok, small_ok, window_ok, elim_free
+        self.merges_left, self.strides_left, self.shifts_left = merges_left, strides_left, shifts_left
+        self.pzero = (0,) * n_primary
+        self.dmin, self.dlist = dmin, dlist
+        self._fit: dict = {}
+
+    def covers(self, rem, idx) -> bool:
+        flex, n_primary = self.flex, self.n_primary
+        return all(rem[k] <= sum(max(flex[i].exps[k], 0) for i in idx) for k in range(n_primary))
+
+    def rest_ok(self, rem, idx) -> bool:
+        """What is left of the dims a piece is cut from is a legal, integral size."""
+        flex, nvars, q_ok = self.flex, self.nvars, self.q_ok
+        rest = [0] * nvars
+        for i in idx:
+            for k, e in enumerate(flex[i].exps):
+                rest[k] += e
+        rest = tuple(a - b for a, b in zip(rest, rem))
+        return any(rest) and q_ok(rest)
+
+    def carve_cost(self, rem, others, members, dcnt):
+        """Cheapest way to cut ``rem`` off some of ``others``: (extra ops, extra Merges) or None."""
+        flex, n_primary, nvars = self.flex, self.n_primary, self.nvars
+        small_ok, merges_left = self.small_ok, self.merges_left
+        strides_left, shifts_left = self.strides_left, self.shifts_left
+        cands = [i for i in others if flex[i].carve_big or flex[i].carve_tiny < INF or flex[i].carve_small < INF]
+        max_cuts = min(len(cands), merges_left - (dcnt - 1))
+        no_unfold_main = strides_left <= 0 and all(flex[i].reduce_only for i in members)
+        found_cut = None
+        for size in range(1, max_cuts + 1):
+            for T in combinations(cands, size):
+                if not self.covers(rem, T) or not self.rest_ok(rem, T):
+                    continue
+                big = [i for i in T if flex[i].carve_big]
+                nb = [i for i in T if not flex[i].carve_big]
+                if len(T) == 1 and big and rem not in flex[T[0]].cuts:
+                    continue  # one Merge: the piece must be one of the allowed blocks / majors
+                prim_nb = tuple(max(0, rem[k] - sum(max(flex[i].exps[k], 0) for i in big)) if k < n_primary
+                                else 0 for k in range(nvars))
+                if any(prim_nb) and not self.covers(prim_nb, nb):
+                    continue
+                routes = []
+                for i in nb:
+                    opts = []
+                    if flex[i].carve_tiny < INF:
+                        opts.append((1, 0, flex[i].carve_tiny))
+                    if flex[i].carve_small < INF and not no_unfold_main:
+                        opts.append((0, 1, flex[i].carve_small))
+                    if not opts:
+                        break
+                    routes.append(opts)
+                else:
+                    for choice in product(*routes):
+                        n_tiny = sum(c[0] for c in choice)
+                        n_small = sum(c[1] for c in choice)
+                        if n_tiny > shifts_left:
+                            continue
+                        # primaries the big dims cannot supply must fit into the small pieces
+                        if nb and any(prim_nb) and not small_ok(prim_nb, n_tiny, n_small):
+                            continue
+                        if not big and not small_ok(rem, n_tiny, n_small):
+                            continue
+                        cost = size + sum(c[2] for c in choice)
+                        if found_cut is None or cost < found_cut[0]:
+                            found_cut = (cost, size)
+        return found_cut
+
+    def fits_group(self, i: int, dtot: tuple[int, ...]) -> bool:
+        """A member that cannot be cut freely ends up inside the group's desired product, after
+        giving away at most a small piece (its own excess over the desired product)."""
+        flex, n_primary, q_ok, small_ok = self.flex, self.n_primary, self.q_ok, self.small_ok
+        f = flex[i]
+        if f.carve_big:
+            return True
+        rest = tuple(a - b for a, b in zip(dtot, f.exps))
+        if not any(rest) or q_ok(rest):
+            return True
+        if self.uncuttable(i):
+            return False
+        excess = tuple(max(b - a, 0) for a, b in zip(dtot, f.exps))
+        if any(excess[:n_primary]):
+            return False  # primaries cut off small pieces are too large (they are not separable)
+        rest2 = tuple(r + e for r, e in zip(rest, excess))
+        if any(rest2) and not q_ok(rest2):
+            return False
+        if f.carve_tiny < INF and small_ok(excess, 1, 0):
+            return True
+        return f.carve_small < INF and small_ok(excess, 0, 1)
+
+    def fits(self, i: int, dtot: tuple[int, ...]) -> bool:
+        """:meth:`fits_group`, memoized per signature."""
+        key = (self.flex[i], dtot)
+        got = self._fit.get(key)
+        if got is None:
+            got = self._fit[key] = self.fits_group(i, dtot)
+        return got
+
+    def uncuttable(self, i: int) -> bool:
+        flex = self.flex
+        f = flex[i]
+        return not f.carve_big and f.carve_tiny >= INF and f.carve_small >= INF
+
+    def cost(self, members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
+        """(extra ops beyond c + d - 2, extra Merges beyond d - 1) or None if infeasible."""
+        flex, n_primary, nvars, q_ok, small_ok = self.flex, self.n_primary, self.nvars, self.q_ok, self.small_ok
+        merges_left, window_ok, elim_free = self.merges_left, self.window_ok, self.elim_free
+        pzero, dmin, dlist = self.pzero, self.dmin, self.dlist
+        q = [0] * nvars
+        for i in members:
+            for k, e in enumerate(flex[i].exps):
+                q[k] += e
+        q = tuple(a - b for a, b in zip(q, dsum))
+        cut = 0
+        if dcnt >= 2:  # Merges must cut the group's material into several desired axes
+            cut = INF
+            for i in members:
+                f = flex[i]
+                if f.carve_big:
+                    cut = 0
+                else:
+                    if f.carve_tiny < INF and small_ok(dmin[dsum], 1, 0):
+                        cut = min(cut, f.carve_tiny)
+                    if f.carve_small < INF and small_ok(dmin[dsum], 0, 1):
+                        cut = min(cut, f.carve_small)
+            if cut >= INF:
+                return None
+        if not any(q):
+            if dcnt >= 2 and not all(self.fits_one_axis(flex[i].exps, dlist[dsum])
+                                     for i in members if self.uncuttable(i)):
+                return None
+            if not all(self.fits(i, dsum) for i in members):
+                return None
+            return cut, 0, pzero
+        if any(e < 0 for e in q[:n_primary]):
+            return None
+        has_primary = any(e > 0 for e in q[:n_primary])
+        if not has_primary and any(e < 0 for e in q[n_primary:]):
+            # the desired axes are larger than the material by a pure coefficient: nothing can supply
+            # it (a Stride's top is data-discarding and can only end as an Unfold window)
+            return None
+        if not q_ok(q):
+            return None
+        c = len(members)
+        best_extra = None
+        whole = [i for i in members if flex[i].whole]
+        axes = dlist[dsum]
+        for r in range(0, min(len(whole), c - 1) + 1):
+            for sub in combinations(whole, r):
+                if not all(self.fits_one_axis(flex[i].exps, axes)
+                           for i in members if i not in sub and self.uncuttable(i)):
+                    continue
+                if not all(self.fits(i, dsum) for i in members if i not in sub):
+                    continue
+                rem = list(q)
+                for i in sub:
+                    for k, e in enumerate(flex[i].exps):
+                        rem[k] -= e
+                rem = tuple(rem)
+                if window_ok is not None and sub:
+                    mains = [flex[i].exps for i in members if i not in sub]
+                    if not all(flex[i].expand or any(window_ok(mn, flex[i].exps) for mn in mains) for i in sub):
+                        continue
+                if not any(rem):
+                    return cut, 0, pzero  # the surplus is a set of whole pieces (windows / expands)
+                if merges_left <= dcnt - 1 or any(e < 0 for e in rem[:n_primary]) or not q_ok(rem):
+                    continue
+                got = self.carve_cost(rem, [i for i in members if i not in sub], members, dcnt)
+                if got is not None:
+                    # primaries cut off must vanish into outer products unless windows/expands may take them
+                    surplus = tuple(0 if (elim_free is not None and elim_free[k]) else max(rem[k], 0)
+                                    for k in range(n_primary))
+                    got = (max(got[0], cut), got[1], surplus)
+                    if best_extra is None or (got[0], sum(got[2])) < (best_extra[0], sum(best_extra[2])):
+                        best_extra = got
+        return best_extra
+
+    def fits_one_axis(self, x: tuple[int, ...], axes) -> bool:
+        """An uncuttable dim ends whole inside one desired axis: axis / x is 1 or legal."""
+        q_ok = self.q_ok
+        for ax in axes:
+            rest = tuple(a - b for a, b in zip(ax, x))
+            if not any(rest) or q_ok(rest):
+                return True
+        return False
+
+
 def cheap_lower_bound(curs: Sequence[CurSig], desired_len: int, need_contraction: bool) -> int:
     dd = sum(1 for c in curs if c.dd)
     rest = [c for c in curs if not c.dd]
@@ -460,4 +490,4 @@ def cheap_lower_bound(curs: Sequence[CurSig], desired_len: int, need_contraction
     return dd + max(keep - desired_len, desired_len - len(rest), 0) + (1 if need_contraction else 0)
 
 
-__all__ = ["CurSig", "shape_lower_bound", "cheap_lower_bound", "INF"]
+__all__ = ["CurSig", "GroupCosts", "shape_lower_bound", "cheap_lower_bound", "INF"]
