@@ -142,7 +142,6 @@ def triton_row(mod, x, g, base, iters, reps, device, budget) -> dict:
     """Triton backend for ``mod``'s operator: tune tiles (timed apart, before measuring), check
     against the einsum reference, then CUDA-graph GPU time beside cuDNN. Per-stage GPU times
     and achieved TFLOP/s come from the tuner's measurements."""
-    from syno.codegen.triton.stages import backward_stages  # noqa: F401 (doc: stages are listed)
     t0 = time.time()
     out = {}
     try:

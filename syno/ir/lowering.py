@@ -63,7 +63,6 @@ import itertools
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Iterable, Mapping, Sequence
 
 from .graph import Operator

@@ -44,7 +44,7 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .inputs import BenchCsvRow, Inputs, KernelDir, LossCurve, group_by  # noqa: E402
+from .inputs import BenchCsvRow, Inputs, KernelDir, group_by  # noqa: E402
 
 __all__ = ["MissingInput", "FigureResult", "FIGURES", "ALIASES", "plot_all", "draw", "fig_end_to_end",
            "fig_imagenet_performance", "fig_case_study", "fig_kernel_performance", "fig_gpt_loss",

@@ -16,7 +16,7 @@ stage ``dA[classes of A] = sum_rest G[out] * B[...]`` whose *output* is addresse
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from syno.ir.lowering import LoweringError, Plan
 
