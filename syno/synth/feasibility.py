@@ -241,9 +241,7 @@ class FeasibilityMixin:
             if not self.pooling_ok(state):
                 self.stats["dead_pool"] += 1
                 return False
-        if self.use_distance and self.shape_distance(state) > self.remaining(state):
-            self.stats["dead_shape"] += 1
-            return False
+        # the FLOPs bounds are cheap next to the shape bound's search, so they go first
         if self.enforce_flops and self._prune_hi < float("inf") and state.n_weights > 0:
             if self.flops_lower_bound(state) > self._prune_hi:
                 self.stats["dead_flops"] += 1
@@ -252,6 +250,9 @@ class FeasibilityMixin:
             if self.flops_upper_bound(state) < self.flops_lo:
                 self.stats["dead_flops"] += 1
                 return False
+        if self.use_distance and self.shape_distance(state) > self.remaining(state):
+            self.stats["dead_shape"] += 1
+            return False
         return True
 
     def flops_upper_bound(self, state: State) -> float:
