@@ -89,6 +89,18 @@ class SearchOptions(BaseModel):
             raise ValueError(f"flops_ratio: need 0 <= min < max, got {v}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data):
+        # session.json files written before the synthetic test space left the package carry
+        # "mock" (null for a zoo model, a registered problem's settings otherwise)
+        if isinstance(data, dict) and "mock" in data:
+            data = dict(data)
+            legacy = data.pop("mock")
+            if legacy is not None and data.get("problem") is None:
+                data["problem"] = legacy
+        return data
+
     @model_validator(mode="after")
     def _typed_parts(self) -> SearchOptions:
         if self.problem is not None:  # a registered problem: no space options, no trainer

@@ -30,6 +30,19 @@ def test_unknown_option_is_rejected():
         build_options("vgg")
 
 
+def test_options_of_sessions_written_before_the_problem_registry_load():
+    """session.json of earlier versions holds "mock": null (a zoo model) or the synthetic space's
+    settings under "mock": both still load (resume and reevaluate read them)."""
+    zoo = build_options("tiny").model_dump(mode="json")
+    zoo.pop("problem")
+    zoo["mock"] = None
+    assert SearchOptions.model_validate(zoo).problem is None
+    synthetic = build_options("synthetic").model_dump(mode="json")
+    settings = synthetic.pop("problem")
+    synthetic["mock"] = settings
+    assert SearchOptions.model_validate(synthetic).problem == settings
+
+
 def test_registered_problems(monkeypatch):
     """Problems other than a zoo model's are registered by name; the package itself registers none."""
     from syno.search import problem
