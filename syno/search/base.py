@@ -119,7 +119,7 @@ class RewardConfig(BaseModel):
 
 
 class SearchAlgorithm(ABC):
-    """A search over a :class:`~syno.synth.protocol.SynthSpace`.
+    """A search over a :class:`~syno.synth.protocol.SearchSpace`.
 
     ``propose(k)`` returns up to ``k`` paths of *final* nodes that have not been evaluated and are
     not in flight; ``report(path, result)`` feeds back an outcome. ``report`` also accepts paths the

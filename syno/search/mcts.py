@@ -38,9 +38,9 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from syno.synth.protocol import NEXT_TYPES, Next, Path, SynthNode, SynthSpace, path_from_str, path_to_str
+from syno.synth.protocol import NEXT_TYPES, Next, Path, SearchSpace, SynthNode, path_from_str, path_to_str
 
-from .base import EvalResult, FinalFilter, RewardConfig, SearchAlgorithm, as_path, as_path_str
+from .base import EvalResult, FinalFilter, RewardConfig, SearchAlgorithm, as_path
 
 __all__ = ["MCTS", "MCTSConfig", "TreeNode", "Mid", "Edge", "Meter"]
 
@@ -192,7 +192,7 @@ class MCTS(SearchAlgorithm):
 
     name = "mcts"
 
-    def __init__(self, space: SynthSpace, config: MCTSConfig | None = None, reward: RewardConfig | None = None,
+    def __init__(self, space: SearchSpace, config: MCTSConfig | None = None, reward: RewardConfig | None = None,
                  final_filter: FinalFilter | None = None):
         self.space = space
         self.config = config or MCTSConfig()

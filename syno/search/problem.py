@@ -1,6 +1,6 @@
 """A search *problem*: the synthesis space plus how to evaluate, identify and describe its kernels.
 
-The session runner needs, besides a :class:`~syno.synth.protocol.SynthSpace`:
+The session runner needs, besides a :class:`~syno.synth.protocol.SearchSpace`:
 
 * ``job()``: a picklable recipe the evaluator workers use to rebuild everything and evaluate a path;
 * ``identify(path) -> str``: the kernel's stable hash (the operator hash), used for directory names
@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from syno.synth.protocol import SynthSpace, path_from_str
+from syno.synth.protocol import SearchSpace, path_from_str
 
 from .base import EvalResult, FinalFilter
 from .evaluator import Job
@@ -28,7 +28,7 @@ class SearchProblem(Protocol):
     """What the session runner needs of a problem (see the module docstring); not
     :class:`syno.synth.options.Problem`, the compiled synthesis options."""
 
-    space: SynthSpace
+    space: SearchSpace
     final_filter: FinalFilter | None
 
     def job(self) -> Job: ...

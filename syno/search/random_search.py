@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from syno.synth.protocol import Path, SynthSpace, path_from_str, path_to_str
+from syno.synth.protocol import Path, SearchSpace, path_from_str, path_to_str
 
 from .base import EvalResult, FinalFilter, RewardConfig, SearchAlgorithm, as_path
 
@@ -36,7 +36,7 @@ class RandomSearchConfig(BaseModel):
 class RandomSearch(SearchAlgorithm):
     name = "random"
 
-    def __init__(self, space: SynthSpace, config: RandomSearchConfig | None = None,
+    def __init__(self, space: SearchSpace, config: RandomSearchConfig | None = None,
                  reward: RewardConfig | None = None, final_filter: FinalFilter | None = None):
         self.space = space
         self.config = config or RandomSearchConfig()

@@ -80,7 +80,10 @@ class SynthNode(Protocol):
 
 
 @runtime_checkable
-class SynthSpace(Protocol):
+class SearchSpace(Protocol):
+    """What a search needs of a space (``syno.synth.space.SynthSpace`` implements it; the tests'
+    synthetic space too)."""
+
     def root(self) -> SynthNode: ...
 
     def node_from_path(self, path: Path) -> SynthNode:

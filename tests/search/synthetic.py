@@ -150,7 +150,7 @@ class SyntheticSpace:
             self._reach_memo[atoms] = memo
         return memo
 
-    # -- SynthSpace protocol ----------------------------------------------------------------
+    # -- SearchSpace protocol ----------------------------------------------------------------
     def root(self) -> SyntheticNode:
         return SyntheticNode(self, frozenset(), False, ())
 

@@ -12,7 +12,7 @@ from syno.search.base import EvalResult, RewardConfig
 from syno.search.mcts import MCTS, MCTSConfig
 from .synthetic import SyntheticSpace
 from syno.search.random_search import RandomSearch, RandomSearchConfig
-from syno.synth.protocol import Next, SynthNode, SynthSpace, path_to_str
+from syno.synth.protocol import Next, SearchSpace, SynthNode, path_to_str
 
 
 def drive(algo, space: SyntheticSpace, budget: int, k: int = 1):
@@ -35,7 +35,7 @@ def drive(algo, space: SyntheticSpace, budget: int, k: int = 1):
 
 def test_synthetic_space_is_a_synth_space():
     sp = SyntheticSpace(seed=1)
-    assert isinstance(sp, SynthSpace)
+    assert isinstance(sp, SearchSpace)
     assert isinstance(sp.root(), SynthNode)
     final = sp.random_final(sp.root(), __import__("random").Random(0))
     assert final.is_final and sp.node_from_path(final.path).key == final.key
