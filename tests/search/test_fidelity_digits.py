@@ -35,14 +35,21 @@ def test_promoted_kernel_resumes_mid_rung_from_its_checkpoint(tmp_path):
     ckpt = checkpoint_file(opts.directory, op.hash)
     assert ckpt.is_file()
     # the promotion to rung 1 (epochs 2-3) is killed after epoch 2: what it leaves is its checkpoint
+    kill_resume_and_compare(opts, op, job, path, ckpt, tmp_path)
+
+
+def kill_resume_and_compare(opts, op, job, path: str, ckpt, tmp_path) -> None:
+    """Kill the promotion of ``path`` to rung 1 (3 epochs) after epoch 2 (its checkpoint ``ckpt``
+    is what is left), submit it again, and check it ends exactly where one uninterrupted 3-epoch
+    run of the plain recipe ends, epoch by epoch."""
     killed = rung_train_options(job.train_options, opts.fidelity, 1).model_copy(update={"stop_epoch": 2})
     evaluate_operator(opts, op, job.data, killed, checkpoint=ckpt)
+    assert ckpt.is_file()
     r1 = job.evaluate(rung_task(path, 1))  # submitted again after the resume
     assert r1.ok and r1.extra["rung"] == 1 and r1.extra["budget"] == 3
     assert [e["epoch"] for e in r1.extra["curve"]] == [1, 2, 3]
     assert r1.extra["steps"] == 3 * 8  # epoch 3 only was trained now; the count includes epochs 1-2
-    assert not ckpt.exists(), "the top rung removes the training checkpoint"
-    # one uninterrupted 3-epoch run of the same schedule: the same curve, epoch by epoch
+    assert not ckpt.exists(), "the top rung removes its training checkpoint"
     straight = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "t"), "fidelity.enabled": False,
                                       "train.epochs": 3})
     job2 = KernelProblem(straight).job()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 
-from syno.search.fidelity import (Asha, FidelityOptions, rung_checkpoint, rung_task, rung_train_options)
+from syno.search.fidelity import (Asha, FidelityOptions, rung_checkpoint, rung_train_options)
 from syno.search.options import build_options
-from syno.search.problem import KernelProblem, evaluate_operator
+from syno.search.problem import KernelProblem
 from syno.synth.protocol import path_from_str, path_to_str
 from syno.train.options import VisionTrainOptions
+
+from .test_fidelity_digits import kill_resume_and_compare
 
 # a fraction of an epoch: a few seconds per epoch on a busy 2-core machine
 FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "latency.enabled": False}
@@ -55,19 +57,4 @@ def test_fresh_promotion_resumes_mid_rung_and_equals_the_long_run(tmp_path):
     ck0, ck1 = (rung_checkpoint(opts.directory, op.hash, opts.fidelity, k) for k in (0, 1))
     assert not ck0.exists(), "no rung continues rung 0: its checkpoint is removed"
     # the promotion (3 epochs from scratch) is killed after epoch 2: what it leaves is its own checkpoint
-    killed = rung_train_options(job.train_options, opts.fidelity, 1).model_copy(update={"stop_epoch": 2})
-    evaluate_operator(opts, op, job.data, killed, checkpoint=ck1)
-    assert ck1.is_file()
-    r1 = job.evaluate(rung_task(path, 1))  # submitted again after the resume
-    assert r1.ok and r1.extra["rung"] == 1 and r1.extra["budget"] == 3
-    assert [e["epoch"] for e in r1.extra["curve"]] == [1, 2, 3]
-    assert r1.extra["steps"] == 3 * 8  # epoch 3 only was trained now; the count includes epochs 1-2
-    assert not ck1.exists(), "the top rung removes its checkpoint"
-    # the top rung is one plain 3-epoch run of the recipe, epoch by epoch
-    straight = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "t"), "fidelity.enabled": False,
-                                      "train.epochs": 3})
-    job2 = KernelProblem(straight).job()
-    job2.setup(0)
-    r = job2.evaluate(path)
-    assert [e["test_acc"] for e in r.extra["curve"]] == [e["test_acc"] for e in r1.extra["curve"]]
-    assert r.accuracy == r1.accuracy
+    kill_resume_and_compare(opts, op, job, path, ck1, tmp_path)
