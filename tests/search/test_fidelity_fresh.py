@@ -4,15 +4,14 @@ equals one uninterrupted long run of the same recipe."""
 
 from __future__ import annotations
 
-import random
 
 from syno.search.fidelity import (Asha, FidelityOptions, rung_checkpoint, rung_train_options)
 from syno.search.options import build_options
 from syno.search.problem import KernelProblem
-from syno.synth.protocol import path_from_str, path_to_str
+from syno.synth.protocol import path_from_str
 from syno.train.options import VisionTrainOptions
 
-from .test_fidelity_digits import kill_resume_and_compare
+from .test_fidelity_digits import _kernel, kill_resume_and_compare
 
 # a fraction of an epoch: a few seconds per epoch on a busy 2-core machine
 FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "latency.enabled": False}
@@ -34,14 +33,6 @@ def test_fresh_rungs_train_their_own_schedule_from_scratch():
     for i, acc in enumerate([0.5, 0.9, 0.7]):
         a.record(f"h{i}", f"p{i}", 0, True, acc, time=6.0)
     assert a.next_promotion(time_left=29.0) is None and a.next_promotion(time_left=31.0)[0] == "h1"
-
-
-def _kernel(problem: KernelProblem) -> str:
-    rng = random.Random(0)
-    while True:
-        f = problem.space.random_final(problem.space.root(), rng)
-        if f is not None and (problem.final_filter is None or problem.final_filter(f) is None):
-            return path_to_str(f.path)
 
 
 def test_fresh_promotion_resumes_mid_rung_and_equals_the_long_run(tmp_path):
