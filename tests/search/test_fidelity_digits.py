@@ -22,16 +22,22 @@ def _kernel(problem: KernelProblem) -> str:
             return path_to_str(f.path)
 
 
-def test_promoted_kernel_resumes_mid_rung_from_its_checkpoint(tmp_path):
-    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True, "fidelity.rungs": [1, 3],
-                                  "fidelity.schedule": "prefix"})
+def first_rung(tmp_path, schedule: str):
+    """A tiny-preset session with rungs [1, 3] of ``schedule``: one kernel evaluated at rung 0
+    (checked); returns (options, operator, job, path)."""
+    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True,
+                                  "fidelity.rungs": [1, 3], "fidelity.schedule": schedule})
     problem = KernelProblem(opts)
     path = _kernel(problem)
     job = problem.job()
     job.setup(0)
     r0 = job.evaluate(path)
     assert r0.ok and [e["epoch"] for e in r0.extra["curve"]] == [1] and r0.extra["rung"] == 0
-    op = problem.space.node_from_path(path_from_str(path)).operator()
+    return opts, problem.space.node_from_path(path_from_str(path)).operator(), job, path
+
+
+def test_promoted_kernel_resumes_mid_rung_from_its_checkpoint(tmp_path):
+    opts, op, job, path = first_rung(tmp_path, "prefix")
     ckpt = checkpoint_file(opts.directory, op.hash)
     assert ckpt.is_file()
     # the promotion to rung 1 (epochs 2-3) is killed after epoch 2: what it leaves is its checkpoint

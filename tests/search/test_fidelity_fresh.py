@@ -4,17 +4,10 @@ equals one uninterrupted long run of the same recipe."""
 
 from __future__ import annotations
 
-
-from syno.search.fidelity import (Asha, FidelityOptions, rung_checkpoint, rung_train_options)
-from syno.search.options import build_options
-from syno.search.problem import KernelProblem
-from syno.synth.protocol import path_from_str
+from syno.search.fidelity import Asha, FidelityOptions, rung_checkpoint, rung_train_options
 from syno.train.options import VisionTrainOptions
 
-from .test_fidelity_digits import _kernel, kill_resume_and_compare
-
-# a fraction of an epoch: a few seconds per epoch on a busy 2-core machine
-FAST = {"train.max_steps_per_epoch": 8, "train.eval_batch_size": 360, "latency.enabled": False}
+from .test_fidelity_digits import first_rung, kill_resume_and_compare
 
 
 def test_fresh_rungs_train_their_own_schedule_from_scratch():
@@ -36,15 +29,7 @@ def test_fresh_rungs_train_their_own_schedule_from_scratch():
 
 
 def test_fresh_promotion_resumes_mid_rung_and_equals_the_long_run(tmp_path):
-    opts = build_options("tiny", {**FAST, "session_dir": str(tmp_path / "s"), "fidelity.enabled": True,
-                                  "fidelity.rungs": [1, 3], "fidelity.schedule": "fresh"})
-    problem = KernelProblem(opts)
-    path = _kernel(problem)
-    job = problem.job()
-    job.setup(0)
-    r0 = job.evaluate(path)
-    assert r0.ok and [e["epoch"] for e in r0.extra["curve"]] == [1] and r0.extra["rung"] == 0
-    op = problem.space.node_from_path(path_from_str(path)).operator()
+    opts, op, job, path = first_rung(tmp_path, "fresh")
     ck0, ck1 = (rung_checkpoint(opts.directory, op.hash, opts.fidelity, k) for k in (0, 1))
     assert not ck0.exists(), "no rung continues rung 0: its checkpoint is removed"
     # the promotion (3 epochs from scratch) is killed after epoch 2: what it leaves is its own checkpoint
