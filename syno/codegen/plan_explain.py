@@ -129,18 +129,16 @@ def load_operator(path: Path):
 def triton_source(op, mapping: dict[str, int]) -> str:
     """The Triton kernels :mod:`syno.codegen.triton` generates for ``op`` at ``mapping`` (input
     channels_last when it is 4-D), with the plan they come from."""
+    import torch
+
     from syno.ir.lowering import plan_for
 
     from .triton.runtime import TritonOperator
 
     plan = plan_for(op, mapping)
     top = TritonOperator(plan)
-    x_axes = top.prog.leaves["x"]
-    shape = [plan.values[c] for c in x_axes]
-    strides = None
-    if len(shape) == 4:  # NCHW logical, NHWC in memory
-        n, c, h, w = shape
-        strides = (h * w * c, 1, w * c, c)
+    x = torch.empty(top.shape("x", plan.values), device="meta")
+    strides = x.to(memory_format=torch.channels_last).stride() if x.dim() == 4 else None
     return top.source(backward=True, x_strides=strides)
 
 

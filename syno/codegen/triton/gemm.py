@@ -46,18 +46,9 @@ def choose_split(k_cls: list[int], row_accesses: list[tuple[Access, set[int]]], 
     inner_l = [c for c in k_cls if c in inner]
     if not inner_l:
         return None
-    if all(c not in dynamic for c in inner_l):
-        size = 1
-        for c in inner_l:
-            size *= values[c]
-        if size < min_inner:
-            return None
-    if any(c in dynamic for c in outer):
+    if all(c not in dynamic for c in inner_l) and _static(inner_l, values) < min_inner:
         return None
-    taps = 1
-    for c in outer:
-        taps *= values[c]
-    if taps > max_outer:
+    if any(c in dynamic for c in outer) or _static(outer, values) > max_outer:
         return None
     return TapSplit(outer, inner_l)
 
@@ -80,16 +71,12 @@ def linear_axis(acc: Access, run: list[int], strides: tuple[int, ...] | None, va
     ``offs * stride`` and the compiler sees the contiguity (a div/mod decomposition hides it and
     costs vectorised loads). Checked numerically on every value of the run, so merged axes
     (``g * 2 + c`` of a Split) count as well as nested plain axes. None otherwise."""
-    if strides is None or any(not isinstance(values[c], int) for c in run):
+    size = _static(run, values)
+    if strides is None or size is None or size > 1 << 16:
         return None
     run_set = set(run)
     axes = [k for k, e in enumerate(acc.index) if mentions(e) & run_set]
     if any(mentions(acc.index[k]) - run_set for k in axes) or any(mentions(m) & run_set for m in acc.masks):
-        return None
-    size = 1
-    for c in run:
-        size *= values[c]
-    if size > 1 << 16:
         return None
     codes = [compile(acc.index[k], "<index>", "eval") for k in axes]
     offsets = []

@@ -266,8 +266,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
                                  acc_t, dot, strides,
                                  dot_t if producer_dot and dtype != "float64" else None))
     else:
-        _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
-                   acc_t, dot)
+        _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, acc_t, dot)
     _store(L, stage, two, m_cls, n_cls, batch, ptr)
     spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, two,
                       stage.atomic)
@@ -302,8 +301,7 @@ def _masks(acc: Access, mp: dict[int, str], base: list[str]) -> str:
     return " & ".join(base + [substitute(m, mp) for m in acc.masks])
 
 
-def _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, strides,
-               acc_t, dot) -> None:
+def _flat_loop(L, ops, fused, two, m_cls, n_cls, k_cls, batch, values, dyn_names, ptr, acc_t, dot) -> None:
     """The generic K loop: one flat K index decomposed into every summed class per element
     (weight gradients summing over pixels, thin stages, anything :mod:`.gemm` does not fit)."""
     w = L.append
