@@ -37,7 +37,7 @@ for p in $PARTS; do
     case $p in
     layers)
         for L in 64@56 128@28 256@14 512@7; do
-            part "layers-$L" 90 python benchmarks/triton_layers.py --layer "$L" --batches 128,1
+            part "layers-$L" 125 python benchmarks/triton_layers.py --layer "$L" --batches 128,1 --tune-budget 30
         done ;;
     oplat)
         part oplat 420 python benchmarks/operator_latency.py --triton only --ops operator1 stacked_conv \

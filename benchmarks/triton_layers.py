@@ -32,7 +32,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 DOT_TILES = [(128, 64, 32, 4, 3), (128, 64, 16, 4, 4), (64, 64, 16, 4, 4), (128, 128, 32, 8, 3),
-             (64, 128, 32, 4, 3), (32, 64, 32, 4, 3), (64, 64, 32, 4, 4), (128, 128, 16, 8, 4)]
+             (64, 128, 32, 4, 3), (32, 64, 32, 4, 3), (64, 64, 32, 4, 4), (128, 128, 16, 8, 4),
+             (64, 256, 16, 8, 3), (128, 256, 16, 8, 3), (128, 256, 32, 8, 3)]
 THIN_TILES = [(128, 1, 16, 4, 2), (256, 1, 16, 4, 2), (512, 1, 16, 4, 2), (1024, 1, 16, 8, 2)]
 
 
@@ -41,6 +42,7 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
     from dataclasses import replace
 
     from syno.codegen.triton.runtime import Config, _pow2, default_split
+    from syno.codegen.triton.tune import candidates
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -52,8 +54,10 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
         bufs["y"] = y
         _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
         best = None
-        cfgs = []
+        cfgs: list = []
         tiles = DOT_TILES if spec.two else THIN_TILES
+        if spec.grouped:  # thin grouped stage: the tuner's own candidates (BK follows BN)
+            cfgs, tiles = candidates(spec, m, n, k), []
         for bm, bn, bk, warps, stages in tiles:
             # no larger than the problem (a thin stage's K is 2-16 values: BK beyond it is masked)
             bm = min(bm, _pow2(m, 16, 256 if spec.two else 1024))
@@ -84,6 +88,9 @@ def main(argv=None) -> None:
     ap.add_argument("--layer", default="64@56", help="C@H of the 3x3 layer (C_in = C_out = C)")
     ap.add_argument("--batches", default="128,1")
     ap.add_argument("--no-pack", action="store_true", help="keep weights as allocated (no relayout)")
+    ap.add_argument("--backward", default="128",
+                    help="batch sizes for forward+backward (the tuner's tiles and fusion choice; '' = none)")
+    ap.add_argument("--tune-budget", type=float, default=60.0, help="seconds of tuning for forward+backward")
     args = ap.parse_args(argv)
 
     from syno.codegen.registry import gpu_time
@@ -127,6 +134,40 @@ def main(argv=None) -> None:
                 ref = reference_forward(op, mapping, [x.float(), *[v.float() for v in ws]])
                 err = f" err {((y.float() - ref).abs().max() / ref.abs().max()).item():.1e}"
             print(f"    {label:8s} {us:7.1f}us ({conv / us:.2f}x){err}  stages: {tiles}", flush=True)
+        if str(N) in args.backward.split(","):
+            fwd_bwd(op, plan, x, ws0, w, args.tune_budget, args.no_pack)
+
+
+def fwd_bwd(op, plan, x, ws0, w, budget: float, no_pack: bool) -> None:
+    """Forward+backward (input and every weight gradient) through the registered custom op, tiles
+    and fusion chosen by the tuner (``syno.codegen.triton.tune``, do_bench), vs cuDNN's conv
+    forward+backward on the same input; CUDA-graph GPU time."""
+    from syno.codegen.registry import gpu_time
+    from syno.codegen.triton.ops import apply, register
+    from syno.codegen.triton.runtime import TritonOperator, relayout
+    from syno.codegen.triton.tune import tune
+
+    top = TritonOperator(plan)
+    layouts = {} if no_pack else top.weight_layouts(x.stride())
+    ws = [relayout(w0, layouts[f"w{j}"]) if f"w{j}" in layouts else w0 for j, w0 in enumerate(ws0, start=1)]
+    res = tune(top, x, ws, backward=True, budget_s=budget, use_cache=False)
+    key = register(top)
+    xg = x.detach().requires_grad_()
+    wg = [v.detach().requires_grad_() for v in ws]
+    wc = w.detach().requires_grad_()
+    gy = torch.randn_like(F.conv2d(x, w, padding=1))
+
+    def ours():
+        torch.autograd.grad(apply(key, xg, wg, "ieee"), [xg, *wg], gy)
+
+    def cudnn():
+        torch.autograd.grad(F.conv2d(xg, wc, padding=1), [xg, wc], gy)
+
+    t_conv, t_ours = gpu_time(cudnn) * 1000, gpu_time(ours) * 1000
+    fused = res.get("fuse", {}).get("leaves", sorted(top.fused))
+    stages = {k: v[0] for k, v in res.items() if k != "fuse"}
+    print(f"    fwd+bwd  cuDNN {t_conv:.1f}us | ours {t_ours:.1f}us ({t_conv / t_ours:.2f}x) "
+          f"fused={fused} tiles={stages}", flush=True)
 
 
 if __name__ == "__main__":

@@ -111,26 +111,33 @@ def split_access(acc: Access, ptr: str, mp: dict[int, str], vec: set[int], inner
     return p
 
 
-def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str, offs: str = "offs_k") -> str:
-    """``tl.load`` of one operand tile. ``vec_first``: rows are the vector classes ([BM, BK], an
-    A operand) rather than columns ([BK, BN], a B operand)."""
+def tile_address(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str,
+                 offs: str = "offs_k") -> tuple[str, str]:
+    """(address, mask) of a 2-D tile: rows x K block (``vec_first``, an A operand or a store) or
+    K block x columns (a B operand)."""
     def join(terms):
         return " + ".join(terms) if terms else "0"
 
     kmask = " & ".join([k_mask] + [f"({m})" for m in parts.k_mask + parts.scalar_mask])
-    if not parts.vec and not parts.vec_mask:
-        # no row dependence: one [BK] vector, broadcast by the caller's arithmetic
-        addr = f"{ptr} + {join(parts.scalar + parts.k)}"
-        tile = f"tl.load({addr}, mask={kmask}, other=0.0)"
-        return f"{tile}[None, :]" if vec_first else f"{tile}[:, None]"
     vmask = " & ".join([vec_mask] + [f"({m})" for m in parts.vec_mask])
     # an empty side still needs a vector to broadcast against: its offsets times zero
     v = f"({join(parts.vec + parts.scalar)})" if parts.vec else f"({vec_mask.replace('mask', 'offs')} * 0 + {join(parts.scalar)})"
     k = f"({join(parts.k)})" if parts.k else f"({offs} * 0)"
     if vec_first:
-        addr, mask = f"{ptr} + {v}[:, None] + {k}[None, :]", f"({vmask})[:, None] & ({kmask})[None, :]"
-    else:
-        addr, mask = f"{ptr} + {k}[:, None] + {v}[None, :]", f"({kmask})[:, None] & ({vmask})[None, :]"
+        return f"{ptr} + {v}[:, None] + {k}[None, :]", f"({vmask})[:, None] & ({kmask})[None, :]"
+    return f"{ptr} + {k}[:, None] + {v}[None, :]", f"({kmask})[:, None] & ({vmask})[None, :]"
+
+
+def load_expr(parts: Parts, ptr: str, vec_first: bool, vec_mask: str, k_mask: str, offs: str = "offs_k") -> str:
+    """``tl.load`` of one operand tile. ``vec_first``: rows are the vector classes ([BM, BK], an
+    A operand) rather than columns ([BK, BN], a B operand)."""
+    if not parts.vec and not parts.vec_mask:
+        # no row dependence: one [BK] vector, broadcast by the caller's arithmetic
+        kmask = " & ".join([k_mask] + [f"({m})" for m in parts.k_mask + parts.scalar_mask])
+        addr = f"{ptr} + {' + '.join(parts.scalar + parts.k) or '0'}"
+        tile = f"tl.load({addr}, mask={kmask}, other=0.0)"
+        return f"{tile}[None, :]" if vec_first else f"{tile}[:, None]"
+    addr, mask = tile_address(parts, ptr, vec_first, vec_mask, k_mask, offs)
     return f"tl.load({addr},\n                    mask={mask}, other=0.0)"
 
 
@@ -296,5 +303,5 @@ def dot_producer(var: str, acc: Access, prod, split: TapSplit, mp: dict[int, str
     return lines
 
 
-__all__ = ["dot_producer", "TapSplit", "choose_split", "split_access", "load_expr", "where_masks", "fused_views",
+__all__ = ["dot_producer", "TapSplit", "choose_split", "split_access", "load_expr", "tile_address", "where_masks", "fused_views",
            "structured_loop"]

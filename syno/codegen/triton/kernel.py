@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .gemm import TapSplit, choose_split, fused_views, structured_loop
+from .grouped import GroupedSplit, grouped_body, grouped_split
 from .stages import Access, Program, Stage, mentions, substitute
 
 DOT_DTYPES = {"float32": "tl.float32", "bfloat16": "tl.bfloat16", "float16": "tl.float16",
@@ -42,6 +43,10 @@ class KernelSpec:
     two: bool                        # tl.dot tile (else one flat row index and tl.sum)
     atomic: bool
     split_ok: bool = True            # may split K (store is accumulate-safe)
+    #: a thin grouped stage (:mod:`.grouped`): BK is derived from BN (block_width), no split-K
+    grouped: bool = False
+    per_group: int = 1
+    width: int = 1
 
 
 def _eff_strides(acc: Access, strides: dict[str, tuple[int, ...]]) -> dict[int, int]:
@@ -103,10 +108,11 @@ class Partition:
     n_cls: list[int]
     k_cls: list[int]
     structured: TapSplit | None
+    grouped: GroupedSplit | None = None
 
 
 def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
-              fused: dict[str, Stage] | None = None) -> Partition:
+              fused: dict[str, Stage] | None = None, grouped_ok: bool = True) -> Partition:
     fused = fused or {}
     plan = prog.plan
     vals = plan.values
@@ -124,8 +130,15 @@ def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
         small = (k_static and _prod(vals[c] for c in stage.summed) < 16) or \
                 (n_static and _prod(vals[c] for c in n_cls) < 16)
         if small:
-            # too thin for tensor cores (e.g. a grouped 1x1 conv with 2 channels per group): one
-            # flat row index over every output class, products summed with tl.sum (FMA units)
+            # too thin for a GEMM (e.g. a grouped 1x1 conv with 2 channels per group): block-
+            # diagonal dots once per output tile where the stage is grouped (:mod:`.grouped`),
+            # else one flat row index over every output class summed with tl.sum (FMA units)
+            store_w = _eff_strides(stage.store, strides)
+            grouped = grouped_split(stage, vals, dynamic, strides, lambda cls: _order(cls, store_w, dynamic)) \
+                if grouped_ok and not set(a.leaf for a in ops) & set(fused) else None
+            if grouped is not None:
+                return Partition(True, [], grouped.rows, grouped.groups + grouped.free, grouped.reduce, None,
+                                 grouped)
             two, batch, n_cls = False, [], []
     else:
         batch, n_cls = [], []
@@ -192,7 +205,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     values = plan.values
     dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
     ops = stage.operands
-    part = partition(prog, stage, strides, fused)
+    part = partition(prog, stage, strides, fused, grouped_ok=dtype != "float64")
     two, batch, m_cls, n_cls, k_cls, structured = (part.two, part.batch, part.m_cls, part.n_cls,
                                                    part.k_cls, part.structured)
 
@@ -246,6 +259,15 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     w("    offs_m = pid_m * BM + tl.arange(0, BM)")
     w("    mask_m = offs_m < M")
     decompose("offs_m", m_cls, "m_")
+    dot_t = DOT_DTYPES[dtype]
+    if part.grouped is not None:
+        prec = ", input_precision=PREC" if dtype == "float32" else ""
+        L.extend(grouped_body(stage, part.grouped, m_cls, batch, values, strides, ptr,
+                              f"tl.dot(a.to({dot_t}), b.to({dot_t}){prec})"))
+        spec = KernelSpec(name, leaves, ranks, tuple(used_dyn), m_size, n_size, b_size, k_size, True,
+                          False, split_ok=False, grouped=True, per_group=part.grouped.per_group,
+                          width=part.grouped.width)
+        return "\n".join(L) + "\n", spec
     if two:
         w("    offs_n = pid_n * BN + tl.arange(0, BN)")
         w("    mask_n = offs_n < N")
@@ -254,7 +276,6 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     acc_shape = "(BM, BN)" if two else "(BM,)"
     acc_t = "tl.float64" if dtype == "float64" else "tl.float32"  # accumulation type
     w(f"    acc = tl.zeros({acc_shape}, dtype={acc_t})")
-    dot_t = DOT_DTYPES[dtype]
     if dtype == "float32":
         dot = f"acc = tl.dot(a.to({dot_t}), b.to({dot_t}), acc, input_precision=PREC)"
     elif dtype == "float64":

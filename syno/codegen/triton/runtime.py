@@ -62,11 +62,22 @@ def default_config(spec: KernelSpec, m: int, n: int, k: int, b: int = 1) -> Conf
         # the CPU interpreter pays per program and per op, not per element: few, large tiles
         lo = 16 if spec.two else 1
         return Config(_pow2(m, 16, 1024), _pow2(n, lo, 256), _pow2(k, lo, 256), 1, 1)
+    if spec.grouped:
+        return grouped_config(spec, Config(_pow2(m, 16, 128), 32, 16, 4, 2), n)
     if not spec.two:
         cfg = Config(_pow2(m, 16, 128), 1, _pow2(k, 1, 32), 4, 2)
     else:
         cfg = Config(_pow2(m, 16, 128), _pow2(n, 16, 128), _pow2(k, 16, 32), 4, 3)
     return replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+
+
+def grouped_config(spec: KernelSpec, cfg: Config, n: int) -> Config:
+    """A grouped stage's tile (:mod:`.grouped`): BN at least one group's columns and 16, at most
+    the columns there are; BK follows from BN (the block's data columns)."""
+    from .grouped import block_width
+
+    bn = max(spec.per_group, 16, min(cfg.BN, _pow2(n, 16, 256)))
+    return replace(cfg, BN=bn, BK=block_width(spec.per_group, spec.width, bn), split=1)
 
 
 def default_split(spec: KernelSpec, cfg: Config, m: int, n: int, k: int, b: int) -> int:
@@ -250,6 +261,8 @@ class TritonOperator:
                config: Config | None = None, precision: str = "ieee"):
         fn, spec, (m, n, b, k), default = self.resolve(direction, index, bufs, vals, dtype)
         config = config or default
+        if spec.grouped:
+            config = grouped_config(spec, config, n)
         dyn = {self.dyn_names[c]: vals[c] for c in self.dyn_names}
         args = [bufs[l] for l in spec.leaves]
         for l in spec.leaves:

@@ -19,7 +19,7 @@ import torch
 
 from dataclasses import replace
 
-from .runtime import Config, TritonOperator, _pow2, default_split
+from .runtime import Config, TritonOperator, _pow2, default_split, grouped_config
 
 #: two-operand (tl.dot) candidates, most promising first (the budget may stop the list early):
 #: (BM, BN, BK, warps, stages)
@@ -27,6 +27,9 @@ from .runtime import Config, TritonOperator, _pow2, default_split
 DOT_CONFIGS = [(128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 64, 16, 4, 4), (64, 64, 32, 4, 4),
                (128, 64, 64, 4, 3), (64, 128, 32, 4, 4), (64, 64, 16, 4, 4), (256, 64, 32, 8, 3),
                (32, 64, 64, 4, 4)]
+#: thin grouped stages (BM, BN, warps, stages): memory-bound, so wide row tiles
+GROUPED_CONFIGS = [(128, 32, 4, 2), (256, 32, 8, 2), (128, 16, 4, 2), (256, 64, 8, 2), (64, 32, 4, 2),
+                   (128, 64, 4, 2)]
 SUM_CONFIGS = [(128, 1, 32, 4, 2), (256, 1, 16, 4, 2), (64, 1, 64, 4, 2)]
 #: at most this many candidates per stage
 MAX_CANDIDATES = int(os.environ.get("SYNO_TRITON_TUNE_MAX", "9"))
@@ -78,6 +81,12 @@ def load_cached(op: TritonOperator, x: torch.Tensor) -> int:
 
 def candidates(spec, m: int, n: int, k: int) -> list[Config]:
     out = []
+    if spec.grouped:
+        for bm, bn, w, s in GROUPED_CONFIGS:
+            c = grouped_config(spec, Config(min(bm, _pow2(m, 16, 256)), bn, 16, w, s), n)
+            if c not in out:
+                out.append(c)
+        return out[:MAX_CANDIDATES]
     for bm, bn, bk, w, s in (DOT_CONFIGS if spec.two else SUM_CONFIGS):
         bm = min(bm, _pow2(m, 16, 256))
         if spec.two:
