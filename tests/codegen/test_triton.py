@@ -83,6 +83,24 @@ def test_fused_producer(name):
     assert T.materialized == [] and "# fused:" in T.source(torch.bfloat16, backward=False)
 
 
+@pytest.mark.parametrize("C", [64, 128])
+def test_thin_grouped_stage_is_block_diagonal_dots(C):
+    """Operator 1's first contraction (2-4 products per element) runs as the grouped kernel:
+    one [BM, BK] x block-diagonal [BK, BN] dot per kw tap, each element computed once; forward
+    and gradients match the reference, and the flat fallback is gone from its source."""
+    T = run_and_compare(library.operator1(), {"N": 2, "C_in": C, "C_out": C, "H": 3}, fuse=False)
+    x = torch.zeros(2, C, 3, 3).to(memory_format=torch.channels_last)
+    bufs = {"x": x, "y": torch.zeros(2, C, 3, 3)}
+    for j, t in enumerate(T.plan.analysis.tensors[1:], start=1):
+        bufs[f"w{j}"] = torch.zeros([T.plan.values[c] for c in t])
+    bufs[T.prog.stages[0].store.leaf] = T.alloc(T.prog.stages[0].store.leaf, T.class_sizes(x), x)
+    _, spec, _ = T.kernel("fwd", 0, torch.float32, bufs)
+    assert spec.grouped and not spec.split_ok
+    src = T.source(torch.bfloat16, backward=False, fused=())
+    stage0 = src[src.index("def stage0"):src.index("def stage1")]
+    assert "tl.static_range(3)" in stage0 and "diag" in stage0 and "tl.sum" not in stage0
+
+
 def test_sampled_operators():
     """50 operators drawn afresh each run (per-run seed, printed) from the tiny preset's sample."""
     from syno.synth import sample_operators
