@@ -9,7 +9,11 @@
 
 Each measurement compiles the module for its backend (``eager``, ``inductor`` with one
 :class:`CompileConfig` or the best of a tuning grid, ``tvm``), warms it up and takes the median
-of repeated runs (:func:`syno.bench.timing.measure`). ``speedup`` = baseline median / row median
+of repeated runs (:func:`syno.bench.timing.measure`). For ``eager`` and ``inductor``,
+:func:`syno.bench.tune.compile_module` first runs the codegen registry's tuning step
+(:func:`syno.codegen.registry.compile_model`) at that config's dtype and memory layout, for
+inference, so generated operators never tune inside a timed call; ``tvm`` exports the model,
+where an ``"auto"`` operator traces its default (cuDNN-path) variant: TVM imports no Triton kernel. ``speedup`` = baseline median / row median
 for the same scope, layer, backend and batch, all measured in the same call.
 """
 

@@ -175,23 +175,25 @@ def compile_module(model: nn.Module, example: torch.Tensor, config: CompileConfi
                    backend: str = "inductor", warm_calls: int = 2) -> Compiled:
     """Prepare ``model`` for ``backend`` (``eager`` or ``inductor``) and run it ``warm_calls`` times.
 
-    For Inductor the model runs once eagerly, then the first compiled calls trigger compilation
-    (timed as ``compile_s``, which therefore also includes the first runs). Everything runs under
-    ``torch.no_grad()``.
+    Generated operator modules are tuned first (:func:`syno.codegen.registry.compile_model` at the
+    config's dtype and layout, for inference; one probe forward when some are ``"auto"``). For
+    Inductor the first compiled calls trigger compilation (timed as ``compile_s``, which therefore
+    also includes the first runs). Everything runs under ``torch.no_grad()``.
     """
     config = config or CompileConfig()
     model, x = prepare(model, example, config)
+    if backend not in ("eager", "inductor"):
+        raise ValueError(f"compile_module handles eager/inductor, not {backend!r}")
+    # The codegen registry's explicit tuning step, at this config's dtype and layout, for inference:
+    # generated operator modules get their implementation fixed here, so neither the timed calls
+    # nor Inductor's trace tune (a no-op for models without such modules).
+    from syno.codegen.registry import compile_model
+    compile_model(model, x, backward=False)
     if backend == "eager":
         fn: Callable = model
-    elif backend == "inductor":
-        # One eager call first: modules that pick an implementation on their first eager run
-        # (syno.codegen's autotuned CUDA path) then trace the chosen one.
-        with torch.no_grad():
-            model(x)
+    else:
         fn = torch.compile(model, backend="inductor", fullgraph=config.fullgraph, dynamic=False,
                            options=config.inductor_options())
-    else:
-        raise ValueError(f"compile_module handles eager/inductor, not {backend!r}")
 
     def run():
         with torch.no_grad():

@@ -9,10 +9,11 @@ source for the plan (:mod:`syno.codegen.emit`) and wraps it in a :class:`SynoMod
   autocast, channels_last inputs and ``torch.compile(fullgraph=True)`` all work;
 * ``count_macs(input, output)`` (the model zoo's FLOPs protocol) and ``.plan``;
 * ``implementation``: which registered implementation runs (:mod:`syno.codegen.registry`);
-  :meth:`SynoModule.tune` (``registry.compile_operator``) is the explicit tuning step. An
-  ``"auto"`` module not tuned that way picks the fastest by GPU time per (device, dtype, grad
-  mode) the first time it runs eagerly on CUDA; the einsum path stays the reference
-  (``module.implementation = "einsum"`` forces it).
+  ``registry.compile_model`` / :meth:`SynoModule.tune` (``registry.compile_operator``) is the
+  explicit tuning step and fixes it. ``forward`` never tunes: an ``"auto"`` module never compiled
+  runs ``cpu_variant`` off CUDA and, on CUDA, the default variant with one
+  :class:`~syno.codegen.registry.UntunedWarning` (the registry's miss rule); the einsum path
+  stays the reference (``module.implementation = "einsum"`` forces it).
 
 The module pickles as (operator JSON, mapping) plus its state, and the generated code is
 rebuilt on load.
@@ -101,7 +102,7 @@ class SynoModule(nn.Module):
         self._macs_src = "def count_macs(inp):\n" + "".join(f"    {l}\n" for l in lines) + f"    return {expr}\n"
         self._macs_fn = compile_source(self._macs_src, "count_macs")
         self._impls: dict[str, Callable] = {"einsum:min": self._reference}
-        self._choice: dict[tuple, str] = {}
+        self._miss_warned = False  # the registry's miss rule warns once per module
         from .fast import default_variant
         self._default = default_variant(self)
         self._get_impl(self._default)
@@ -135,17 +136,11 @@ class SynoModule(nn.Module):
             return self._impls[impl]
         if x.device.type != "cuda":
             return self._impls[self.cpu_variant] if self.cpu_variant != "einsum:min" else self._reference
-        key = (str(x.device), str(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype),
-               torch.is_grad_enabled())
-        name = self._choice.get(key)
-        if name is None:
-            if torch.compiler.is_compiling():
-                return self._impls[self._default]  # tune eagerly first to use the tuned choice
-            from .registry import choose
-            name = choose(self, x)  # by GPU time over every backend's candidates (disk-cached)
-            self._get_impl(name)
-            self._choice[key] = name
-        return self._impls[name]
+        # never compiled (registry.compile_model): the miss rule, no tuning here
+        if not self._miss_warned and not torch.compiler.is_compiling():
+            from .registry import warn_untuned
+            self._miss_warned = warn_untuned(self, x)
+        return self._impls[self._default]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._select(x)(x, *self.weights)
@@ -168,7 +163,7 @@ class SynoModule(nn.Module):
     # -- pickling --------------------------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_reference", "_macs_fn", "_impls", "plan", "op", "_choice"):
+        for k in ("_reference", "_macs_fn", "_impls", "plan", "op"):
             state.pop(k, None)
         state["_op_json"] = self.op.to_json()
         state["_weights_first"] = self.plan.weights_first

@@ -2,8 +2,11 @@
 
 A :class:`KernelTimer` (built once per evaluation worker from :class:`LatencyOptions`) measures, for
 one operator, with the implementation the trainer will use (``implementation`` of the search; on a
-CPU ``auto`` resolves to :func:`~syno.search.problem.cpu_implementation`, on CUDA to the codegen
-module's autotuned choice):
+CPU ``auto`` resolves to :func:`~syno.search.problem.cpu_implementation`; on CUDA the registry's
+explicit tuning step, :func:`syno.codegen.registry.compile_model`, fixes it before anything is timed,
+at the timed dtype and batch, for forward, or forward+backward with ``latency.backward``, with at
+most ``latency.tune_budget_s`` of Triton tile tuning per operator; the modules' ``forward`` never
+tunes, so no tuning lands in a timing or a CUDA-graph capture):
 
 * ``scope="model"``: the whole zoo model with every placeholder filled by the operator, against the
   vanilla model (real convolutions), forward (and forward+backward with ``latency.backward``);
@@ -80,6 +83,8 @@ class LatencyOptions(BaseModel):
     max_repeat: int = Field(200, ge=1)
     threads: int | None = Field(1, ge=1, description="CPU: torch threads while timing (None: the worker's "
                                 "share). One by default: stable next to concurrent trainings and on a busy host")
+    tune_budget_s: float = Field(30.0, ge=0, description="CUDA: seconds of Triton tile tuning per operator in the "
+                                 "registry's tuning step before timing (choices and tiles are cached on disk)")
 
     @model_validator(mode="after")
     def _scope_needs_sites(self) -> "LatencyOptions":
@@ -200,7 +205,7 @@ def forward_fn(module, x, o: LatencyOptions) -> tuple[Callable[[], object], str]
     import torch
 
     with torch.no_grad():
-        module(x)  # first eager call: the codegen module picks (autotunes) its implementation here
+        module(x)  # one eager call first (lazy initialisation, cuDNN plan picks), never timed
     if x.device.type == "cuda" and o.cuda_graphs:
         fn = _graph_forward(module, x)
         if fn is not None:
@@ -455,6 +460,7 @@ class KernelTimer:
             model = self._model(True)
             modules = fill_placeholders(model, factory)
             model, x = self._to(model, self._input(model))
+            self._compile(model, x)
             fn, timer = forward_fn(model, x, self.o)
             ms, base_ms = side_by_side(fn, fns["model"][0], self.device, self.o)
             picked = _picked(modules, impl)
@@ -473,6 +479,7 @@ class KernelTimer:
                 total = total_base = 0.0
                 for site in self._sites():
                     m, xs = self._to(site.replacement(factory), self._site_input(site))
+                    self._compile(m, xs)  # the model's choice, from the registry's disk cache on CUDA
                     sfn, stimer = forward_fn(m, xs, self.o)
                     bfn, n = fns["sites"][site.description]
                     sms, sbase = side_by_side(sfn, bfn, self.device, self.o)
@@ -486,6 +493,14 @@ class KernelTimer:
         head = next(r for r in records if r["scope"] == self.o.scope and r["mode"] == "forward")
         return KernelLatency(records, head.get("speedup"), picked, flops, params)
 
+    def _compile(self, module, x) -> None:
+        """The registry's tuning step for the generated modules of ``module`` (already on the device,
+        in the timed dtype): tuned for forward, or for forward+backward when that is timed too (one
+        implementation serves both, as in training)."""
+        from syno.codegen.registry import compile_model
+
+        compile_model(module, x, backward=self.o.backward, budget_s=self.o.tune_budget_s)
+
     def _record(self, scope, ms, base_ms, timer, impl, common, **kw) -> dict[str, Any]:
         speedup = base_ms / ms if base_ms and ms > 0 and math.isfinite(base_ms) else None
         rec = {"scope": scope, "ms": ms, "speedup": speedup, "baseline_ms": base_ms, "implementation": impl,
@@ -498,12 +513,8 @@ class KernelTimer:
 
 
 def _picked(modules, impl: str) -> str:
-    """The implementation(s) the filled modules actually ran (``auto`` on CUDA: the autotuned choice)."""
-    names = []
-    for m in modules:
-        chosen = getattr(m, "_choice", None) or {}
-        names += list(chosen.values()) or [getattr(m, "implementation", impl)]
-    names = list(dict.fromkeys(names))
+    """The implementation(s) the filled modules actually ran (``auto``: what the tuning step fixed)."""
+    names = list(dict.fromkeys(getattr(m, "implementation", impl) for m in modules))
     return ",".join(names) if names else impl
 
 

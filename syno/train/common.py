@@ -39,10 +39,12 @@ def setup_backends(device: torch.device) -> None:
 
 def to_channels_last(model: nn.Module) -> None:
     """channels_last for the 4-D parameters and buffers only: ``model.to(memory_format=...)`` fails on
-    the 5-D (or 3-D) weights of generated operators."""
+    the 5-D (or 3-D) weights of generated operators. Only tensors in the default (contiguous) layout
+    change: a weight the codegen registry packed for its kernel (``TritonImpl.pack``, run by the
+    tuning step before the trainer) keeps that layout."""
     for m in model.modules():
         for _, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
-            if p is not None and p.dim() == 4:
+            if p is not None and p.dim() == 4 and p.is_contiguous():
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
 
 

@@ -1,8 +1,13 @@
-"""One kernel-evaluation pipeline: data -> model with placeholders filled -> train -> result.
+"""One kernel-evaluation pipeline: data -> model with placeholders filled -> compile -> train -> result.
 
 The search's proxy evaluation, ``reevaluate``, ``train-custom`` and ``baseline`` all go through these
 functions, so the dataset keyword rules (image size), the model construction (same initial weights
-for every kernel) and the trainer choice exist once.
+for every kernel), the operator tuning step and the trainer choice exist once.
+
+Before training, :func:`compile_for_training` runs the codegen registry's explicit tuning step
+(:func:`syno.codegen.registry.compile_model`) on the generated operator modules under the settings
+the trainer will use (device, TF32 flags, AMP autocast dtype, channels_last, forward+backward, the
+training batch size), so the modules' ``forward`` never tunes during training.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from .classifier import train_classifier
 from .lm import train_lm
 from .options import LMTrainOptions, TrainResult, VisionTrainOptions
 
-__all__ = ["dataset_kwargs", "load_task_data", "build_task_model", "train_task_model", "count_macs"]
+__all__ = ["dataset_kwargs", "load_task_data", "build_task_model", "compile_for_training", "train_task_model",
+           "count_macs"]
 
 
 def dataset_kwargs(dataset: str, image_size: int | None = None, **kw: Any) -> dict[str, Any]:
@@ -71,15 +77,74 @@ def build_task_model(model_name: str, data, op=None, *, seed: int = 42, model_kw
     return model, modules
 
 
+def _example_batch(model: nn.Module, data, options, device: torch.device) -> torch.Tensor:
+    """A random batch shaped like the trainer's (training batch size; token ids for an LM), from its
+    own generator so the global RNG the trainer seeds is untouched."""
+    g = torch.Generator().manual_seed(0)
+    spec = getattr(model, "input_spec", None)
+    if isinstance(options, LMTrainOptions):
+        vocab = getattr(data, "vocab_size", None) or getattr(getattr(model, "config", None), "vocab_size", 2)
+        seq_len = options.seq_len or (spec[0][0] if spec is not None else None)
+        if seq_len is None:
+            raise ValueError("no seq_len: set LMTrainOptions.seq_len (the model has no config.seq_len)")
+        return torch.randint(0, int(vocab), (options.batch_size, int(seq_len)), generator=g).to(device)
+    shape = tuple(spec[0]) if spec is not None else (data.in_channels, data.image_size, data.image_size)
+    return torch.randn((options.batch_size, *shape), generator=g).to(device)
+
+
+#: seconds of Triton tile tuning per distinct (operator, input shape) in :func:`compile_for_training`
+#: (the tile and choice caches make a repeat free); a search trains many short proxies, so this is
+#: kept well under the registry's 120 s default
+TUNE_BUDGET_S = 30.0
+
+
+def compile_for_training(model: nn.Module, data, options: VisionTrainOptions | LMTrainOptions, *,
+                         budget_s: float = TUNE_BUDGET_S) -> list:
+    """The registry's tuning step (:func:`~syno.codegen.registry.compile_model`) for ``model``'s
+    generated operator modules, under what the trainer will run: ``options``' device (moved there,
+    channels_last parameters and input where the trainer uses them, TF32 flags as the trainer sets
+    them), AMP autocast dtype, forward+backward, the training batch size. Returns the
+    :class:`~syno.codegen.registry.CompiledOperator` list ([] for a model without generated modules:
+    nothing is moved or run then)."""
+    from syno.codegen.registry import compile_model
+    from syno.codegen.torch import SynoModule
+
+    from .common import amp_context, amp_enabled, resolve_device, setup_backends, to_channels_last
+
+    if not any(isinstance(m, SynoModule) for m in model.modules()):
+        return []
+    device = resolve_device(options.device)
+    setup_backends(device)
+    model.to(device)
+    x = _example_batch(model, data, options, device)
+    if isinstance(options, VisionTrainOptions):
+        channels_last = options.channels_last if options.channels_last is not None else device.type == "cuda"
+        if channels_last:
+            to_channels_last(model)
+            x = x.contiguous(memory_format=torch.channels_last)
+    with amp_context(amp_enabled(options.amp, device), device, options.amp_dtype):
+        return compile_model(model, x, backward=True, budget_s=budget_s)
+
+
 def train_task_model(model: nn.Module, data, options: VisionTrainOptions | LMTrainOptions, *,
                      checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
                      tta_flip: bool = False, metric: str = "best") -> TrainResult:
-    """Train with the trainer of the task (LM options: :func:`~syno.train.lm.train_lm`, else
-    :func:`~syno.train.classifier.train_classifier`), optionally checkpointed and resumable."""
+    """Compile the generated operators (:func:`compile_for_training`), then train with the trainer of
+    the task (LM options: :func:`~syno.train.lm.train_lm`, else
+    :func:`~syno.train.classifier.train_classifier`), optionally checkpointed and resumable. A
+    failing tuning step is an ``error`` result when ``options.catch_errors`` (as a failing training)."""
+    if isinstance(options, LMTrainOptions) and options.seq_len is None:
+        seq_len = getattr(getattr(model, "config", None), "seq_len", None)
+        options = options.model_copy(update={"seq_len": seq_len})
+    try:
+        compile_for_training(model, data, options)
+    except Exception as exc:  # noqa: BLE001 - judged like a training error
+        if not options.catch_errors:
+            raise
+        from .common import error_reason
+
+        return TrainResult(status="error", reason="operator tuning failed: " + error_reason(exc))
     if isinstance(options, LMTrainOptions):
-        if options.seq_len is None:
-            seq_len = getattr(getattr(model, "config", None), "seq_len", None)
-            options = options.model_copy(update={"seq_len": seq_len})
         return train_lm(model, data, options, checkpoint=checkpoint, checkpoint_every=checkpoint_every or 500)
     return train_classifier(model, data, options, checkpoint=checkpoint, checkpoint_every=checkpoint_every or 1,
                             tta_flip=tta_flip, metric=metric)
