@@ -12,6 +12,8 @@
 #   gputest  issue #15: the 200-operator fp32/bf16 GPU correctness test    (pytest -m gpu)
 #   space    issues #16/#21: the resnet18 space's speed distribution        (benchmarks/space_speed.py, resumable)
 #   objective issue #16: --objective speed vs accuracy                      (benchmarks/objective_speed.py)
+#   ncu      issue #15: Nsight Compute per-kernel time/bytes, conv vs ours   (benchmarks/profile_layer.py)
+#   notune   issue #18: no tuning inside forward on CUDA                     (pytest -m gpu)
 # Each part writes under $OUT/<part>/ and its log to $OUT/<part>.log; a part that fails or runs out
 # of time does not stop the others.
 set -u
@@ -54,6 +56,15 @@ for p in $PARTS; do
     objective)
         part objective 480 python benchmarks/objective_speed.py --gpu --evals 30 --budget-s 450 \
             --out "$OUT/objective/objective_speed.json" ;;
+    ncu)
+        for L in 64@56 512@7; do
+            part "ncu-$L" 100 ncu --profile-from-start off --clock-control none --csv \
+                --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+                python benchmarks/profile_layer.py --layer "$L" --batch 128 --tune-budget 15
+            python benchmarks/profile_layer.py --summarize "$OUT/ncu-$L.log" --layer "$L" --batch 128 | tee "$OUT/ncu-$L.md"
+        done ;;
+    notune)
+        part notune 120 python -m pytest -m gpu -x -q tests/codegen/test_no_tuning_in_forward.py tests/codegen/test_gpu.py ;;
     *)
         echo "unknown part $p" >&2 ;;
     esac
