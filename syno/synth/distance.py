@@ -28,6 +28,7 @@ minimum over set partitions of the desired axes and assignments of current dims 
 from __future__ import annotations
 
 from itertools import combinations, product
+from operator import add, gt
 from typing import Callable, NamedTuple, Sequence
 
 INF = 10 ** 6
@@ -117,26 +118,29 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
 
     n = len(flex)
     nvars = len(desired[0])
-    zero = (0,) * nvars
     early = limit < INF - 1  # stop at the first witness <= limit (else: the exact minimum)
     best = [INF if not early else limit + 1]
     found = [INF]
     steps = [0]
     gmemo: dict = {}
-    suffix = [zero] * (n + 1)  # primary content still to be assigned (feasibility pruning)
+    # primary content still to be assigned from member i on (feasibility pruning)
+    psuffix = [(0,) * n_primary] * (n + 1)
     for i in range(n - 1, -1, -1):
-        suffix[i] = tuple(a + max(b, 0) if k < n_primary else 0
-                          for k, (a, b) in enumerate(zip(suffix[i + 1], flex[i].exps)))
+        psuffix[i] = tuple(a + max(b, 0) for a, b in zip(psuffix[i + 1], flex[i].exps[:n_primary]))
     keep_suffix = [0] * (n + 1)
     for i in range(n - 1, -1, -1):
         keep_suffix[i] = keep_suffix[i + 1] + (0 if flex[i].vanish else 1)
+    pos = [tuple(max(e, 0) for e in c.exps[:n_primary]) for c in flex]  # what a vanishing member consumes
+    pexp = [c.exps[:n_primary] for c in flex]
+    pzero = (0,) * n_primary
+    same_prev = [i > 0 and flex[i - 1] == flex[i] for i in range(n)]
 
-    seen_parts = set()
     dmin: dict = {}
     dlist: dict = {}
 
     groups = GroupCosts(flex, n_primary, nvars, q_ok, small_ok, window_ok, elim_free, merges_left,
-                        strides_left, shifts_left, dmin, dlist)
+                        strides_left, shifts_left, dmin, dlist,
+                        fit_memo=None if group_memo is None else group_memo.setdefault(("fits", memo_context), {}))
     fits_memo = groups.fits
 
     def group_cost(members: tuple[int, ...], dsum: tuple[int, ...], dcnt: int):
@@ -158,39 +162,16 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     # cut a Merge piece (Merge-type) off a dim
     outer_cut = min((0 if f.carve_big else min(f.carve_tiny, f.carve_small)) for f in flex)
 
-    for part in _set_partitions(list(range(m))):
-        sig = tuple(sorted(tuple(sorted(desired[j] for j in g)) for g in part))
-        if sig in seen_parts:
-            continue
-        seen_parts.add(sig)
-        G = len(part)
+    for G, dsum, dcnt, dl, dm, twin in _partitions(tuple(desired), nvars):
         if G > n:
             continue
-        dsum, dcnt = [], []
-        for g in part:
-            s = list(zero)
-            for j in g:
-                for k, e in enumerate(desired[j]):
-                    s[k] += e
-            dsum.append(tuple(s))
-            dcnt.append(len(g))
-            dlist[tuple(s)] = tuple(sorted(desired[j] for j in g))
-            # the smallest desired axis of the group (a cut between its axes is at least that big)
-            # any fixed choice is fine: small_ok is only a necessary condition
-            dmin[tuple(s)] = min((desired[j] for j in g), key=tuple)
+        dlist.update(dl)
+        dmin.update(dm)
+        dsum_p = [d[:n_primary] for d in dsum]
         fixed_cost = base + m - 2 * G
-        # groups with the same desired axes are interchangeable: such a group may take its first
-        # member only once the previous one has one (with the non-decreasing choices of equal dims
-        # below, the lexicographically smallest assignment of every symmetry class stays)
-        twin = [-1] * G
-        for g in range(G):
-            for h in range(g - 1, -1, -1):
-                if sorted(desired[j] for j in part[h]) == sorted(desired[j] for j in part[g]):
-                    twin[g] = h
-                    break
-        gsum = [list(zero) for _ in range(G)]
-        rsum = [[0] * n_primary for _ in range(G)]  # primaries of rigid members
-        vsum = [0] * n_primary  # primaries consumed by vanishing dims (outer-product Shares)
+        gsum = [pzero] * G  # primaries of the members so far
+        rsum = [pzero] * G  # primaries of rigid members
+        vsum = [pzero]  # primaries consumed by vanishing dims (outer-product Shares)
         members: list[list[int]] = [[] for _ in range(G)]
         choice = [0] * n
 
@@ -199,7 +180,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             merges = 0
             joins = joins_used
             carved = False
-            vtot = list(vsum)
+            vtot = list(vsum[0])
             for g in range(G):
                 c = len(members[g])
                 if c == 0:
@@ -242,42 +223,39 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             if i == n:
                 finish(used_o)
                 return
-            for g in range(G):
-                for k in range(n_primary):
-                    deficit = dsum[g][k] - gsum[g][k]
-                    if deficit > 0 and deficit > suffix[i][k]:
-                        return
+            suf = psuffix[i]
+            for g in range(G):  # a group short of primaries that the rest cannot supply
+                if any(map(gt, dsum_p[g], map(add, gsum[g], suf))):
+                    return
             c = flex[i]
-            lo = choice[i - 1] if (i > 0 and flex[i - 1] == c) else 0
+            lo = choice[i - 1] if same_prev[i] else 0
             for g in range(lo, G + (1 if c.vanish else 0)):
                 choice[i] = g
                 if g == G:  # vanishes into a future outer product
-                    for k in range(n_primary):
-                        vsum[k] += max(c.exps[k], 0)
-                    if allowance is None or all(v <= a for v, a in zip(vsum, allowance)):
+                    old = vsum[0]
+                    vsum[0] = tuple(map(add, old, pos[i]))
+                    if allowance is None or all(v <= a for v, a in zip(vsum[0], allowance)):
                         dfs(i + 1, assigned, True)
-                    for k in range(n_primary):
-                        vsum[k] -= max(c.exps[k], 0)
+                    vsum[0] = old
                     continue
                 if twin[g] >= 0 and not members[twin[g]]:
                     continue
                 if not c.whole and not fits_memo(i, dsum[g]):
                     continue  # a member not eliminated whole must fit its group (_group_cost)
                 if c.rigid:
-                    if any(rsum[g][k] + c.exps[k] > dsum[g][k] for k in range(n_primary)):
+                    r = tuple(map(add, rsum[g], pexp[i]))
+                    if any(map(gt, r, dsum_p[g])):
                         continue  # rigid primaries must all end in this group's desired axes
-                    for k in range(n_primary):
-                        rsum[g][k] += c.exps[k]
-                for k, e in enumerate(c.exps):
-                    gsum[g][k] += e
+                    old_r = rsum[g]
+                    rsum[g] = r
+                old_g = gsum[g]
+                gsum[g] = tuple(map(add, old_g, pexp[i]))
                 members[g].append(i)
                 dfs(i + 1, assigned + 1, used_o)
                 members[g].pop()
-                for k, e in enumerate(c.exps):
-                    gsum[g][k] -= e
+                gsum[g] = old_g
                 if c.rigid:
-                    for k in range(n_primary):
-                        rsum[g][k] -= c.exps[k]
+                    rsum[g] = old_r
 
         dfs(0, 0, False)
         if early and found[0] <= limit:
@@ -285,6 +263,53 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
         if steps[0] > budget:
             return cheap_lower_bound(dd + flex, m, need_contraction)
     return found[0]
+
+
+_PARTITIONS: dict = {}
+
+
+def _partitions(desired: tuple, nvars: int) -> list:
+    """The set partitions of the desired axes, up to equal axes (first of each kind, in
+    :func:`_set_partitions` order), with per group: exponent sum, axis count, (sum -> axes) and
+    (sum -> smallest axis) entries, and the twin group (-1: none). Cached per desired tuple: they
+    are the same for every bound of a space."""
+    got = _PARTITIONS.get(desired)
+    if got is not None:
+        return got
+    out = []
+    seen = set()
+    m = len(desired)
+    for part in _set_partitions(list(range(m))):
+        sig = tuple(sorted(tuple(sorted(desired[j] for j in g)) for g in part))
+        if sig in seen:
+            continue
+        seen.add(sig)
+        G = len(part)
+        dsum, dcnt, dl, dm = [], [], {}, {}
+        for g in part:
+            s = [0] * nvars
+            for j in g:
+                for k, e in enumerate(desired[j]):
+                    s[k] += e
+            s = tuple(s)
+            dsum.append(s)
+            dcnt.append(len(g))
+            dl[s] = tuple(sorted(desired[j] for j in g))
+            # the smallest desired axis of the group (a cut between its axes is at least that big)
+            # any fixed choice is fine: small_ok is only a necessary condition
+            dm[s] = min((desired[j] for j in g), key=tuple)
+        # groups with the same desired axes are interchangeable: such a group may take its first
+        # member only once the previous one has one (with the non-decreasing choices of equal dims
+        # below, the lexicographically smallest assignment of every symmetry class stays)
+        twin = [-1] * G
+        for g in range(G):
+            for h in range(g - 1, -1, -1):
+                if sorted(desired[j] for j in part[h]) == sorted(desired[j] for j in part[g]):
+                    twin[g] = h
+                    break
+        out.append((G, tuple(dsum), tuple(dcnt), dl, dm, tuple(twin)))
+    _PARTITIONS[desired] = out
+    return out
 
 
 class GroupCosts:
@@ -295,13 +320,16 @@ class GroupCosts:
     caller as it goes through the partitions of the desired axes."""
 
     def __init__(self, flex: Sequence[CurSig], n_primary: int, nvars: int, q_ok, small_ok, window_ok, elim_free,
-                 merges_left: int, strides_left: int, shifts_left: int, dmin: dict, dlist: dict):
+                 merges_left: int, strides_left: int, shifts_left: int, dmin: dict, dlist: dict,
+                 fit_memo: dict | None = None):
         self.flex, self.n_primary, self.nvars = flex, n_primary, nvars
         self.q_ok, self.small_ok, self.window_ok, self.elim_free = q_ok, small_ok, window_ok, elim_free
         self.merges_left, self.strides_left, self.shifts_left = merges_left, strides_left, shifts_left
         self.pzero = (0,) * n_primary
         self.dmin, self.dlist = dmin, dlist
-        self._fit: dict = {}
+        # fits_group depends on the signature, the desired product and the callbacks only, so a
+        # memo shared across calls (one per memo context) is valid
+        self._fit: dict = {} if fit_memo is None else fit_memo
 
     def covers(self, rem, idx) -> bool:
         flex, n_primary = self.flex, self.n_primary

@@ -192,15 +192,21 @@ class FeasibilityMixin:
         Deliberately conservative: sharper leaf-level bounds (the original's FLOPs game) are not
         valid for plans that multiply weights together first or iterate over view indices, and
         measured, they barely changed sampling (docs/synthesis.md)."""
-        repeat = self.options.max_expansion_repeat_multiplier if self.expands_enabled() else 1
-        per = [v / repeat for v in stage_lower_bound([], (), self.outputs, self.bindings)]
-        for w in state.weight_groups():
-            numel = self.size_space.one
-            for d in w:
-                numel = numel * d.size
-            vals = self.bindings.values(numel)
-            per = [max(a, float(v)) for a, v in zip(per, vals)]
-        return self.problem.total(per)
+        got = self._flops_lo_memo.get(state.weights)
+        if got is None:
+            if self._flops_out_lo is None:  # the outputs' part is the same for every state
+                repeat = self.options.max_expansion_repeat_multiplier if self.expands_enabled() else 1
+                self._flops_out_lo = [v / repeat for v in stage_lower_bound([], (), self.outputs, self.bindings)]
+            per = list(self._flops_out_lo)
+            for w in state.weight_groups():
+                numel = self.size_space.one
+                for d in w:
+                    numel = numel * d.size
+                vals = self.bindings.values(numel)
+                per = [max(a, float(v)) for a, v in zip(per, vals)]
+            # keyed on the weight dims: the weight groups (and so the bound) follow from them
+            got = self._flops_lo_memo[state.weights] = self.problem.total(per)
+        return got
 
     def viable(self, state: State) -> bool:
         """Keep a new node? Reduction-phase nodes (only reductions so far) are kept if finishing the
@@ -259,13 +265,16 @@ class FeasibilityMixin:
         """No more reductions come after the reduction phase, so every stage of any completion
         iterates over at most all outputs and reductions: FLOPs <= (weights + a pooling stage) x
         numel(outputs x reductions), with the weights that can still be added."""
-        numel = self.size_space.one
-        for d in self.outputs:
-            numel = numel * d.size
-        for r in state.reductions:
-            numel = numel * r.size
-        vals = [float(v) for v in self.bindings.values(numel)]
+        total = self._flops_hi_memo.get(state.reductions)
+        if total is None:  # numel(outputs x reductions) summed over the mappings, per reduction set
+            numel = self.size_space.one
+            for d in self.outputs:
+                numel = numel * d.size
+            for r in state.reductions:
+                numel = numel * r.size
+            vals = [float(v) for v in self.bindings.values(numel)]
+            total = self._flops_hi_memo[state.reductions] = self.problem.total(vals)
         # each pairwise contraction of a plan costs at most that, and the standalone sums at most
         # that once more in total
         weights = self.options.max_tensors - 1 if self.contraction_possible(state) else state.n_weights
-        return (max(weights, 1) + 1) * self.problem.total(vals)
+        return (max(weights, 1) + 1) * total

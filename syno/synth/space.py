@@ -266,6 +266,9 @@ class SynthSpace(FeasibilityMixin, ShapeBoundMixin, SizeMixin):
         self._tiny: dict[Size, bool] = {}
         self._needs: dict[tuple, tuple] = {}
         self._final_checks: dict[str, tuple[bool, dict]] = {}
+        self._flops_out_lo: list[float] | None = None
+        self._flops_lo_memo: dict[tuple, float] = {}
+        self._flops_hi_memo: dict[tuple, float] = {}
         self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
                       "final_rejected": 0}
