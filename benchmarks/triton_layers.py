@@ -134,6 +134,11 @@ def main(argv=None) -> None:
                 ref = reference_forward(op, mapping, [x.float(), *[v.float() for v in ws]])
                 err = f" err {((y.float() - ref).abs().max() / ref.abs().max()).item():.1e}"
             print(f"    {label:8s} {us:7.1f}us ({conv / us:.2f}x){err}  stages: {tiles}", flush=True)
+            if label == "unfused" and 0 in tiles and len(tiles) == 2:
+                # what a hybrid (our first stage, then cuDNN's (3,1) conv over its output) would take
+                s0 = float(tiles[0].split()[-1].rstrip("us"))
+                print(f"    hybrid estimate: stage 0 {s0:.1f}us + cuDNN (3,1) {s2:.1f}us = {s0 + s2:.1f}us "
+                      f"({conv / (s0 + s2):.2f}x)", flush=True)
         if str(N) in args.backward.split(","):
             fwd_bwd(op, plan, x, ws0, w, args.tune_budget, args.no_pack)
 
