@@ -54,18 +54,18 @@ def run(args) -> None:
     ws = [relayout(v, layouts[f"w{j}"]) if f"w{j}" in layouts else v for j, v in enumerate(ws, start=1)]
     tune(top, x, ws, backward=False, budget_s=args.tune_budget, use_cache=False)
     fusable = tuple(top.fusable())
-    with torch.no_grad():
-        for _ in range(3):  # compile and warm every variant outside the profiled range
-            F.conv2d(x, w, padding=1)
-            for fused in ((), fusable):
-                top.fused = frozenset(fused)
-                top.forward(x, ws)
-        torch.cuda.synchronize()
-        torch.cuda.cudart().cudaProfilerStart()
+    def every_variant():
         F.conv2d(x, w, padding=1)
         for fused in ((), fusable):
             top.fused = frozenset(fused)
             top.forward(x, ws)
+
+    with torch.no_grad():
+        for _ in range(3):  # compile and warm every variant outside the profiled range
+            every_variant()
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+        every_variant()
         torch.cuda.synchronize()
         torch.cuda.cudart().cudaProfilerStop()
     print(f"# profiled: conv, unfused ({len(plan_stages(top))} kernels), fused {list(fusable)}", file=sys.stderr)

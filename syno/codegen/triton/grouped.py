@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gemm import linear_axis, load_expr, split_access, tile_address
+from .gemm import _static as _prod, linear_axis, load_expr, split_access, tile_address
 from .stages import Stage, mentions
 
 
@@ -36,15 +36,6 @@ class GroupedSplit:
     reduce: list[int]     # the summed classes, slowest first
     width: int            # values of one group's run (prod of reduce)
     per_group: int        # columns per group (prod of free): BN is a multiple of it
-
-
-def _prod(classes, values) -> int | None:
-    out = 1
-    for c in classes:
-        if not isinstance(values[c], int):
-            return None
-        out *= values[c]
-    return out
 
 
 def grouped_split(stage: Stage, values, dynamic: set[int], strides: dict[str, tuple[int, ...]], order,
