@@ -129,9 +129,7 @@ class FeasibilityMixin:
         block can take (``_primary_escapes``: too large, or even under an odd-kernel rule) can only
         get below a Share whose size contains them, consuming their occurrences. Returns the Pareto-minimal
         alternatives (one per admissible pooled subset; empty = impossible) and the flag."""
-        covered = set()
-        for w in state.weights:
-            covered |= A.leaves(w)
+        covered = self.covered(state)
         free = tuple(r for r in state.reductions if r not in covered)
         key = (free, can_c, tuple(allow[:self.n_primary]))
         got = self._needs.get(key)
@@ -172,11 +170,19 @@ class FeasibilityMixin:
         pareto = [v for v in out if not any(w != v and all(x <= y for x, y in zip(w, v)) for w in out)]
         return tuple(sorted(pareto)), must_share
 
+    def covered(self, state: State) -> frozenset:
+        """The leaves (outputs and reductions) below the weights' Shares, per weight set."""
+        got = self._covered.get(state.weights)
+        if got is None:
+            acc: set = set()
+            for w in state.weights:
+                acc |= A.leaves(w)
+            got = self._covered[state.weights] = frozenset(acc)
+        return got
+
     def pooling_ok(self, state: State, reductions: Sequence[ReduceDim] | None = None) -> bool:
         """P1: reductions with no Share above them (pooling) multiply to at most max_pooling_factor."""
-        covered = set()
-        for w in state.weights:
-            covered |= A.leaves(w)
+        covered = self.covered(state)
         pool = self.size_space.one
         for r in (state.reductions if reductions is None else reductions):
             if r not in covered:

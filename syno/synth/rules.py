@@ -54,18 +54,27 @@ def reduce_sizes(sp: SynthSpace, s: State) -> list:
     base = sp._enum_base()
     if not base:
         return []
-    allow = np.array(sp.allowance(s.usage), dtype=np.int64)
-    ok = np.all(sp._red_abs <= allow, axis=1)
-    if s.reductions:
-        start = bisect.bisect_left(sp._red_exps, s.reductions[-1].size.exps)
-        ok[:start] = False
-    # "at most one matmul": prod(reductions) / numel(input) <= max_size_multiplier, every mapping
-    prod = sp.size_space.one
-    for r in s.reductions:
-        prod = prod * r.size
-    scale = np.array([float(v) for v in sp.bindings.values(prod / sp.problem.input_numel)])
-    ok &= np.all(sp._red_vals * scale <= o.max_size_multiplier * (1 + 1e-12), axis=1)
-    return [x for x, keep in zip(base, ok) if keep]
+    idx = sp._red_index.get(s.reductions)
+    if idx is None:
+        # (in the reduction phase the state, its usage included, follows from its reductions.) The
+        # sizes allowed after these reductions are among those allowed after all but the last one:
+        # the allowance only shrinks, the order start and the product below only grow. So filter
+        # those (computed when the walk or the look-ahead passed there) rather than the whole base.
+        cand = sp._red_index.get(s.reductions[:-1]) if s.reductions else None
+        if cand is None:
+            cand = np.arange(len(base))
+        allow = np.array(sp.allowance(s.usage), dtype=np.int64)
+        ok = np.all(sp._red_abs[cand] <= allow, axis=1)
+        if s.reductions:
+            ok &= cand >= bisect.bisect_left(sp._red_exps, s.reductions[-1].size.exps)
+        # "at most one matmul": prod(reductions) / numel(input) <= max_size_multiplier, every mapping
+        prod = sp.size_space.one
+        for r in s.reductions:
+            prod = prod * r.size
+        scale = np.array([float(v) for v in sp.bindings.values(prod / sp.problem.input_numel)])
+        ok &= np.all(sp._red_vals[cand] * scale <= o.max_size_multiplier * (1 + 1e-12), axis=1)
+        idx = sp._red_index[s.reductions] = cand[ok]
+    return [base[i] for i in idx]
 
 
 def reduce_moves(sp: SynthSpace, s: State) -> list:

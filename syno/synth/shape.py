@@ -126,18 +126,15 @@ class ShapeBoundMixin:
         can_c = self.contraction_possible(state)
         allow = self.allowance(state.usage)
         outer = self.outer_numel(state)
-        caps = {"merges": self.cap_left(state, C_MERGE, "merges"),
-                "shifts": self.cap_left(state, C_SHIFT, "shifts"),
-                "strides": self.cap_left(state, C_STRIDE, "strides"),
-                "unfolds": self.cap_left(state, C_UNFOLD, "unfolds"),
-                "splits": self.cap_left(state, C_SPLIT, "splits"),
-                "expands": self.cap_left(state, C_EXPAND, "expands") if self.expands_enabled() else 0}
+        caps = self._caps_of(state.counts)
         sigs = []
         # a dim's signature depends on the state through this context only (_carve also looks for
         # a tiny partner and a new iterator / MergeR among the other current dims: their counts)
-        n_tiny = sum(1 for x in state.current if self._is_tiny(x.size))
-        n_open = sum(1 for x in state.current if A.kind(x) in ("iterator", "MergeR") and self.is_new(state, x))
-        ctx = (state.n_weights, tuple(caps.values()), allow, can_c, outer, n_tiny, n_open)
+        nw = state.n_weights
+        facts = [self._dim_facts(x) for x in state.current]
+        n_tiny = sum(1 for f in facts if f[0])
+        n_open = sum(1 for f in facts if f[2] and (nw == 0 or nw in f[3]))
+        ctx = (nw, tuple(caps.values()), allow, can_c, outer, n_tiny, n_open)
         per_dim = self._sig_cache.get(ctx)
         if per_dim is None:
             per_dim = self._sig_cache[ctx] = {}
@@ -169,8 +166,8 @@ class ShapeBoundMixin:
         # the largest block an Unfold / Stride top may give away (M4, M5): below the largest window
         # that can still be formed from the current odd small dims, or a stride
         win = 1.0
-        for d in state.current:
-            win *= self._window_factor(d.size)
+        for f in facts:
+            win *= f[1]
         small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
         key = key[:-2] + key[-1:] + (small_limit,)  # without the remaining depth
         if limit is None:
@@ -197,6 +194,28 @@ class ShapeBoundMixin:
             else:
                 lo = max(lo, limit + 1)
             self._dist_cache[key] = (lo, hi)
+        return got
+
+    def _caps_of(self, counts: tuple[int, ...]) -> dict:
+        """The op caps left for these op counts (per counts tuple: the bound's set-up runs for every
+        bounded state)."""
+        got = self._caps_memo.get(counts)
+        if got is None:
+            o = self.options
+            got = {"merges": o.cap("merges") - counts[C_MERGE], "shifts": o.cap("shifts") - counts[C_SHIFT],
+                   "strides": o.cap("strides") - counts[C_STRIDE], "unfolds": o.cap("unfolds") - counts[C_UNFOLD],
+                   "splits": o.cap("splits") - counts[C_SPLIT],
+                   "expands": o.cap("expands") - counts[C_EXPAND] if self.expands_enabled() else 0}
+            self._caps_memo[counts] = got
+        return got
+
+    def _dim_facts(self, d: Dim) -> tuple:
+        """(tiny, window factor, iterator or MergeR, weights below): what the bound's set-up reads
+        of every current dim, per dim (dims are interned and immutable)."""
+        got = self._facts.get(d)
+        if got is None:
+            got = self._facts[d] = (self._is_tiny(d.size), self._window_factor(d.size),
+                                    A.kind(d) in ("iterator", "MergeR"), A.weights_below(d))
         return got
 
     def _is_tiny(self, size: Size) -> bool:

@@ -269,6 +269,10 @@ class SynthSpace(FeasibilityMixin, ShapeBoundMixin, SizeMixin):
         self._flops_out_lo: list[float] | None = None
         self._flops_lo_memo: dict[tuple, float] = {}
         self._flops_hi_memo: dict[tuple, float] = {}
+        self._caps_memo: dict[tuple, dict] = {}
+        self._facts: dict[Dim, tuple] = {}
+        self._covered: dict[tuple, frozenset] = {}
+        self._red_index: dict[tuple, object] = {}  # reductions -> indices into _enum_base() (rules.reduce_sizes)
         self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
                       "final_rejected": 0}
