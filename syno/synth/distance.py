@@ -174,6 +174,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
         vsum = [pzero]  # primaries consumed by vanishing dims (outer-product Shares)
         members: list[list[int]] = [[] for _ in range(G)]
         choice = [0] * n
+        fit_ig = [[None] * G for _ in range(n)]  # fits_memo(i, dsum[g]), looked up by index
 
         def finish(used_o: bool) -> None:
             cost = fixed_cost
@@ -240,8 +241,12 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     continue
                 if twin[g] >= 0 and not members[twin[g]]:
                     continue
-                if not c.whole and not fits_memo(i, dsum[g]):
-                    continue  # a member not eliminated whole must fit its group (_group_cost)
+                if not c.whole:  # a member not eliminated whole must fit its group (_group_cost)
+                    ok = fit_ig[i][g]
+                    if ok is None:
+                        ok = fit_ig[i][g] = fits_memo(i, dsum[g])
+                    if not ok:
+                        continue
                 if c.rigid:
                     r = tuple(map(add, rsum[g], pexp[i]))
                     if any(map(gt, r, dsum_p[g])):

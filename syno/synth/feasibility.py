@@ -142,7 +142,7 @@ class FeasibilityMixin:
         pool_all = self.size_space.one
         for r in free:
             pool_all = pool_all * r.size
-        must_share = not pool_all.is_one() and self.upper(pool_all) > o.max_pooling_factor
+        must_share = not pool_all.is_one() and not self._poolable(pool_all)
         strict = []
         for r in free:
             prim = r.size.exps[:self.n_primary]
@@ -161,7 +161,7 @@ class FeasibilityMixin:
                 else:
                     for k, e in enumerate(r.size.exps[:self.n_primary]):
                         need[k] += abs(e)
-            if not pooled.is_one() and self.upper(pooled) > o.max_pooling_factor:
+            if not pooled.is_one() and not self._poolable(pooled):
                 continue
             if any(need) and not can_c:
                 continue
@@ -187,7 +187,14 @@ class FeasibilityMixin:
         for r in (state.reductions if reductions is None else reductions):
             if r not in covered:
                 pool = pool * r.size
-        return pool.is_one() or self.upper(pool) <= self.options.max_pooling_factor
+        return pool.is_one() or self._poolable(pool)
+
+    def _poolable(self, size: Size) -> bool:
+        """upper(size) <= max_pooling_factor (P1), per size."""
+        got = self._pool_memo.get(size)
+        if got is None:
+            got = self._pool_memo[size] = self.upper(size) <= self.options.max_pooling_factor
+        return got
 
     def flops_lower_bound(self, state: State) -> float:
         """A lower bound on the planned FLOPs of any completion, valid for the cost model of

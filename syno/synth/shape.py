@@ -85,8 +85,7 @@ class ShapeBoundMixin:
         return False, tiny, small
 
     def _tiny_partner(self, state: State, d: Dim) -> bool:
-        rhs = self.options.max_shift_rhs
-        return any(x is not d and self.upper(x.size) <= rhs for x in state.current)
+        return any(x is not d and self._is_tiny(x.size) for x in state.current)
 
     def _whole(self, d: Dim, caps: dict) -> tuple[bool, bool]:
         """(as an Unfold window, possibly after joining others; by an Expand): could ``d`` be
@@ -94,11 +93,7 @@ class ShapeBoundMixin:
         o = self.options
         if d.height >= o.max_chain_length:
             return False, False
-        window = False
-        if caps["unfolds"] > 0 and self.upper(d.size) <= o.max_unfold_kernel_size:
-            if not o.odd_unfold_kernels or all(v.denominator == 1 and v.numerator % 2 == 1
-                                               for v in self.bindings.values(d.size)):
-                window = True
+        window = caps["unfolds"] > 0 and self._can_window(d.size)
         k = A.kind(d)
         expand = caps["expands"] > 0 and (k == "MergeR" or (k == "MergeL" and o.allow_tile))
         return window, expand
@@ -223,6 +218,16 @@ class ShapeBoundMixin:
         got = self._tiny.get(size)
         if got is None:
             got = self._tiny[size] = self.upper(size) <= self.options.max_shift_rhs
+        return got
+
+    def _can_window(self, size: Size) -> bool:
+        """Could a dim of this size be an Unfold window (U3, U4: small, odd if required)?"""
+        got = self._canwin.get(size)
+        if got is None:
+            o = self.options
+            got = self.upper(size) <= o.max_unfold_kernel_size and (not o.odd_unfold_kernels or all(
+                v.denominator == 1 and v.numerator % 2 == 1 for v in self.bindings.values(size)))
+            self._canwin[size] = got
         return got
 
     def _window_factor(self, size: Size) -> float:

@@ -83,10 +83,13 @@ class SizeMixin:
 
     def _merge_blocks(self, size: Size, allow: tuple[int, ...]) -> list[Size]:
         """Allowance.enumerateDivisors (reference §1.5): blocks b with b and size/b both valid."""
-        key = (size, allow)
+        E = self.options.max_enumerations_per_var
+        # the allowance matters only for coefficients, and only up to the most a block of this size
+        # can move a coefficient away from 0: key the memo on that (many allowances, same blocks)
+        key = (size, tuple(min(max(a, 0), _most_moved(p, E))
+                           for p, a in zip(size.exps[self.n_primary:], allow[self.n_primary:])))
         got = self._blocks.get(key)
         if got is None:
-            E = self.options.max_enumerations_per_var
             ranges = []
             for i, (p, a) in enumerate(zip(size.exps, allow)):
                 lo = p // 2 - (E - 1) // 2
@@ -118,3 +121,10 @@ class SizeMixin:
         if v is None:
             v = self._lower[s] = self.bindings.lower(s)
         return v
+
+
+def _most_moved(p: int, E: int) -> int:
+    """The most allowance a block's exponent in ``range(lo, lo + E)`` (``lo = p // 2 - (E - 1) // 2``,
+    as in :meth:`SizeMixin._merge_blocks`) can cost: max(|b| - |p|, 0) at an end of the range."""
+    lo = p // 2 - (E - 1) // 2
+    return max(abs(lo) - abs(p), abs(lo + E - 1) - abs(p), 0)

@@ -272,6 +272,8 @@ class SynthSpace(FeasibilityMixin, ShapeBoundMixin, SizeMixin):
         self._caps_memo: dict[tuple, dict] = {}
         self._facts: dict[Dim, tuple] = {}
         self._covered: dict[tuple, frozenset] = {}
+        self._pool_memo: dict[Size, bool] = {}
+        self._canwin: dict[Size, bool] = {}
         self._red_index: dict[tuple, object] = {}  # reductions -> indices into _enum_base() (rules.reduce_sizes)
         self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from syno.ir.primitives import Dim, ReduceDim
 
-from .analysis import rebuild, reduce_groups
+from .analysis import leaves, rebuild, reduce_groups
 
 # Counter slots. The first eight are op types that cost one depth unit each.
 C_REDUCE, C_EXPAND, C_SHIFT, C_STRIDE, C_SPLIT, C_UNFOLD, C_MERGE, C_CONTRACTION, C_SHARE = range(9)
@@ -110,10 +110,13 @@ def canonical_state(current: Sequence[Dim], weights: Sequence[Dim], expanded: Se
         if not mapping:  # the identity: nothing to rebuild
             cur, wts, exp = list(current), list(weights), list(expanded)
         else:
+            # dims that lie over none of the relabelled reductions stay as they are (skip the walk
+            # down their DAG)
+            moved = frozenset(mapping)
             memo: dict = {}
-            cur = [rebuild(d, mapping, memo) for d in current]
-            wts = [rebuild(d, mapping, memo) for d in weights]
-            exp = [rebuild(d, mapping, memo) for d in expanded]
+            cur = [d if leaves(d).isdisjoint(moved) else rebuild(d, mapping, memo) for d in current]
+            wts = [d if leaves(d).isdisjoint(moved) else rebuild(d, mapping, memo) for d in weights]
+            exp = [d if leaves(d).isdisjoint(moved) else rebuild(d, mapping, memo) for d in expanded]
         key = frontier_key(cur, wts, exp)
         if best is None or key < best[0]:
             best = (key, cur, wts, exp)
