@@ -165,27 +165,35 @@ def split_moves(sp: SynthSpace, s: State) -> list:
         return []
     out = []
     cur = s.current
-    for lhs in cur:
-        if A.top_of(lhs, Split):  # S1: right-nested chains only
+    limit = sp.options.max_chain_length
+    # per dim, once per state (the rules below test pairs): height, new (C3), Merge (op, slot),
+    # reduced boundary pieces, weight ids of Share-data atoms, unordered scope, merge root
+    facts = []
+    for d in cur:
+        atoms_w = [x.op.weight for x in A.split_atoms(d) if A.is_share_l(x)]
+        is_merge = A.top_of(d, Merge)
+        facts.append((d.height, not s.n_weights or sp.is_new(s, d), is_merge, getattr(d, "op", None),
+                      getattr(d, "slot", None), isinstance(A.boundary(d, 0), ReduceDim),
+                      isinstance(A.boundary(d, 1), ReduceDim), atoms_w, A.unordered_scope(d),
+                      A.merge_root(d) if is_merge else None, A.top_of(d, Split)))
+    for lhs, fl in zip(cur, facts):
+        if fl[10]:  # S1: right-nested chains only
             continue
-        for rhs in cur:
-            if rhs is lhs or not _chain_ok(sp, lhs, rhs):
+        for rhs, fr in zip(cur, facts):
+            if rhs is lhs or 1 + max(fl[0], fr[0]) > limit:  # C2
                 continue
-            if s.n_weights and not (sp.is_new(s, lhs) or sp.is_new(s, rhs)):  # C3
+            if s.n_weights and not (fl[1] or fr[1]):  # C3
                 continue
-            if (A.top_of(lhs, Merge) and lhs.op is getattr(rhs, "op", None)
-                    and lhs.slot == 0 and rhs.slot == 1):  # S2: split . merge = identity
+            if fl[2] and fl[3] is fr[3] and fl[4] == 0 and fr[4] == 1:  # S2: split . merge = identity
                 continue
-            if isinstance(A.boundary(lhs, 1), ReduceDim) and isinstance(A.boundary(rhs, 0), ReduceDim):
+            if fl[6] and fr[5]:
                 continue  # S2: two adjacent reduced pieces = one reduction of the product domain
-            atoms = [x for x in A.split_atoms(lhs) + A.split_atoms(rhs) if A.is_share_l(x)]
-            ws = [x.op.weight for x in atoms]
+            ws = fl[7] + fr[7]
             if len(ws) != len(set(ws)):  # S3: reshape could be applied to the weight instead
                 continue
-            sl, sr = A.unordered_scope(lhs), A.unordered_scope(rhs)
-            if sl is not None and sl is sr and A.merge_root(lhs) is not None \
-                    and A.merge_root(lhs) is A.merge_root(rhs):  # S4: permuting an unordered dim
-                continue
+            sl, sr = fl[8], fr[8]
+            if sl is not None and sl is sr and fl[9] is not None and fl[9] is fr[9]:
+                continue  # S4: permuting an unordered dim
             out.append(_move("Split", _op_key("Split", (), (lhs, rhs)), (lhs, rhs)))
     return out
 
