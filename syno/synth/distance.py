@@ -124,13 +124,13 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
     steps = [0]
     gmemo: dict = {}
     # primary content still to be assigned from member i on (feasibility pruning)
+    pos = [tuple(max(e, 0) for e in c.exps[:n_primary]) for c in flex]  # what a vanishing member consumes
     psuffix = [(0,) * n_primary] * (n + 1)
     for i in range(n - 1, -1, -1):
-        psuffix[i] = tuple(a + max(b, 0) for a, b in zip(psuffix[i + 1], flex[i].exps[:n_primary]))
+        psuffix[i] = tuple(map(add, psuffix[i + 1], pos[i]))
     keep_suffix = [0] * (n + 1)
     for i in range(n - 1, -1, -1):
         keep_suffix[i] = keep_suffix[i + 1] + (0 if flex[i].vanish else 1)
-    pos = [tuple(max(e, 0) for e in c.exps[:n_primary]) for c in flex]  # what a vanishing member consumes
     pexp = [c.exps[:n_primary] for c in flex]
     pzero = (0,) * n_primary
     same_prev = [i > 0 and flex[i - 1] == flex[i] for i in range(n)]

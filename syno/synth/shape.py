@@ -121,21 +121,29 @@ class ShapeBoundMixin:
         can_c = self.contraction_possible(state)
         allow = self.allowance(state.usage)
         outer = self.outer_numel(state)
-        caps = self._caps_of(state.counts)
-        sigs = []
+        caps, caps_key = self._caps_of(state.counts)
         # a dim's signature depends on the state through this context only (_carve also looks for
         # a tiny partner and a new iterator / MergeR among the other current dims: their counts)
         nw = state.n_weights
-        facts = [self._dim_facts(x) for x in state.current]
-        n_tiny = sum(1 for f in facts if f[0])
-        n_open = sum(1 for f in facts if f[2] and (nw == 0 or nw in f[3]))
-        ctx = (nw, tuple(caps.values()), allow, can_c, outer, n_tiny, n_open)
+        facts_of = self._facts.get
+        n_tiny = n_open = 0
+        # the largest block an Unfold / Stride top may give away (M4, M5): below the largest window
+        # that can still be formed from the current odd small dims, or a stride
+        win = 1.0
+        for x in state.current:
+            f = facts_of(x) or self._dim_facts(x)
+            n_tiny += f[0]
+            win *= f[1]
+            if f[2] and (nw == 0 or nw in f[3]):
+                n_open += 1
+        ctx = (nw, caps_key[0], allow, can_c, outer, n_tiny, n_open)
         per_dim = self._sig_cache.get(ctx)
         if per_dim is None:
             per_dim = self._sig_cache[ctx] = {}
+        sids = []
         for d in state.current:
-            sig = per_dim.get(d)
-            if sig is None:
+            got = per_dim.get(d)
+            if got is None:
                 big, tiny, small = self._carve(state, d, caps, can_c, allow)
                 window, expand = self._whole(d, caps)
                 whole = window or expand
@@ -150,21 +158,21 @@ class ShapeBoundMixin:
                     cuts = frozenset([b.exps for b in blocks] + [(d.size / b).exps for b in blocks])
                 sig = CurSig(d.size.exps, d.height >= o.max_chain_length, A.data_discarding(d),
                              vanish, big, tiny, small, whole, expand, rigid, A.ends_up_reduce(d), cuts)
-                per_dim[d] = sig
-            sigs.append(sig)
-        sigs = tuple(sorted(sigs))
+                # signatures are keyed by a small id (hashing and comparing the bound's cache keys
+                # is then cheap); equal signatures share one id
+                sid = self._sig_ids.get(sig)
+                if sid is None:
+                    sid = self._sig_ids[sig] = len(self._sig_of)
+                    self._sig_of.append(sig)
+                got = per_dim[d] = sid
+            sids.append(got)
+        sids.sort()
         needs, must_share = self.share_needs(state, can_c, allow)
-        prim_allow = tuple(allow[:self.n_primary])
-        key = (sigs, caps["merges"], min(caps["splits"] + caps["unfolds"] + caps["expands"], 64),
-               min(caps["strides"], 8), state.n_weights == 0 or must_share, can_c, prim_allow, needs,
-               self.remaining(state), min(caps["shifts"], 8))
-        # the largest block an Unfold / Stride top may give away (M4, M5): below the largest window
-        # that can still be formed from the current odd small dims, or a stride
-        win = 1.0
-        for f in facts:
-            win *= f[1]
+        prim_allow = allow[:self.n_primary]
         small_limit = min(win, float(o.max_unfold_kernel_size)) if caps["unfolds"] > 0 else 0.0
-        key = key[:-2] + key[-1:] + (small_limit,)  # without the remaining depth
+        # (the remaining depth is not part of the key: the entry holds proved / witnessed values)
+        key = (tuple(sids), caps_key[1], caps_key[2], caps_key[3], nw == 0 or must_share, can_c, prim_allow,
+               needs, caps_key[4], small_limit)
         if limit is None:
             limit = self.remaining(state)
         lo_hi = self._dist_cache.get(key)  # (proved lower bound, witnessed value)
@@ -175,6 +183,7 @@ class ShapeBoundMixin:
                 return INF
         got = None
         if got is None:
+            sigs = tuple(sorted(self._sig_of[i] for i in sids))
             got = shape_lower_bound(sigs, self.desired_exps, self.n_primary, self._q_ok,
                                     small_ok=lambda q, a, b, lim=small_limit: self._small_ok(q, a, b, lim),
                                     merges_left=key[1], joins_left=key[2], strides_left=key[3],
@@ -191,17 +200,20 @@ class ShapeBoundMixin:
             self._dist_cache[key] = (lo, hi)
         return got
 
-    def _caps_of(self, counts: tuple[int, ...]) -> dict:
-        """The op caps left for these op counts (per counts tuple: the bound's set-up runs for every
-        bounded state)."""
+    def _caps_of(self, counts: tuple[int, ...]) -> tuple[dict, tuple]:
+        """The op caps left for these op counts, and what the bound's keys take of them: (all caps,
+        merges, joins (capped), strides (capped), shifts (capped)). Per counts tuple: the bound's
+        set-up runs for every bounded state."""
         got = self._caps_memo.get(counts)
         if got is None:
             o = self.options
-            got = {"merges": o.cap("merges") - counts[C_MERGE], "shifts": o.cap("shifts") - counts[C_SHIFT],
-                   "strides": o.cap("strides") - counts[C_STRIDE], "unfolds": o.cap("unfolds") - counts[C_UNFOLD],
-                   "splits": o.cap("splits") - counts[C_SPLIT],
-                   "expands": o.cap("expands") - counts[C_EXPAND] if self.expands_enabled() else 0}
-            self._caps_memo[counts] = got
+            caps = {"merges": o.cap("merges") - counts[C_MERGE], "shifts": o.cap("shifts") - counts[C_SHIFT],
+                    "strides": o.cap("strides") - counts[C_STRIDE], "unfolds": o.cap("unfolds") - counts[C_UNFOLD],
+                    "splits": o.cap("splits") - counts[C_SPLIT],
+                    "expands": o.cap("expands") - counts[C_EXPAND] if self.expands_enabled() else 0}
+            got = self._caps_memo[counts] = (caps, (
+                tuple(caps.values()), caps["merges"], min(caps["splits"] + caps["unfolds"] + caps["expands"], 64),
+                min(caps["strides"], 8), min(caps["shifts"], 8)))
         return got
 
     def _dim_facts(self, d: Dim) -> tuple:

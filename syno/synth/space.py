@@ -261,7 +261,7 @@ class SynthSpace(FeasibilityMixin, ShapeBoundMixin, SizeMixin):
         self._cposs: dict[str, bool] = {}
         self._outer: dict[tuple, Size] = {}
         self._cposs_dims: dict[tuple, dict[Dim, tuple[bool, bool, bool]]] = {}
-        self._sig_cache: dict[tuple, dict[Dim, CurSig]] = {}
+        self._sig_cache: dict[tuple, dict[Dim, int]] = {}  # context -> dim -> signature id
         self._winfac: dict[Size, float] = {}
         self._tiny: dict[Size, bool] = {}
         self._needs: dict[tuple, tuple] = {}
@@ -274,6 +274,8 @@ class SynthSpace(FeasibilityMixin, ShapeBoundMixin, SizeMixin):
         self._covered: dict[tuple, frozenset] = {}
         self._pool_memo: dict[Size, bool] = {}
         self._canwin: dict[Size, bool] = {}
+        self._sig_ids: dict[CurSig, int] = {}  # the shape bound's per-dim signatures, interned
+        self._sig_of: list[CurSig] = []
         self._red_index: dict[tuple, object] = {}  # reductions -> indices into _enum_base() (rules.reduce_sizes)
         self._group_memo: dict = {}
         self.stats = {"states": 0, "dead_shape": 0, "dead_flops": 0, "dead_pool": 0, "finals": 0,
