@@ -145,7 +145,11 @@ def partition(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
     m_cls = [c for c in out if c not in batch and c not in n_cls]
     store_w = _eff_strides(stage.store, strides)
     k_w: dict[int, int] = {}
-    for a in ops:
+    # the reduction follows the activations' layout (x, intermediates): weights are packed to
+    # match it (weight_layouts), so their as-allocated strides must not reorder K
+    weights = set(prog.inputs) - {"x"}
+    led = [a for a in ops if a.leaf not in weights] or list(ops)
+    for a in led:
         for c, s in _eff_strides(a, strides).items():
             k_w[c] = k_w.get(c, 0) + s
     m_cls = _order(m_cls, store_w, dynamic)

@@ -29,7 +29,7 @@ DOT_CONFIGS = [(128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 64, 16, 4, 4), (
                (32, 64, 64, 4, 4)]
 #: thin grouped stages (BM, BN, warps, stages): memory-bound, so wide row tiles
 GROUPED_CONFIGS = [(128, 32, 4, 2), (256, 32, 8, 2), (128, 16, 4, 2), (256, 64, 8, 2), (64, 32, 4, 2),
-                   (128, 64, 4, 2)]
+                   (128, 64, 4, 2), (32, 16, 2, 2), (16, 16, 1, 2), (32, 32, 2, 2)]
 SUM_CONFIGS = [(128, 1, 32, 4, 2), (256, 1, 16, 4, 2), (64, 1, 64, 4, 2)]
 #: at most this many candidates per stage
 MAX_CANDIDATES = int(os.environ.get("SYNO_TRITON_TUNE_MAX", "9"))
