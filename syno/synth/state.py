@@ -49,7 +49,11 @@ class State:
         self.counts: tuple[int, ...] = tuple(counts)
         self.usage: tuple[int, ...] = tuple(usage)
         self.n_weights = n_weights
-        self.key = key or frontier_key(self.current, self.weights, self.expanded)
+        if not key:  # frontier_key's text, from the lists sorted above (current and expanded by digest)
+            key = _h("c:" + ",".join([d.digest for d in self.current])
+                     + "|w:" + ",".join(sorted([d.digest for d in self.weights]))
+                     + "|e:" + ",".join([d.digest for d in self.expanded]))
+        self.key = key
         self._auto: tuple[dict, ...] | None = None
 
     @property
