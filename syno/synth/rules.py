@@ -324,7 +324,14 @@ def contraction_moves(sp: SynthSpace, s: State) -> list:
         text = f"Contraction{wid}:" + ",".join(d.digest + ("+" if e else "") for d, e in payload)
         out.append(_move("Contraction", text, payload))
 
+    # K1 needs two Shares, one of them an outer product: subtrees that cannot reach that emit nothing
+    outer_after = [False] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        outer_after[i] = outer_after[i + 1] or cands[i][2]
+
     def dfs(i: int, outer: object) -> None:
+        if len(chosen) + n - i < 2 or not (outer_after[i] or any(e for _, e in chosen)):
+            return
         if i == n:
             emit()
             return
