@@ -175,6 +175,7 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
         members: list[list[int]] = [[] for _ in range(G)]
         choice = [0] * n
         fit_ig = [[None] * G for _ in range(n)]  # fits_memo(i, dsum[g]), looked up by index
+        empty = [G]  # groups without a member yet
 
         def finish(used_o: bool) -> None:
             cost = fixed_cost
@@ -224,6 +225,8 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
             if i == n:
                 finish(used_o)
                 return
+            if empty[0] > n - i:
+                return  # every group needs a member (finish), and only n - i dims are left
             suf = psuffix[i]
             for g in range(G):  # a group short of primaries that the rest cannot supply
                 if any(map(gt, dsum_p[g], map(add, gsum[g], suf))):
@@ -255,9 +258,14 @@ def shape_lower_bound(curs: Sequence[CurSig], desired: Sequence[tuple[int, ...]]
                     rsum[g] = r
                 old_g = gsum[g]
                 gsum[g] = tuple(map(add, old_g, pexp[i]))
-                members[g].append(i)
+                mg = members[g]
+                if not mg:
+                    empty[0] -= 1
+                mg.append(i)
                 dfs(i + 1, assigned + 1, used_o)
-                members[g].pop()
+                mg.pop()
+                if not mg:
+                    empty[0] += 1
                 gsum[g] = old_g
                 if c.rigid:
                     rsum[g] = old_r
