@@ -235,6 +235,10 @@ def rebuild(d: Dim, mapping: Mapping[Dim, Dim], memo: dict[Dim, Dim]) -> Dim:
 
 def reduce_groups(reductions: Iterable[ReduceDim]) -> list[list[ReduceDim]]:
     """Groups (size >= 2) of reductions with equal domains, ordered by multiplicity."""
+    if not isinstance(reductions, (list, tuple)):
+        reductions = list(reductions)
+    if len({r.size for r in reductions}) == len(reductions):
+        return []  # all domains distinct (the common case: no dict of lists to build)
     by: dict = {}
     for r in reductions:
         by.setdefault(r.size, []).append(r)

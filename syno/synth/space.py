@@ -179,9 +179,11 @@ class Node:
         if self._live is None:
             self._live = {t: list(ms) for t, ms in self.moves().items() if ms}
         live = self._live
+        types = None
         while live:
             if by_type:
-                types = sorted(live, key=TYPE_INDEX.__getitem__)
+                if types is None or len(types) != len(live):  # (re)sorted only when a type runs out
+                    types = sorted(live, key=TYPE_INDEX.__getitem__)
                 if type_weight is None:
                     t = rng.choice(types)
                 else:
