@@ -78,6 +78,7 @@ def plan_stages(top) -> list[int]:
 def summarize(args) -> None:
     _, _, plan, C, H = build(args.layer, args.batch)
     conv_flops = 2 * 9 * C * C * H * H * args.batch
+    stage_macs = [st.macs for st in plan.steps if st.kind in ("contract", "sum")]
     rows: dict[tuple[str, str], dict[str, float]] = {}
     order: list[tuple[str, str]] = []
     with open(args.summarize) as fh:
@@ -98,18 +99,23 @@ def summarize(args) -> None:
         m = rows[key]
         t = m.get("gpu__time_duration.sum", 0.0)  # seconds
         rd, wr = m.get("dram__bytes_read.sum", 0.0), m.get("dram__bytes_write.sum", 0.0)
-        flops = conv_flops if "conv" in key[1].lower() or "sm90" in key[1].lower() else None
+        name = key[1]
+        if name.startswith("stage"):  # ours: stage<i> is the i-th contraction of the plan
+            flops = 2 * stage_macs[int(name[5:])] if int(name[5:]) < len(stage_macs) else None
+        else:
+            flops = conv_flops
         tf = f"{flops / t / 1e12:.0f}" if flops and t else "-"
         print(f"| {key[1][:40]} | {t * 1e6:.1f} | {rd / 1e6:.1f} | {wr / 1e6:.1f} | "
               f"{(rd + wr) / t / 1e9 if t else 0:.0f} | {tf} | "
               f"{m.get('sm__throughput.avg.pct_of_peak_sustained_elapsed', 0):.0f} |")
-    print(f"# plan MACs: {plan.flops} (conv: {conv_flops // 2}); contraction steps: "
-          f"{[getattr(s, 'flops', None) for s in plan.steps if getattr(s, 'flops', 0)]}")
+    print(f"# plan MACs: {plan.flops} (conv: {conv_flops // 2}); per contraction: {stage_macs}; a fused "
+          "stage1 also computes stage0 (its TFLOP/s counts stage1's MACs only)")
 
 
 def _unit(u: str) -> float:
-    return {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0, "byte": 1.0, "Kbyte": 1e3,
-            "Mbyte": 1e6, "Gbyte": 1e9, "%": 1.0}.get(u, 1.0)
+    return {"ns": 1e-9, "nsecond": 1e-9, "us": 1e-6, "usecond": 1e-6, "ms": 1e-3, "msecond": 1e-3, "s": 1.0,
+            "second": 1.0, "byte": 1.0, "Kbyte": 1e3, "KB": 1e3, "Mbyte": 1e6, "MB": 1e6, "Gbyte": 1e9, "GB": 1e9,
+            "%": 1.0}.get(u, 1.0)
 
 
 def main(argv=None) -> None:

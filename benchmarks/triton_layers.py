@@ -42,7 +42,7 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
     from dataclasses import replace
 
     from syno.codegen.triton.runtime import Config, _pow2, default_split
-    from syno.codegen.triton.tune import candidates
+    from syno.codegen.triton.tune import agrees, candidates, stage_output
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -70,8 +70,12 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
             split = default_split(spec, cfg, m, n, k, b)
             if split > 1:  # few output tiles: also try split-K (fp32 partial sums)
                 cfgs.append(replace(cfg, split=split))
+        want = stage_output(top, "fwd", i, bufs, vals, dtype, None, "ieee")  # the default tile's result
         for cfg in cfgs:
             try:
+                if not agrees(stage_output(top, "fwd", i, bufs, vals, dtype, cfg, "ieee"), want, dtype):
+                    print(f"#   stage {i} {cfg.key()}: result differs from the default tile's, rejected", flush=True)
+                    continue
                 us = gpu_time(lambda: top.launch_forward(i, bufs, vals, dtype, cfg)) * 1000
             except Exception as exc:  # e.g. out of shared memory for this tile
                 print(f"#   stage {i} {cfg.key()}: {type(exc).__name__}", flush=True)

@@ -247,3 +247,29 @@ def test_float64_accumulates_in_float64():
     for a, b in zip(torch.autograd.grad((y * g).sum(), [x] + mod.weights),
                     torch.autograd.grad((ref * g).sum(), [x] + mod.weights)):
         assert (a - b).abs().max() < 1e-11
+
+
+def test_tuner_rejects_a_tile_whose_result_differs():
+    """Autotuning validates before it times: a candidate whose output differs from the default
+    tile's (a miscompiled pipeline was seen on the H100) is never chosen, and a fused forward that
+    differs from the unfused one is not picked."""
+    from syno.codegen.triton.tune import agrees, stage_output
+    plan = plan_for(library.operator1(), {"N": 2, "C_in": 64, "C_out": 64, "H": 3})
+    T = TritonOperator(plan)
+    T.fused = frozenset()
+    shapes = [tuple(plan.values[c] for c in t) for t in plan.analysis.tensors]
+    x, *ws = [torch.randn(s) for s in shapes]
+    y, inter = T.forward(x, ws)
+    bufs = T.inputs(x, ws)
+    bufs.update(zip(T.materialized, inter))
+    bufs["y"] = y
+    vals = T.class_sizes(x)
+    want = stage_output(T, "fwd", 1, bufs, vals, x.dtype, None, "ieee")
+    assert agrees(stage_output(T, "fwd", 1, bufs, vals, x.dtype, Config(16, 16, 16, 1, 1), "ieee"), want, x.dtype)
+    bad = want.clone()
+    bad.view(-1)[0] += 1.0 + want.abs().max()
+    assert not agrees(bad, want, x.dtype)
+    assert not agrees(torch.full_like(want, float("nan")), want, x.dtype)
+    # bf16 rounding passes, an error of the output's size does not
+    wb = want.to(torch.bfloat16)
+    assert agrees(wb.float(), want, torch.bfloat16) and not agrees(torch.zeros_like(want), want, torch.bfloat16)

@@ -144,8 +144,21 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         dyn = {op.dyn_names[c]: vals[c] for c in op.dyn_names}
         m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
         best = None
+        want = stage_output(op, direction, i, bufs, vals, dtype, None, precision)  # the default tile's
         for cfg in candidates(spec, m, n, k):
             cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+            try:
+                got = stage_output(op, direction, i, bufs, vals, dtype, cfg, precision)
+            except Exception as exc:  # e.g. out of shared memory for this tile
+                if verbose:
+                    print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
+                continue
+            if not agrees(got, want, dtype, precision):
+                # a tile whose result differs from the default tile's (a miscompiled pipeline of
+                # chained dots was seen on the H100): never chosen, however fast
+                if verbose:
+                    print(f"# {direction}{i} {cfg.key()}: result differs, rejected")
+                continue
             if direction == "fwd":
                 run = lambda: op.launch_forward(i, bufs, vals, dtype, cfg, precision)  # noqa: E731
             else:
@@ -176,16 +189,53 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     return result
 
 
+def agrees(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, precision: str = "ieee") -> bool:
+    """Whether a candidate kernel's result matches the reference tile's, up to the rounding of
+    ``dtype`` (bf16/fp16 inputs, TF32 or IEEE fp32 products): a relative max error."""
+    if dtype in (torch.bfloat16, torch.float16):
+        tol = 5e-2
+    elif dtype == torch.float32:
+        tol = 1e-4 if precision == "ieee" else 2e-2
+    else:
+        tol = 1e-9
+    g, w = got.double(), want.double()
+    if not torch.isfinite(g).all():
+        return False
+    return bool((g - w).abs().max() <= tol * (1.0 + w.abs().max()))
+
+
+def stage_output(op: TritonOperator, direction: str, index: int, bufs, vals, dtype, cfg, precision) -> torch.Tensor:
+    """One launch of a stage with tile ``cfg`` (None: the default tile) into its (re-zeroed)
+    output buffer; a copy of the result."""
+    stages = op.prog.stages if direction == "fwd" else op.bwd
+    leaf = stages[index].store.leaf
+    if direction == "fwd":
+        op.launch_forward(index, bufs, vals, dtype, cfg, precision)
+    else:
+        bufs[leaf].zero_()  # atomic and split-K stages accumulate
+        op.launch(direction, index, bufs, vals, dtype, cfg, precision)
+    return bufs[leaf].clone()
+
+
 def choose_fusion(op: TritonOperator, x, weights, fusable, precision) -> dict:
     """Forward GPU time (CUDA-graph replays) without and with the fusable intermediates computed
-    inside their consumers; keeps the faster and returns {"leaves", "ms"}."""
+    inside their consumers; keeps the faster whose output matches the unfused one's, and returns
+    {"leaves", "ms"}."""
     from syno.codegen.registry import gpu_time
 
     times = {}
+    with torch.no_grad():
+        op.fused = frozenset()
+        want, _ = op.forward(x, weights, precision)
+        want = want.clone()
     for leaves in ((), tuple(fusable)):
         op.fused = frozenset(leaves)
         try:
             with torch.no_grad():
+                got, _ = op.forward(x, weights, precision)
+                if leaves and not agrees(got, want, x.dtype, precision):
+                    times[leaves] = float("inf")  # differs from the unfused result: never chosen
+                    continue
                 times[leaves] = gpu_time(lambda: op.forward(x, weights, precision))
         except Exception:
             times[leaves] = float("inf")
@@ -194,4 +244,4 @@ def choose_fusion(op: TritonOperator, x, weights, fusable, precision) -> dict:
     return {"leaves": list(best), "ms": {",".join(k) or "none": v for k, v in times.items()}}
 
 
-__all__ = ["tune", "cache_path", "cache_key", "candidates"]
+__all__ = ["tune", "cache_path", "cache_key", "candidates", "agrees", "stage_output"]
