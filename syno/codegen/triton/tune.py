@@ -100,10 +100,20 @@ def candidates(spec, m: int, n: int, k: int) -> list[Config]:
     return out[:MAX_CANDIDATES]
 
 
-def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True, budget_s: float = 60.0,
-         precision: str = "ieee", use_cache: bool = True, verbose: bool = False) -> dict:
-    """Pick each stage's tile by GPU time on these inputs; returns {stage: (config, ms)}."""
+def _bench(fn) -> float:
     from triton.testing import do_bench
+    return do_bench(fn, warmup=5, rep=20)
+
+
+def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True, budget_s: float = 60.0,
+         precision: str = "ieee", use_cache: bool = True, verbose: bool = False, timer=None,
+         fusion: bool | None = None) -> dict:
+    """Pick each stage's tile by GPU time on these inputs; returns {stage: (config, ms)}.
+
+    ``timer(fn) -> ms``: how a stage launch and a whole forward are timed (default: do_bench for
+    tiles, CUDA-graph replays for the fusion choice); ``fusion``: compare fused and unfused
+    forwards (default: on CUDA). Both exist so the whole flow runs under the CPU interpreter."""
+    bench = timer or _bench
 
     dtype = x.dtype
     key = cache_key(op, x, dtype)
@@ -123,7 +133,7 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     if backward:
         todo += [("bwd", i) for i in range(len(op.bwd))]
     todo = [t for t in todo if f"{t[0]}:{t[1]}" not in entry]
-    fusable = op.fusable() if x.is_cuda else []
+    fusable = op.fusable() if (x.is_cuda if fusion is None else fusion) else []
     if not todo and (not fusable or "fuse" in entry):
         return result
     default_fused, op.fused = op.fused, frozenset()  # tiles are tuned unfused
@@ -164,7 +174,7 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
             else:
                 run = lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision)  # noqa: E731
             try:
-                ms = do_bench(run, warmup=5, rep=20)
+                ms = bench(run)
             except Exception as exc:  # e.g. out of shared memory for this tile
                 if verbose:
                     print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
@@ -179,7 +189,7 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         entry[f"{direction}:{i}"] = {"config": best[0].key(), "ms": best[1]}
         result[f"{direction}:{i}"] = (best[0].key(), best[1])
     if fusable and "fuse" not in entry and time.perf_counter() - start <= budget_s:
-        entry["fuse"] = result["fuse"] = choose_fusion(op, x, weights, fusable, precision)
+        entry["fuse"] = result["fuse"] = choose_fusion(op, x, weights, fusable, precision, timer)
     elif "fuse" not in entry:
         op.fused = default_fused  # no time left to compare: keep the default
     if use_cache:
@@ -217,12 +227,13 @@ def stage_output(op: TritonOperator, direction: str, index: int, bufs, vals, dty
     return bufs[leaf].clone()
 
 
-def choose_fusion(op: TritonOperator, x, weights, fusable, precision) -> dict:
+def choose_fusion(op: TritonOperator, x, weights, fusable, precision, timer=None) -> dict:
     """Forward GPU time (CUDA-graph replays) without and with the fusable intermediates computed
     inside their consumers; keeps the faster whose output matches the unfused one's, and returns
     {"leaves", "ms"}."""
     from syno.codegen.registry import gpu_time
 
+    timer = timer or gpu_time
     times = {}
     with torch.no_grad():
         op.fused = frozenset()
@@ -236,7 +247,7 @@ def choose_fusion(op: TritonOperator, x, weights, fusable, precision) -> dict:
                 if leaves and not agrees(got, want, x.dtype, precision):
                     times[leaves] = float("inf")  # differs from the unfused result: never chosen
                     continue
-                times[leaves] = gpu_time(lambda: op.forward(x, weights, precision))
+                times[leaves] = timer(lambda: op.forward(x, weights, precision))
         except Exception:
             times[leaves] = float("inf")
     best = min(times, key=times.get)
