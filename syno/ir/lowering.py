@@ -78,6 +78,8 @@ _FWD_KIND = {Split: "split", Merge: "merge", Shift: "shift", Stride: "stride", U
 BYTE_WEIGHT = 16.0
 #: Views that never increase numel: applied as soon as they can be (no search branching).
 _EAGER = ("split", "merge", "shift", "stride")
+#: guards the plan and search-graph caches (plans may be asked for from several threads)
+_LOCK = threading.Lock()
 
 
 class LoweringError(IRError):
@@ -315,6 +317,41 @@ class Action:
     macs: int = 0
 
 
+class _Graph:
+    """Value-free expansion of the search states of one operator: ``edges[state]`` is
+    :meth:`_Searcher._edges` of the state, ``start`` the closed initial state. Successors,
+    views and closures do not depend on the class sizes (only their costs do, kept as terms), so
+    the searches under the mappings of a multi-layer problem (one ``plan_for`` each) expand each
+    state once instead of once per mapping; every search still evaluates its own costs."""
+
+    __slots__ = ("an", "edges", "start")
+
+    def __init__(self, an: Analysis):
+        self.an = an  # keeps id(an), the cache key, from being reused while the entry lives
+        self.edges: dict = {}
+        self.start = None
+
+
+_GRAPHS: dict[tuple, _Graph] = {}
+#: graphs kept: the mappings of one operator are planned one after the other, so a few suffice
+_GRAPHS_KEPT = 8
+
+
+def _graph_key(an: Analysis | None, weights_first: bool, allow_diag: bool, select: bool) -> tuple:
+    return (id(an), weights_first, allow_diag, select)
+
+
+def _graph_of(an: Analysis, weights_first: bool, allow_diag: bool, select: bool) -> _Graph:
+    key = _graph_key(an, weights_first, allow_diag, select)
+    with _LOCK:
+        g = _GRAPHS.get(key)
+        if g is None or g.an is not an:
+            if len(_GRAPHS) >= _GRAPHS_KEPT:
+                del _GRAPHS[next(iter(_GRAPHS))]  # oldest first (insertion order)
+            g = _GRAPHS[key] = _Graph(an)
+        return g
+
+
 class _Searcher:
     def __init__(self, an: Analysis, values: Sequence[int], weights_first: bool = False,
                  max_states: int = 20000, allow_diag: bool = True, cost: str = "bytes",
@@ -336,6 +373,8 @@ class _Searcher:
         # forward consumer (an Unfold) of each class: a class taken by a selection matrix stays
         # on its holders after its consumer ran, and is summed like a reduction
         self.sel_consumer = {f.tops[0]: f.index for f in an.fops if f.kind == "unfold"}
+        self._numels: dict = {}
+        self.graph = _graph_of(an, weights_first, allow_diag, select)
 
     # -- helpers ---------------------------------------------------------------------------
     def numel(self, classes: Iterable[int]) -> int:
@@ -343,6 +382,22 @@ class _Searcher:
         for c in classes:
             n *= self.values[c]
         return n
+
+    def ev(self, term) -> int:
+        """Numel of a cost *term* (a collection of classes, memoized per term). Views, closures
+        and successors describe their sizes as terms, not numbers, so the expansion of a state
+        holds under every mapping and is shared by the searches of one operator (see
+        :class:`_Graph`); each search evaluates the terms with its own class values."""
+        n = self._numels.get(term)
+        if n is None:
+            n = 1
+            for c in term:
+                n *= self.values[c]
+            self._numels[term] = n
+        return n
+
+    def peak_of(self, terms) -> int:
+        return max(map(self.ev, terms)) if terms else 0
 
     def produced(self, c: int, pending: frozenset) -> bool:
         p = self.an.classes[c].producer
@@ -370,7 +425,8 @@ class _Searcher:
 
     def view(self, tensors: tuple[Tensor, ...], pending: frozenset, fi: int, inverse: bool):
         """Apply forward op ``fi`` (or its inverse) to all holders; None if not applicable.
-        Returns (new tensors, max numel created, increasing?, elements written)."""
+        Returns (new tensors, terms of the numels created (peak), increasing?, terms of the
+        elements written)."""
         f = self.an.fops[fi]
         src, dst = (f.bottoms, f.tops) if inverse else (f.tops, f.bottoms)
         held = [c for c in src if any(c in t[0] for t in tensors)]
@@ -391,7 +447,7 @@ class _Searcher:
                     return None  # produced but held by nobody: cannot happen in valid states
             if not held:
                 return None
-        out, peak, increasing, written = [], 0, False, 0
+        out, peak, increasing, written = [], [], False, []
         for t in tensors:
             if not any(c in t[0] for c in held):
                 out.append(t)
@@ -401,26 +457,30 @@ class _Searcher:
             if not self.allow_diag and any(c in t[0] for c in dst if c not in src):
                 return None
             new = frozenset((t[0] - set(src)) | set(dst))
-            n_new = self.numel(new)
             if f.kind == "unfold" and not inverse:
                 increasing = True
                 if self.lazy_ok(t, f, tensors):
-                    peak = max(peak, self.numel(t[0]))  # a strided view; the conv reads windows
+                    peak.append(t[0])  # a strided view; the conv reads windows
                     out.append((new, t[1], t[2] | {f.bottoms[1]}))
                     continue
-            written += self.numel(t[0]) if t[2] else 0  # pending windows are copied first
+            if t[2]:
+                written.append(t[0])  # pending windows are copied first
             if len(held) < len(src) or f.kind == "unfold":
                 increasing = True
-                peak = max(peak, self.numel(t[0]) * math.prod(self.values[c] for c in src if c not in held))
-                written += n_new
-            peak = max(peak, n_new)
+                # the tensor broadcast over the tops nobody holds (no tensor holds them, so the
+                # term lists each class once)
+                extra = tuple(c for c in src if c not in held)
+                peak.append(tuple(t[0]) + extra if extra else t[0])
+                written.append(new)
+            peak.append(new)
             out.append((new, t[1], _NOLAZY))
-        return _canon(out), peak, increasing, written
+        return _canon(out), tuple(peak), increasing, tuple(written)
 
-    def closure(self, tensors, pending):
-        """Apply eager (numel non-increasing) forward views to a fixpoint."""
+    def _closure(self, tensors, pending):
+        """Apply eager (numel non-increasing) forward views to a fixpoint; sizes as terms."""
         actions = []
-        peak = written = 0
+        peak: tuple = ()
+        written: tuple = ()
         progress = True
         while progress:
             progress = False
@@ -431,17 +491,24 @@ class _Searcher:
                 r = self.view(tensors, pending, fi, False)
                 if r is None or r[2]:
                     continue
-                tensors, p, _, wr = r
-                peak = max(peak, p)
-                written += wr
+                tensors = r[0]
+                peak += r[1]
+                written += r[3]
                 pending = pending - {fi}
                 actions.append(Action("fwd", fi))
                 progress = True
         return tensors, pending, actions, peak, written
 
+    def closure(self, tensors, pending):
+        """:meth:`_closure` with numbers: (tensors, pending, actions, peak, elements written)."""
+        tensors, pending, actions, peak, written = self._closure(tensors, pending)
+        return tensors, pending, actions, self.peak_of(peak), sum(map(self.ev, written))
+
     # -- successors ------------------------------------------------------------------------
-    def successors(self, tensors, pending):
-        """Yields (action, tensors, pending, MACs, largest numel created, elements written)."""
+    def _successors(self, tensors, pending):
+        """Yields (action, tensors, pending, MACs term or None, terms of the numels created,
+        terms of the elements written); a sum's or contraction's action gets its ``macs``
+        from the MACs term (:meth:`successors`, :meth:`_path`)."""
         holders: dict[int, int] = {}
         for t in tensors:
             for c in t[0]:
@@ -451,11 +518,11 @@ class _Searcher:
             f = self.an.fops[fi]
             r = self.view(tensors, pending, fi, False)
             if r is not None and (r[2] or f.kind not in _EAGER):
-                yield Action("fwd", fi), r[0], pending - {fi}, 0, r[1], r[3]
+                yield Action("fwd", fi), r[0], pending - {fi}, None, r[1], r[3]
             if f.kind in ("split", "merge"):
                 r = self.view(tensors, pending, fi, True)
                 if r is not None:
-                    yield Action("inv", fi), r[0], pending, 0, r[1], r[3]
+                    yield Action("inv", fi), r[0], pending, None, r[1], r[3]
         # an Unfold as a 0/1 selection tensor E[u, m, w] = [u == m + w - K//2] (zero padding
         # included): contracted like a weight, so the window can be folded into a small weight
         # (e.g. a window over channels becomes a dense channel mix) instead of materialized
@@ -467,18 +534,15 @@ class _Searcher:
                 if not any(f.tops[0] in t[0] for t in tensors):
                     continue
                 e = (frozenset((f.tops[0],) + f.bottoms), False, _NOLAZY)
-                n = self.numel(e[0])
-                yield Action("sel", fi), _canon(tensors + (e,)), pending - {fi}, 0, n, n
+                yield Action("sel", fi), _canon(tensors + (e,)), pending - {fi}, None, (e[0],), (e[0],)
         # standalone sums
         for i, t in enumerate(tensors):
             s = frozenset(c for c in t[0] if self.summable(c, holders[c], pending))
             if s:
-                n = self.numel(t[0])
                 new = (t[0] - s, t[1], _NOLAZY)
                 rest = tensors[:i] + tensors[i + 1:] + (new,)
-                n_out = self.numel(new[0])
-                yield (Action("sum", a=t, summed=s, macs=n), _canon(rest), pending, n, n_out,
-                       n_out + (n if t[2] else 0))
+                yield (Action("sum", a=t, summed=s), _canon(rest), pending, t[0], (new[0],),
+                       (new[0], t[0]) if t[2] else (new[0],))
         # contractions
         n_weight_tensors = sum(1 for t in tensors if not t[1])
         for i, j in itertools.combinations(range(len(tensors)), 2):
@@ -490,20 +554,36 @@ class _Searcher:
             for c in a[0] & b[0]:
                 cnt[c] -= 1
             s = frozenset(c for c in union if self.summable(c, cnt[c], pending))
-            n = self.numel(union)
             new = (frozenset(union - s), a[1] or b[1], _NOLAZY)
             rest = tuple(t for k, t in enumerate(tensors) if k not in (i, j)) + (new,)
             if a[1] or (not b[1] and len(a[0]) >= len(b[0])):
                 pa, pb = a, b
             else:
                 pa, pb = b, a
-            written = self.numel(new[0])
+            written = [new[0]]
             for x, y in ((a, b), (b, a)):
                 # lazy windows stay unmaterialized when the other side holds them (a conv)
                 if x[2] and (y[1] or not x[2] <= y[0]):
-                    written += self.numel(x[0])
-            yield (Action("contract", a=pa, b=pb, summed=s, macs=n), _canon(rest), pending, n,
-                   self.numel(new[0]), written)
+                    written.append(x[0])
+            yield (Action("contract", a=pa, b=pb, summed=s), _canon(rest), pending, union,
+                   (new[0],), tuple(written))
+
+    def successors(self, tensors, pending):
+        """Yields (action, tensors, pending, MACs, largest numel created, elements written)."""
+        for action, ts, pend, mt, pt, wt in self._successors(tensors, pending):
+            macs = 0 if mt is None else self.ev(mt)
+            if macs:
+                action = replace(action, macs=macs)
+            yield action, ts, pend, macs, self.peak_of(pt), sum(map(self.ev, wt))
+
+    def _edges(self, state):
+        """The successors of ``state`` followed by their eager closure, value-free: (action,
+        next state, closure actions, MACs term, numel terms, written terms)."""
+        out = []
+        for action, nts, npend, mt, pt, wt in self._successors(*state):
+            nts, npend, more, p2, w2 = self._closure(nts, npend)
+            out.append((action, (nts, npend), more, mt, pt + p2, wt + w2))
+        return out
 
     def is_goal(self, tensors, pending) -> bool:
         return not pending and len(tensors) == 1 and tensors[0][0] == self.output_set
@@ -532,9 +612,16 @@ class _Searcher:
 
     def _dijkstra(self, limit: int | None):
         """Best-first on (cost, peak, steps); cost = MACs + byte_weight x elements written. Both
-        are additive and non-negative, so the first goal popped is optimal."""
-        ts, pending = self.initial()
-        ts, pending, eager, p0, w0 = self.closure(ts, pending)
+        are additive and non-negative, so the first goal popped is optimal. Expansions come from
+        the operator's shared :class:`_Graph` (the same edges, in the same order, as expanding
+        the state here), evaluated with this search's class values."""
+        graph = self.graph
+        if graph.start is None:
+            graph.start = self._closure(*self.initial())
+        ts, pending, eager, pt0, wt0 = graph.start
+        p0, w0 = self.peak_of(pt0), sum(map(self.ev, wt0))
+        edges_of = graph.edges
+        ev = self.ev
         counter = itertools.count()
         start = (ts, pending)
         bw = self.byte_weight
@@ -548,31 +635,45 @@ class _Searcher:
             if best.get(state) != (cost, peak):
                 continue
             if self.is_goal(*state):
-                return eager + self._path(parent, state), acc[state][0], peak, True, acc[state][1]
+                return list(eager) + self._path(parent, state), acc[state][0], peak, True, acc[state][1]
             popped += 1
             if popped > self.max_states:
                 return None
-            for action, nts, npend, macs, created, wr in self.successors(*state):
-                nts, npend, more, p2, w2 = self.closure(nts, npend)
-                npeak = max(peak, created, p2)
+            edges = edges_of.get(state)
+            if edges is None:
+                edges = edges_of[state] = self._edges(state)
+            macs0, wr0 = acc[state]
+            for edge in edges:
+                _, ns, _, mt, pt, wt = edge
+                npeak = peak
+                for term in pt:
+                    n = ev(term)
+                    if n > npeak:
+                        npeak = n
                 if limit is not None and npeak > limit:
                     continue
-                ns = (nts, npend)
-                cand = (cost + macs + bw * (wr + w2), npeak)
+                macs = 0 if mt is None else ev(mt)
+                wr = 0
+                for term in wt:
+                    wr += ev(term)
+                cand = (cost + macs + bw * wr, npeak)
                 old = best.get(ns)
                 if old is None or cand < old:
                     best[ns] = cand
-                    acc[ns] = (acc[state][0] + macs, acc[state][1] + wr + w2)
-                    parent[ns] = (state, [action] + more)
+                    acc[ns] = (macs0 + macs, wr0 + wr)
+                    parent[ns] = (state, edge)
                     heapq.heappush(heap, (cand[0], cand[1], nsteps + 1, next(counter), ns))
         return None
 
-    @staticmethod
-    def _path(parent, state) -> list[Action]:
+    def _path(self, parent, state) -> list[Action]:
         out = []
         while parent[state] is not None:
-            prev, acts = parent[state]
-            out = acts + out
+            prev, (action, _, more, mt, _, _) = parent[state]
+            if mt is not None:
+                macs = self.ev(mt)
+                if macs:
+                    action = replace(action, macs=macs)
+            out = [action] + more + out
             state = prev
         return out
 
@@ -882,24 +983,77 @@ def _with_sizes(steps: Sequence[Step], values) -> list[Step]:
 
 
 _CACHE: dict[tuple, Plan] = {}
-_LOCK = threading.Lock()
 
 
 def class_values(op: Operator, mapping: Mapping[str, int] | Bindings) -> tuple[int, ...]:
-    an = analyze(op)
     b = mapping if isinstance(mapping, Bindings) else op.space.bind(dict(mapping))
+    return _class_values_at(analyze(op), b, 0)
+
+
+def _class_values_at(an: Analysis, b: Bindings, i: int) -> tuple[int, ...]:
+    """:func:`class_values` under mapping ``i`` of ``b``."""
     out = []
     for c in an.classes:
-        v = b.values(c.size)[0]
+        v = b.values(c.size)[i]
         if v.denominator != 1 or v < 1:
-            raise LoweringError(f"size {c.size} of class {c.name} is {v} under {b.mapping(0)}: "
+            raise LoweringError(f"size {c.size} of class {c.name} is {v} under {b.mapping(i)}: "
                                 "not a positive integer")
         out.append(int(v))
     for f in an.fops:
         if f.param is not None:
-            v = b.values(f.param)[0]
+            v = b.values(f.param)[i]
             if v.denominator != 1:
                 raise LoweringError(f"{f.kind} parameter {f.param} is {v}: not an integer")
+    return tuple(out)
+
+
+def _bound_key(op: Operator, mapping: Mapping[str, int], *opts) -> tuple[Bindings, tuple]:
+    """The bindings of one mapping and the cache key of its plan under the options ``opts``."""
+    b = op.space.bind(dict(mapping))
+    # op.hash ignores the order of weight axes; plans (and parameter shapes) depend on it
+    layout = tuple(tuple(d.digest for d in t) for t in op.tensors)
+    return b, (op.hash, layout, tuple(sorted(b.mapping(0).items()))) + opts
+
+
+#: planned MACs of the default options by plan key (see :func:`planned_flops`)
+_MACS: dict[tuple, int] = {}
+
+
+def planned_flops(op: Operator, bindings: Bindings) -> tuple[int, ...]:
+    """``plan_for(op, mapping).flops`` (default options) for every mapping of ``bindings``: what
+    :meth:`Operator.flops` returns, without building the plans' steps.
+
+    The synthesizer checks the FLOPs window of every operator it completes and keeps few of
+    them; the MACs are the search's (:meth:`_Searcher.search`, the number a plan's ``flops``
+    is set to), so replaying the winning actions into steps is skipped. Plans already built are
+    reused; the search is the same (same graph, options and values), so are the numbers."""
+    opts = (False, True, 20000, "bytes", True, None)  # plan_for's defaults, in its key's order
+    # the caller's bindings (a synthesis space's, which memoizes sizes across operators) give
+    # the same exact values as binding each mapping anew, as plan_for does
+    shared = bindings.space is op.space
+    if shared:
+        layout = tuple(tuple(d.digest for d in t) for t in op.tensors)
+    out = []
+    for i in range(len(bindings)):
+        if shared:
+            b, key, at = bindings, (op.hash, layout, tuple(sorted(bindings.mapping(i).items()))) + opts, i
+        else:
+            (b, key), at = _bound_key(op, bindings.mapping(i), *opts), 0
+        with _LOCK:
+            hit = _CACHE.get(key)
+            macs = hit.flops if hit is not None else _MACS.get(key)
+        if macs is None:
+            an = analyze(op)
+            macs = _Searcher(an, _class_values_at(an, b, at)).search()[1]
+            with _LOCK:
+                if len(_MACS) > 65536:
+                    _MACS.clear()
+                _MACS[key] = macs
+        out.append(macs)
+    # all mappings done: let the graph die young rather than age in the cache (long-lived
+    # garbage is what makes the collector's full passes frequent and slow)
+    with _LOCK:
+        _GRAPHS.pop(_graph_key(op._analysis.get("lowering"), False, True, True), None)
     return tuple(out)
 
 
@@ -919,12 +1073,8 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
     weight); ``allow_diag=False`` forbids views that create a class the tensor already holds
     (diagonals), unless the operator cannot be lowered otherwise.
     """
-    b = op.space.bind(dict(mapping))
+    b, key = _bound_key(op, mapping, weights_first, allow_diag, max_states, cost, select, peak_limit)
     full = b.mapping(0)
-    # op.hash ignores the order of weight axes; plans (and parameter shapes) depend on it
-    layout = tuple(tuple(d.digest for d in t) for t in op.tensors)
-    key = (op.hash, layout, tuple(sorted(full.items())), weights_first, allow_diag, max_states,
-           cost, select, peak_limit)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
@@ -960,4 +1110,5 @@ def plan_for(op: Operator, mapping: Mapping[str, int], *, weights_first: bool = 
 
 
 __all__ = ["Plan", "Step", "Analysis", "DimClass", "FwdOp", "LoweringError", "analyze", "plan_for",
+           "planned_flops",
            "class_values", "BYTE_WEIGHT"]

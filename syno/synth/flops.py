@@ -18,6 +18,7 @@ from itertools import permutations
 from typing import Iterable, Sequence
 
 from syno.ir.graph import Operator
+from syno.ir.lowering import planned_flops
 from syno.ir.primitives import Dim
 from syno.ir.sizes import Bindings
 
@@ -75,8 +76,9 @@ def staged_flops(op: Operator, b: Bindings) -> tuple[int, ...]:
 
 
 def operator_flops(op: Operator, b: Bindings) -> tuple[int, ...]:
-    """The planned FLOPs of ``op`` (the plan codegen executes), per mapping of ``b``."""
-    return tuple(op.flops(b))
+    """The planned FLOPs of ``op`` (the plan codegen executes), per mapping of ``b``: the numbers
+    of ``op.flops(b)``, without building the plans' steps (most checked operators are rejected)."""
+    return planned_flops(op, b)
 
 
 def stage_lower_bound(linked_leaves: Sequence[Sequence[Dim]], committed: Iterable[Dim],
