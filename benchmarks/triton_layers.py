@@ -37,12 +37,35 @@ DOT_TILES = [(128, 64, 32, 4, 3), (128, 64, 16, 4, 4), (64, 64, 16, 4, 4), (128,
 THIN_TILES = [(128, 1, 16, 4, 2), (256, 1, 16, 4, 2), (512, 1, 16, 4, 2), (1024, 1, 16, 8, 2)]
 
 
-def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
-    """Each materialised stage's fastest tile of the sweep, installed on ``top``."""
+def sweep_configs(spec, m: int, n: int, k: int, b: int) -> list:
+    """The tiles of the sweep for one stage kernel, clamped to the problem, plus split-K variants."""
     from dataclasses import replace
 
     from syno.codegen.triton.runtime import Config, _pow2, default_split
-    from syno.codegen.triton.tune import agrees, candidates, stage_output
+    from syno.codegen.triton.tune import candidates
+
+    if spec.grouped:  # thin grouped stage: the tuner's own candidates (BK follows BN)
+        return candidates(spec, m, n, k)
+    cfgs: list = []
+    for bm, bn, bk, warps, stages in (DOT_TILES if spec.two else THIN_TILES):
+        # no larger than the problem (a thin stage's K is 2-16 values: BK beyond it is masked)
+        bm = min(bm, _pow2(m, 16, 256 if spec.two else 1024))
+        bn = min(bn, _pow2(n, 16, 256)) if spec.two else 1
+        bk = min(bk, _pow2(k, 16 if spec.two else 1, 128))
+        cfg = Config(bm, bn, bk, warps, stages)
+        if cfg in cfgs:
+            continue
+        cfgs.append(cfg)
+        split = default_split(spec, cfg, m, n, k, b)
+        if split > 1:  # few output tiles: also try split-K (fp32 partial sums)
+            cfgs.append(replace(cfg, split=split))
+    return cfgs
+
+
+def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
+    """Each materialised stage's fastest validated tile of the sweep, installed on ``top``; a thin
+    grouped stage also sweeps the flat kernel (``top.flat_thin``) and keeps the faster."""
+    from syno.codegen.triton.tune import agrees, stage_output
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -52,38 +75,36 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
         bufs = top.inputs(x, ws)
         bufs.update(zip(top.materialized, inter))
         bufs["y"] = y
-        _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
-        best = None
-        cfgs: list = []
-        tiles = DOT_TILES if spec.two else THIN_TILES
-        if spec.grouped:  # thin grouped stage: the tuner's own candidates (BK follows BN)
-            cfgs, tiles = candidates(spec, m, n, k), []
-        for bm, bn, bk, warps, stages in tiles:
-            # no larger than the problem (a thin stage's K is 2-16 values: BK beyond it is masked)
-            bm = min(bm, _pow2(m, 16, 256 if spec.two else 1024))
-            bn = min(bn, _pow2(n, 16, 256)) if spec.two else 1
-            bk = min(bk, _pow2(k, 16 if spec.two else 1, 128))
-            cfg = Config(bm, bn, bk, warps, stages)
-            if cfg in cfgs:
-                continue
-            cfgs.append(cfg)
-            split = default_split(spec, cfg, m, n, k, b)
-            if split > 1:  # few output tiles: also try split-K (fp32 partial sums)
-                cfgs.append(replace(cfg, split=split))
         want = stage_output(top, "fwd", i, bufs, vals, dtype, None, "ieee")  # the default tile's result
-        for cfg in cfgs:
-            try:
-                if not agrees(stage_output(top, "fwd", i, bufs, vals, dtype, cfg, "ieee"), want, dtype):
-                    print(f"#   stage {i} {cfg.key()}: result differs from the default tile's, rejected", flush=True)
+
+        def sweep():
+            _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
+            best = None
+            for cfg in sweep_configs(spec, m, n, k, b):
+                try:
+                    if not agrees(stage_output(top, "fwd", i, bufs, vals, dtype, cfg, "ieee"), want, dtype):
+                        print(f"#   stage {i} {cfg.key()}: result differs from the default tile's, rejected",
+                              flush=True)
+                        continue
+                    us = gpu_time(lambda: top.launch_forward(i, bufs, vals, dtype, cfg)) * 1000
+                except Exception as exc:  # e.g. out of shared memory for this tile
+                    print(f"#   stage {i} {cfg.key()}: {type(exc).__name__}", flush=True)
                     continue
-                us = gpu_time(lambda: top.launch_forward(i, bufs, vals, dtype, cfg)) * 1000
-            except Exception as exc:  # e.g. out of shared memory for this tile
-                print(f"#   stage {i} {cfg.key()}: {type(exc).__name__}", flush=True)
-                continue
-            if best is None or us < best[1]:
-                best = (cfg, us)
+                if best is None or us < best[1]:
+                    best = (cfg, us)
+            return spec, best
+
+        spec, best = sweep()
+        label = ""
+        if spec.grouped:
+            top.flat_thin = top.flat_thin | {i}
+            _, flat = sweep()
+            if flat is not None and (best is None or flat[1] < best[1]):
+                best, label = flat, " (flat)"
+            else:
+                top.flat_thin = top.flat_thin - {i}
         top.configs[top.config_key("fwd", i, dtype, vals)] = best[0]
-        out[i] = f"{best[0].key()} {best[1]:.1f}us"
+        out[i] = f"{best[0].key()} {best[1]:.1f}us{label}"
     return out
 
 
@@ -140,7 +161,7 @@ def main(argv=None) -> None:
             print(f"    {label:8s} {us:7.1f}us ({conv / us:.2f}x){err}  stages: {tiles}", flush=True)
             if label == "unfused" and 0 in tiles and len(tiles) == 2:
                 # what a hybrid (our first stage, then cuDNN's (3,1) conv over its output) would take
-                s0 = float(tiles[0].split()[-1].rstrip("us"))
+                s0 = float(tiles[0].split()[1].rstrip("us"))
                 print(f"    hybrid estimate: stage 0 {s0:.1f}us + cuDNN (3,1) {s2:.1f}us = {s0 + s2:.1f}us "
                       f"({conv / (s0 + s2):.2f}x)", flush=True)
         if str(N) in args.backward.split(","):

@@ -99,6 +99,14 @@ def test_thin_grouped_stage_is_block_diagonal_dots(C):
     src = T.source(torch.bfloat16, backward=False, fused=())
     stage0 = src[src.index("def stage0"):src.index("def stage1")]
     assert "tl.static_range(3)" in stage0 and "diag" in stage0 and "tl.sum" not in stage0
+    # the tuner's alternative: the same stage as the flat kernel, same results
+    T.flat_thin = frozenset({0})
+    assert not T.kernel("fwd", 0, torch.float32, bufs)[1].grouped
+    ws = [torch.randn(bufs[f"w{j}"].shape) for j in range(1, len(T.plan.analysis.tensors))]
+    x = torch.randn(2, C, 3, 3)
+    y, _ = T.forward(x, ws)
+    ref = reference_forward(T.plan.op, {"N": 2, "C_in": C, "C_out": C, "H": 3}, [x, *ws])
+    assert (y - ref).abs().max() <= 1e-4 * (1 + ref.abs().max())
 
 
 def test_sampled_operators():
@@ -309,5 +317,8 @@ def test_tune_flow_runs_under_the_interpreter(tmp_path, monkeypatch):
     timed.clear()
     T2 = TritonOperator(plan)
     res2 = tune_mod.tune(T2, x, ws, backward=True, budget_s=600, timer=wall_ms, fusion=True)
-    assert not timed and T2.configs == T.configs and T2.fused == T.fused
+    assert not timed and T2.configs == T.configs and T2.fused == T.fused and T2.flat_thin == T.flat_thin
+    # the thin first stage was timed as the grouped and as the flat kernel; the choice is recorded
+    entry = next(iter(__import__("json").loads((tmp_path / "triton_tune.json").read_text()).values()))
+    assert entry["fwd:0"]["flat"] == (0 in T.flat_thin)
     assert {k: v[0] for k, v in res2.items() if k != "fuse"} == {k: v[0] for k, v in res.items() if k != "fuse"}

@@ -195,7 +195,7 @@ def b_layout(prog: Program, stage: Stage, strides: dict[str, tuple[int, ...]],
 
 def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tuple[int, ...]],
                  dtype: str = "float32", fused: dict[str, Stage] | None = None,
-                 producer_dot: bool = True) -> tuple[str, KernelSpec]:
+                 producer_dot: bool = True, grouped_ok: bool = True) -> tuple[str, KernelSpec]:
     """Triton source of ``stage`` (kernel ``stage<index>``) for buffers with the given (typical)
     strides; any strides work at run time, these only choose the loop orders.
 
@@ -209,7 +209,7 @@ def stage_source(prog: Program, stage: Stage, index: int, strides: dict[str, tup
     values = plan.values
     dyn_names = {cid: "v_" + name for name, (_, cid) in plan.analysis.dynamic.items()}
     ops = stage.operands
-    part = partition(prog, stage, strides, fused, grouped_ok=dtype != "float64")
+    part = partition(prog, stage, strides, fused, grouped_ok=grouped_ok and dtype != "float64")
     two, batch, m_cls, n_cls, k_cls, structured = (part.two, part.batch, part.m_cls, part.n_cls,
                                                    part.k_cls, part.structured)
 

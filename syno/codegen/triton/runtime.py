@@ -136,6 +136,9 @@ class TritonOperator:
         self.fused: frozenset[str] = frozenset(self.fusable(limit=4))
         #: fused grouped producers as block-diagonal tl.dot (else FMA loops); see gemm.dot_producer
         self.producer_dot = True
+        #: forward stages run as the flat kernel although they fit the grouped one (:mod:`.grouped`;
+        #: the tuner picks per stage by GPU time: the grouped kernel launches few programs at N=1)
+        self.flat_thin: frozenset[int] = frozenset()
 
     # -- sizes and buffers -----------------------------------------------------------------
     def class_sizes(self, x: torch.Tensor) -> list[int]:
@@ -229,12 +232,13 @@ class TritonOperator:
         strides = {l: tuple(bufs[l].stride()) for l in leaves}
         # the strides pick loop orders and which K blocks are contiguous runs (kernel.py, gemm.py);
         # they are fixed per layout (the batch size only scales the outermost one)
+        grouped_ok = not (direction == "fwd" and index in self.flat_thin)
         key = (direction, index, _dtype_name(dtype), tuple(strides.values()), tuple(sorted(fused)),
-               self.producer_dot)
+               self.producer_dot, grouped_ok)
         hit = self._kernels.get(key)
         if hit is None:
             src, spec = stage_source(self.prog, stage, index, strides, _dtype_name(dtype), fused,
-                                     self.producer_dot)
+                                     self.producer_dot, grouped_ok)
             if direction != "fwd":
                 src = src.replace(f"def stage{index}(", f"def grad{index}(")
                 spec = KernelSpec(f"grad{index}", *list(spec.__dict__.values())[1:])

@@ -128,6 +128,8 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
             continue
         direction, idx = tag.split(":")
         op.configs[op.config_key(direction, int(idx), dtype, vals)] = Config.parse(cfg["config"])
+        if cfg.get("flat"):
+            op.flat_thin = op.flat_thin | {int(idx)}
         result[tag] = (cfg["config"], cfg["ms"])
     todo = [("fwd", i) for i in range(len(op.prog.stages))]
     if backward:
@@ -151,42 +153,23 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
             break
         bufs = fbufs if direction == "fwd" else bbufs
         _, spec, _ = op.kernel(direction, i, dtype, bufs)
-        dyn = {op.dyn_names[c]: vals[c] for c in op.dyn_names}
-        m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
-        best = None
         want = stage_output(op, direction, i, bufs, vals, dtype, None, precision)  # the default tile's
-        for cfg in candidates(spec, m, n, k):
-            cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
-            try:
-                got = stage_output(op, direction, i, bufs, vals, dtype, cfg, precision)
-            except Exception as exc:  # e.g. out of shared memory for this tile
-                if verbose:
-                    print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
-                continue
-            if not agrees(got, want, dtype, precision):
-                # a tile whose result differs from the default tile's (a miscompiled pipeline of
-                # chained dots was seen on the H100): never chosen, however fast
-                if verbose:
-                    print(f"# {direction}{i} {cfg.key()}: result differs, rejected")
-                continue
-            if direction == "fwd":
-                run = lambda: op.launch_forward(i, bufs, vals, dtype, cfg, precision)  # noqa: E731
+        best = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose)
+        flat = False
+        if direction == "fwd" and spec.grouped:
+            # the grouped kernel launches few programs on small problems (N=1): also time the
+            # flat kernel for this stage and keep the faster
+            op.flat_thin = op.flat_thin | {i}
+            alt = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose)
+            flat = alt is not None and (best is None or alt[1] < best[1])
+            if flat:
+                best = alt
             else:
-                run = lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision)  # noqa: E731
-            try:
-                ms = bench(run)
-            except Exception as exc:  # e.g. out of shared memory for this tile
-                if verbose:
-                    print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
-                continue
-            if verbose:
-                print(f"# {direction}{i} {cfg.key()}: {ms * 1e3:.1f} us")
-            if best is None or ms < best[1]:
-                best = (cfg, ms)
+                op.flat_thin = op.flat_thin - {i}
         if best is None:
             continue
         op.configs[op.config_key(direction, i, dtype, vals)] = best[0]
-        entry[f"{direction}:{i}"] = {"config": best[0].key(), "ms": best[1]}
+        entry[f"{direction}:{i}"] = {"config": best[0].key(), "ms": best[1], "flat": flat}
         result[f"{direction}:{i}"] = (best[0].key(), best[1])
     if fusable and "fuse" not in entry and time.perf_counter() - start <= budget_s:
         entry["fuse"] = result["fuse"] = choose_fusion(op, x, weights, fusable, precision, timer)
@@ -197,6 +180,44 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         data[key] = entry
         _save(data)
     return result
+
+
+def _best_tile(op: TritonOperator, direction: str, i: int, bufs, vals, dtype, precision, bench, want,
+               verbose: bool) -> tuple[Config, float] | None:
+    """The fastest candidate tile of one stage whose result agrees with ``want``: (config, ms)."""
+    _, spec, _ = op.kernel(direction, i, dtype, bufs)
+    dyn = {op.dyn_names[c]: vals[c] for c in op.dyn_names}
+    m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
+    best = None
+    for cfg in candidates(spec, m, n, k):
+        cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+        try:
+            got = stage_output(op, direction, i, bufs, vals, dtype, cfg, precision)
+        except Exception as exc:  # e.g. out of shared memory for this tile
+            if verbose:
+                print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
+            continue
+        if not agrees(got, want, dtype, precision):
+            # a tile whose result differs from the default tile's (a miscompiled pipeline of
+            # chained dots was seen on the H100): never chosen, however fast
+            if verbose:
+                print(f"# {direction}{i} {cfg.key()}: result differs, rejected")
+            continue
+        if direction == "fwd":
+            run = lambda: op.launch_forward(i, bufs, vals, dtype, cfg, precision)  # noqa: E731
+        else:
+            run = lambda: op.launch(direction, i, bufs, vals, dtype, cfg, precision)  # noqa: E731
+        try:
+            ms = bench(run)
+        except Exception as exc:
+            if verbose:
+                print(f"# {direction}{i} {cfg.key()}: {type(exc).__name__}")
+            continue
+        if verbose:
+            print(f"# {direction}{i} {cfg.key()}: {ms * 1e3:.1f} us")
+        if best is None or ms < best[1]:
+            best = (cfg, ms)
+    return best
 
 
 def agrees(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, precision: str = "ieee") -> bool:
