@@ -141,13 +141,23 @@ def test_worker_setup_error_is_one_line_with_traceback_kept_apart():
 
 # ------------------------------------------------------------------------------------ signals
 
+def _terminal_signals() -> None:
+    """The child starts as a terminal's foreground job would: SIGINT handled by default and not
+    blocked. In the full default run the test process's state is not that (the test passed alone
+    and timed out after the whole suite: the search never saw the Ctrl-C), and a disposition or
+    mask inherited from the test runner says nothing about the CLI."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _search(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     s = tmp_path / "s"
     register = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from search import synthetic; " \
                "synthetic.register(); "  # the tests' synthetic space (tests/search/synthetic.py)
     cmd = [sys.executable, "-c", register + "from syno.cli import app; app()", "search", "synthetic", "--session", str(s),
            "-n", "40", "-w", "2", "--set", "problem.delay=3"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_signals)
     deadline = time.monotonic() + 120
     inflight = s / "inflight.json"
     while time.monotonic() < deadline and proc.poll() is None:  # until both workers are mid-kernel
@@ -169,6 +179,8 @@ def test_ctrl_c_and_sigterm_end_with_a_resume_hint(tmp_path, sig, code, what):
         os.kill(proc.pid, sig)  # `kill PID`: only the search process
     try:
         out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the search ignored {sig!r}; its stderr so far:\n{exc.stderr}") from exc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
