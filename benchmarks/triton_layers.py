@@ -63,9 +63,10 @@ def sweep_configs(spec, m: int, n: int, k: int, b: int) -> list:
 
 
 def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
-    """Each materialised stage's fastest validated tile of the sweep, installed on ``top``; a thin
-    grouped stage also sweeps the flat kernel (``top.flat_thin``) and keeps the faster."""
-    from syno.codegen.triton.tune import agrees, stage_output
+    """Each materialised stage's fastest validated tile of the sweep (the tuner's selection with
+    this script's tiles and CUDA-graph timing; a thin grouped stage also as the flat kernel),
+    installed on ``top``."""
+    from syno.codegen.triton.tune import best_tile
 
     out = {}
     for i, st in enumerate(top.prog.stages):
@@ -75,36 +76,10 @@ def best_tiles(top, x, ws, dtype, vals, gpu_time) -> dict:
         bufs = top.inputs(x, ws)
         bufs.update(zip(top.materialized, inter))
         bufs["y"] = y
-        want = stage_output(top, "fwd", i, bufs, vals, dtype, None, "ieee")  # the default tile's result
-
-        def sweep():
-            _, spec, (m, n, b, k), _ = top.resolve("fwd", i, bufs, vals, dtype)
-            best = None
-            for cfg in sweep_configs(spec, m, n, k, b):
-                try:
-                    if not agrees(stage_output(top, "fwd", i, bufs, vals, dtype, cfg, "ieee"), want, dtype):
-                        print(f"#   stage {i} {cfg.key()}: result differs from the default tile's, rejected",
-                              flush=True)
-                        continue
-                    us = gpu_time(lambda: top.launch_forward(i, bufs, vals, dtype, cfg)) * 1000
-                except Exception as exc:  # e.g. out of shared memory for this tile
-                    print(f"#   stage {i} {cfg.key()}: {type(exc).__name__}", flush=True)
-                    continue
-                if best is None or us < best[1]:
-                    best = (cfg, us)
-            return spec, best
-
-        spec, best = sweep()
-        label = ""
-        if spec.grouped:
-            top.flat_thin = top.flat_thin | {i}
-            _, flat = sweep()
-            if flat is not None and (best is None or flat[1] < best[1]):
-                best, label = flat, " (flat)"
-            else:
-                top.flat_thin = top.flat_thin - {i}
+        best, flat = best_tile(top, "fwd", i, bufs, vals, dtype, "ieee", gpu_time, verbose=True,
+                               configs_for=sweep_configs)
         top.configs[top.config_key("fwd", i, dtype, vals)] = best[0]
-        out[i] = f"{best[0].key()} {best[1]:.1f}us{label}"
+        out[i] = f"{best[0].key()} {best[1] * 1000:.1f}us{' (flat)' if flat else ''}"
     return out
 
 

@@ -152,20 +152,7 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
         if time.perf_counter() - start > budget_s:
             break
         bufs = fbufs if direction == "fwd" else bbufs
-        _, spec, _ = op.kernel(direction, i, dtype, bufs)
-        want = stage_output(op, direction, i, bufs, vals, dtype, None, precision)  # the default tile's
-        best = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose)
-        flat = False
-        if direction == "fwd" and spec.grouped:
-            # the grouped kernel launches few programs on small problems (N=1): also time the
-            # flat kernel for this stage and keep the faster
-            op.flat_thin = op.flat_thin | {i}
-            alt = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose)
-            flat = alt is not None and (best is None or alt[1] < best[1])
-            if flat:
-                best = alt
-            else:
-                op.flat_thin = op.flat_thin - {i}
+        best, flat = best_tile(op, direction, i, bufs, vals, dtype, precision, bench, verbose)
         if best is None:
             continue
         op.configs[op.config_key(direction, i, dtype, vals)] = best[0]
@@ -182,15 +169,36 @@ def tune(op: TritonOperator, x: torch.Tensor, weights, *, backward: bool = True,
     return result
 
 
-def _best_tile(op: TritonOperator, direction: str, i: int, bufs, vals, dtype, precision, bench, want,
-               verbose: bool) -> tuple[Config, float] | None:
-    """The fastest candidate tile of one stage whose result agrees with ``want``: (config, ms)."""
+def _default_configs(spec, m: int, n: int, k: int, b: int) -> list[Config]:
+    return [replace(cfg, split=default_split(spec, cfg, m, n, k, b)) for cfg in candidates(spec, m, n, k)]
+
+
+def best_tile(op: TritonOperator, direction: str, i: int, bufs, vals, dtype, precision, bench,
+              verbose: bool = False, configs_for=_default_configs) -> tuple[tuple[Config, float] | None, bool]:
+    """((config, ms) of the fastest tile of one stage whose result agrees with the default tile's,
+    or None; whether it is the flat kernel): a thin grouped forward stage is also timed as the flat
+    kernel (the grouped one launches few programs on small problems, e.g. N=1) and the faster
+    kept, leaving ``op.flat_thin`` set accordingly. ``configs_for(spec, m, n, k, b)``: the tiles
+    to try (default: the tuner's candidates with split-K where the output tiles are few)."""
     _, spec, _ = op.kernel(direction, i, dtype, bufs)
-    dyn = {op.dyn_names[c]: vals[c] for c in op.dyn_names}
-    m, n, k, b = (eval(s, {}, dyn) for s in (spec.m_size, spec.n_size, spec.k_size, spec.batch_size))
+    want = stage_output(op, direction, i, bufs, vals, dtype, None, precision)  # the default tile's
+    best = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose, configs_for)
+    if direction != "fwd" or not spec.grouped:
+        return best, False
+    op.flat_thin = op.flat_thin | {i}
+    alt = _best_tile(op, direction, i, bufs, vals, dtype, precision, bench, want, verbose, configs_for)
+    if alt is not None and (best is None or alt[1] < best[1]):
+        return alt, True
+    op.flat_thin = op.flat_thin - {i}
+    return best, False
+
+
+def _best_tile(op: TritonOperator, direction: str, i: int, bufs, vals, dtype, precision, bench, want,
+               verbose: bool, configs_for) -> tuple[Config, float] | None:
+    """The fastest tile of ``configs_for`` whose result agrees with ``want``: (config, ms)."""
+    _, spec, (m, n, b, k), _ = op.resolve(direction, i, bufs, vals, dtype)
     best = None
-    for cfg in candidates(spec, m, n, k):
-        cfg = replace(cfg, split=default_split(spec, cfg, m, n, k, b))
+    for cfg in configs_for(spec, m, n, k, b):
         try:
             got = stage_output(op, direction, i, bufs, vals, dtype, cfg, precision)
         except Exception as exc:  # e.g. out of shared memory for this tile
@@ -276,4 +284,4 @@ def choose_fusion(op: TritonOperator, x, weights, fusable, precision, timer=None
     return {"leaves": list(best), "ms": {",".join(k) or "none": v for k, v in times.items()}}
 
 
-__all__ = ["tune", "cache_path", "cache_key", "candidates", "agrees", "stage_output"]
+__all__ = ["tune", "cache_path", "cache_key", "candidates", "agrees", "stage_output", "best_tile"]
