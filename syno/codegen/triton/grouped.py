@@ -12,9 +12,9 @@ Here the output tile is ``[BM rows, BN columns]`` with
 * **groups**: output classes the data operand reads next to the summed classes (``g`` in
   ``g*Cg + r``), and **free** classes only the weight holds (``j``): the ``BN`` columns.
 
-Per tap, the data tile ``[BM, BK]`` (``BK``: the block's data columns, a power of two >= 16) over the block's (groups, r) is one contiguous run of the data
-operand (coalesced, vectorised), the weight tile ``[BK, BN]`` is block-diagonal (zero across
-groups) and one ``tl.dot`` gives the sub-tile: the zeros cost ``BN/J`` times the stage's MACs,
+Per tap, the data tile ``[BM, BK]`` over the block's (groups, r) (``BK``: the block's data
+columns, a power of two >= 16) is one contiguous run of the data operand (coalesced,
+vectorised), the weight tile ``[BK, BN]`` is block-diagonal (zero across groups) and one ``tl.dot`` gives the sub-tile: the zeros cost ``BN/J`` times the stage's MACs,
 which are tiny, while every input byte is read once per tap and every output written once.
 """
 
@@ -36,6 +36,7 @@ class GroupedSplit:
     reduce: list[int]     # the summed classes, slowest first
     width: int            # values of one group's run (prod of reduce)
     per_group: int        # columns per group (prod of free): BN is a multiple of it
+    linear: int           # the data operand's axis whose stride steps the (groups, reduce) run
 
 
 def grouped_split(stage: Stage, values, dynamic: set[int], strides: dict[str, tuple[int, ...]], order,
@@ -76,7 +77,8 @@ def grouped_split(stage: Stage, values, dynamic: set[int], strides: dict[str, tu
         run = groups + k_cls
         run_set = set(run)
         # the block's data columns must be one evenly strided run (contiguous channels)
-        if linear_axis(data, run, strides.get(data.leaf), values) is None:
+        linear = linear_axis(data, run, strides.get(data.leaf), values)
+        if linear is None:
             continue
         if any(mentions(e) & rows and mentions(e) & run_set for e in data.index + data.masks):
             continue
@@ -86,15 +88,15 @@ def grouped_split(stage: Stage, values, dynamic: set[int], strides: dict[str, tu
         # each store axis varies with rows or with columns, not both (one broadcast add)
         if any(mentions(e) & rows and mentions(e) & set(n_cls) for e in stage.store.index):
             continue
-        return GroupedSplit(d, m_cls, taps, groups, free, list(k_cls), width, per_group)
+        return GroupedSplit(d, m_cls, taps, groups, free, list(k_cls), width, per_group, linear)
     return None
 
 
 def grouped_body(stage: Stage, split: GroupedSplit, m_cls: list[int], batch: list[int], values,
                  strides: dict[str, tuple[int, ...]], ptr: dict[str, str], dot: str) -> list[str]:
     """Kernel body lines (function indentation) after the row decomposition: columns, the
-    unrolled tap loop of block-diagonal dots, and the store of each tap's sub-tile. ``dot``:
-    ``tl.dot`` text with placeholders ``{a}``/``{b}`` returning the sub-tile."""
+    unrolled tap loop of block-diagonal dots, and the store of each tap's sub-tile. ``dot``: the
+    expression (over the tiles ``a`` and ``b``) that gives a tap's sub-tile."""
     from .kernel import _decompose, _size  # shared mixed-radix helpers
 
     data, weight = stage.operands[split.data], stage.operands[1 - split.data]
@@ -117,8 +119,7 @@ def grouped_body(stage: Stage, split: GroupedSplit, m_cls: list[int], batch: lis
     mp.update({c: f"o_c{c}" for c in split.taps})
     xmp = dict(mp)
     xmp.update({c: f"x_c{c}" for c in run})
-    linear = linear_axis(data, run, strides.get(data.leaf), values)
-    a_parts = split_access(data, ptr[data.leaf], xmp, set(m_cls), run_set, linear, offs="offs_x")
+    a_parts = split_access(data, ptr[data.leaf], xmp, set(m_cls), run_set, split.linear, offs="offs_x")
     wmp = dict(xmp)
     wmp.update({c: f"n_c{c}" for c in split.free})
     b_parts = split_access(weight, ptr[weight.leaf], wmp, set(split.free), run_set, None, offs="offs_x")
@@ -142,8 +143,6 @@ def grouped_body(stage: Stage, split: GroupedSplit, m_cls: list[int], batch: lis
     body.append(f"tl.store({o_addr}, acc.to({ptr[st.leaf]}.dtype.element_ty),\n"
                 f"         mask={o_mask})")
     return L + ["        " + line.replace("\n", "\n        ") for line in body]
-
-
 
 
 def block_width(per_group: int, width: int, bn: int) -> int:
