@@ -51,6 +51,8 @@ def _overrides(args, kind: str, root: Path) -> dict[str, Any]:
 
     if "fidelity" in SearchOptions.model_fields:  # one proxy budget per kernel in both runs (no promotions)
         o["fidelity.enabled"] = False
+    if args.implementation is not None:
+        o["implementation"] = args.implementation
     if kind == "speed" and args.min_speedup is not None:
         o["objective.min_speedup"] = args.min_speedup
     if args.gpu:
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="evaluation processes (default: GPU 1, CPU 0 = inline)")
     p.add_argument("--kernel-timeout", type=float, default=240.0)
+    p.add_argument("--implementation", default=None,
+                   help="codegen implementation of both searches (default: the search's, auto). On CUDA, auto "
+                        "tunes Triton tiles for up to 30 s per kernel for training and 30 s for latency; "
+                        "fast:min (cuDNN/einsum plans, no tuning) fits 2 x 30 evaluations in minutes")
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-time cap of both searches together (default: GPU 330, CPU 900); a run cut short "
                         "is compared on the evaluations both reached")
