@@ -68,7 +68,9 @@ class MCTSConfig(BaseModel):
     max_iterations: int = Field(3000, ge=1, description="rollouts per propose() call at most")
     max_propose_seconds: float = Field(60.0, gt=0, description="wall time per propose() call at most")
     simulation_tries: int = Field(5, ge=1, description="random walks per rollout before it counts as failed")
-    walk_tries: int = Field(64, ge=1, description="max_tries passed to space.random_final")
+    walk_tries: int = Field(16, ge=1, description="max_tries (backtracks) passed to space.random_final; 16 as the "
+                            "sampler: walks that fail fail long, and on resnet18 64 cost 1.5-3x the CPU per "
+                            "proposal (docs/synthesis.md, issue #17 fifth pass)")
     lattice_limit: int = Field(512, ge=0, description="nodes explored to credit all orderings (0: actual path only)")
     lattice_seconds: float = Field(5.0, gt=0, description="wall time spent on crediting orderings per result at most")
     suppress_visits: int = Field(30, ge=1, description="children with more visits and ~zero variance are suppressed")
