@@ -53,6 +53,12 @@ def _overrides(args, kind: str, root: Path) -> dict[str, Any]:
         o["fidelity.enabled"] = False
     if args.implementation is not None:
         o["implementation"] = args.implementation
+    for item in args.sets:
+        key, _, value = item.partition("=")
+        try:
+            o[key] = json.loads(value)
+        except ValueError:
+            o[key] = value
     if kind == "speed" and args.min_speedup is not None:
         o["objective.min_speedup"] = args.min_speedup
     if args.gpu:
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-time cap of both searches together (default: GPU 330, CPU 900); a run cut short "
                         "is compared on the evaluations both reached")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more search option for both runs (JSON value where it parses), e.g. latency.sites=false")
     p.add_argument("--work", type=Path, default=None, help="session directories (default: a temporary directory)")
     p.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     args = p.parse_args(argv)
