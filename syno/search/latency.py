@@ -189,13 +189,21 @@ def _capture(module, x) -> Callable[[], object] | None:
             module(x)
         g.replay()  # a graph that does not replay is not timed
         torch.cuda.synchronize()
-        return g.replay
     except Exception:  # noqa: BLE001 - e.g. a host sync inside: time it per call instead
         try:
             torch.cuda.synchronize()
         except Exception:  # noqa: BLE001 - the failed capture's error, already handled
             pass
         return None
+
+    def replay(graph=g, keep=(module, x)):
+        # The graph reads the parameters' and the input's addresses: ``keep`` holds them alive
+        # for as long as the replay can be called. Without it, a baseline graph cached across
+        # kernels replayed into memory that empty_cache() had returned to the driver (an illegal
+        # memory access in every kernel of a CUDA search).
+        graph.replay()
+
+    return replay
 
 
 def forward_fn(module, x, o: LatencyOptions) -> tuple[Callable[[], object], str]:

@@ -213,3 +213,29 @@ def test_cuda_timer_replays_a_cuda_graph():
     model = lat.records[0]
     assert model["timer"] == "cuda-graph" and model["ms"] > 0 and model["speedup"] > 0
     assert model["device"].startswith("cuda:0 ") and "cuda" in model["versions"]
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_keeps_its_module_and_input_alive():
+    # The search caches the baseline's replay across kernels and calls empty_cache() in between:
+    # the replay must own what the graph reads (it once read freed memory: an illegal memory
+    # access in every kernel of a ResNet-18 search on an H100).
+    import gc
+
+    import torch
+
+    from syno.search.latency import LatencyOptions, forward_fn
+
+    module = torch.nn.Linear(4096, 4096).cuda()          # 64 MB of weights: its own cudaMalloc segment
+    x = torch.randn(4096, 4096, device="cuda")
+    expected = module(x).detach().clone()
+    replay, timer = forward_fn(module, x, LatencyOptions())
+    assert timer == "cuda-graph"
+    del module, x
+    gc.collect()
+    torch.cuda.empty_cache()
+    scratch = torch.zeros(64 << 20, device="cuda")       # reuse whatever memory was given back
+    replay()
+    torch.cuda.synchronize()
+    del scratch
+    assert expected.abs().sum().item() > 0
