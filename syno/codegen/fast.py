@@ -368,10 +368,7 @@ class FastEmitter(Emitter):
             src = d
         asum = [c for c in self.axes[src] if cs.roles.get(c) == "asum"]
         if asum:
-            dst = self.fresh()
-            self.emit(f"{dst} = {src}.sum(dim={tuple(self.axes[src].index(c) for c in asum)})")
-            self.axes[dst] = [c for c in self.axes[src] if c not in asum]
-            src = dst
+            src = self.reduce_axes(src, asum)
         target = cs.lead + cs.group + cs.cin + cs.spx
         groups_shape = [cs.lead, cs.cin] if cs.use_linear else [cs.lead, cs.group + cs.cin] + cs.dims
         dst = self.fresh()
