@@ -11,16 +11,29 @@
 #   e2e      issue #15: ResNet-18 end to end with Operator 1, Triton, bf16  (benchmarks/end_to_end.py)
 #   gputest  issue #15: the 200-operator fp32/bf16 GPU correctness test    (pytest -m gpu)
 #   space    issues #16/#21: the resnet18 space's speed distribution        (benchmarks/space_speed.py, resumable)
+#   before   issue #21: the same with the min-MAC planner of before, first operators
 #   objective issue #16: --objective speed vs accuracy                      (benchmarks/objective_speed.py)
 #   ncu      issue #15: Nsight Compute per-kernel time/bytes, conv vs ours   (benchmarks/profile_layer.py)
 #   notune   issue #18: no tuning inside forward on CUDA                     (pytest -m gpu)
 # Each part writes under $OUT/<part>/ and its log to $OUT/<part>.log; a part that fails or runs out
 # of time does not stop the others.
+#
+# The device image has torch/Triton but not pydantic (and its three helpers): carry them as wheels.
+# Once, here:  echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
+#   --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 -d .whl \
+#   pydantic==2.13.4 pydantic_core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 typing_extensions==4.15.0
+# and name .whl in the call's carry; this script installs them into /tmp/site.
+# Measured on an H100 (2026-12-07): space (cost planner, 200 operators, N=1 and 128, 4 compiled)
+# ~400 s; the "before" planner ~4 s per operator (out-of-memory plans included).
 set -u
 OUT=${1:?usage: gpu_batch.sh OUT [parts...]}
 shift
 PARTS=${*:-layers oplat e2e gputest space objective}
 mkdir -p "$OUT"
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=${PYTHONPATH:-$PWD}:/tmp/site
+fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 
@@ -51,11 +64,14 @@ for p in $PARTS; do
     gputest)
         part gputest 420 python -m pytest -m gpu -x -q tests/codegen/test_triton_gpu.py ;;
     space)
-        part space 480 python benchmarks/space_speed.py --out "$OUT/space" --planner cost,macs --count 200 \
-            --implementation fast:min --wall 450 ;;
+        part space 460 python benchmarks/space_speed.py --out "$OUT/space" --planner cost --count 200 \
+            --implementation fast:min --compiled-count 4 --wall 400 ;;
+    before)  # the min-MAC planner of before #21 on the first operators of the same sample
+        part before 130 python benchmarks/space_speed.py --out "$OUT/before" --planner macs --count 200 \
+            --implementation fast:min --compiled-count 0 --modes eager --wall 100 ;;
     objective)
-        part objective 480 python benchmarks/objective_speed.py --gpu --evals 30 --budget-s 450 \
-            --out "$OUT/objective/objective_speed.json" ;;
+        part objective 400 python benchmarks/objective_speed.py --gpu --evals 30 --implementation fast:min \
+            --budget-s 350 --out "$OUT/objective/objective_speed.json" ;;
     ncu)
         for L in 64@56 512@7; do
             part "ncu-$L" 100 ncu --profile-from-start off --clock-control none --csv \
