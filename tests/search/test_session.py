@@ -280,7 +280,7 @@ def test_time_budget_is_respected(tmp_path):
     t0 = time.monotonic()
     s = runner.run(budget_seconds=2.0)
     took = time.monotonic() - t0
-    assert s.evaluated >= 3
+    assert s.evaluated >= 2  # 3-4 on a quiet machine; 2 under a load of 5 (the bound below is the point)
     assert took < 2.0 + 0.4 + 1.0, took  # no kernel is started that cannot finish within the budget
     assert "time budget" in s.stop_reason
 
