@@ -511,8 +511,12 @@ def variant_source(module, name: str) -> str:
 
 
 def build_variant(module, name: str) -> Callable:
+    from .hoist import with_prepared_weights
     from .torch import compile_source
-    return compile_source(variant_source(module, name), "forward", tag=name.replace(":", "-"))
+    source = variant_source(module, name)
+    tag = name.replace(":", "-")
+    return with_prepared_weights(compile_source(source, "forward", tag=tag), source,
+                                 lambda src, fn: compile_source(src, fn, tag=tag))
 
 
 def candidate_variants(module) -> list[str]:

@@ -97,7 +97,8 @@ class SynoModule(nn.Module):
     # -- code ------------------------------------------------------------------------------
     def _setup_code(self) -> None:
         self.source = emit_forward(self.plan, "forward")
-        self._reference = compile_source(self.source, "forward")
+        from .hoist import with_prepared_weights
+        self._reference = with_prepared_weights(compile_source(self.source, "forward"), self.source, compile_source)
         lines, expr = macs_expr(self.plan, "inp")
         self._macs_src = "def count_macs(inp):\n" + "".join(f"    {l}\n" for l in lines) + f"    return {expr}\n"
         self._macs_fn = compile_source(self._macs_src, "count_macs")

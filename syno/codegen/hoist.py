@@ -1,0 +1,165 @@
+"""Weight preparation hoisted out of inference forwards.
+
+A generated forward interleaves work on the data with work on the weights alone: a Shift of a
+weight (``torch.roll``), a selection tensor contracted into a weight, the permute/reshape of a
+weight into a conv's layout, its channels_last copy. During training the weights change every
+step, so that work belongs to each forward (and to autograd). At inference it recomputes the same
+tensors on every call: measured on an H100 (benchmarks/README.md, space speed), the slowest
+ResNet-18 operators at N=1 rolled a 56 MB weight per layer per forward.
+
+:func:`split_prepare` cuts a forward's source into ``prepare(cl, w1, ...)``, the statements that
+read only weights (and the input's memory layout flag ``cl``), and ``main(x, w1, ..., p1, ...)``,
+the rest, reading the prepared tensors as arguments. :class:`PreparedForward` runs ``main`` with
+``prepare``'s result cached while no weight needs a gradient (``torch.no_grad`` or frozen
+weights), keyed by the weights' storage and version counters, the layout flag, the device and the
+autocast state, and the original forward otherwise (training, ``torch.compile``, CUDA-graph
+capture of a first call). The cut works on the source's syntax tree, so it serves every emitter.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+_GLOBALS = {"torch", "F", "math", "None", "True", "False"}
+LAYOUT_FLAG = "cl"
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    prepare: str          # def prepare(cl, w1, ...) -> tuple of the prepared names
+    main: str             # def main(x, w1, ..., <prepared names>)
+    layout: str | None    # def layout(x) -> the forward's ``cl`` flag (None: the forward has none)
+    outputs: tuple[str, ...]
+
+
+def _reads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _writes(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | None:
+    """``source``'s forward cut into weight preparation and the rest, or None when nothing is
+    worth hoisting (no statement reads a weight without the data) or the cut would change what the
+    forward computes (a prepared name assigned again from the data)."""
+    fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == fn_name), None)
+    if fn is None or fn.args.vararg or fn.args.kwonlyargs or len(fn.args.args) < 2:
+        return None
+    params = [a.arg for a in fn.args.args]
+    data, weights = params[0], params[1:]
+    known = set(weights)              # names whose value depends on weights (and the layout) only
+    hoisted: list[ast.stmt] = []
+    kept: list[ast.stmt] = []
+    layout: ast.Assign | None = None
+    hoisted_names: set[str] = set()
+    for st in fn.body:
+        if isinstance(st, ast.Assign) and _writes(st) == {LAYOUT_FLAG} and layout is None:
+            layout = st
+            kept.append(st)
+            known.add(LAYOUT_FLAG)
+            continue
+        if isinstance(st, (ast.Assign, ast.If)) and _hoistable(st, known, weights):
+            hoisted.append(st)
+            names = _writes(st)
+            known |= names
+            hoisted_names |= names
+            continue
+        if isinstance(st, ast.Delete):
+            gone = {t.id for t in st.targets if isinstance(t, ast.Name)}
+            rest = [t for t in st.targets if not (isinstance(t, ast.Name) and t.id in hoisted_names)]
+            if rest and len(rest) < len(st.targets):
+                st = ast.Delete(targets=rest)
+            elif not rest and gone:
+                continue
+            kept.append(st)
+            continue
+        if _writes(st) & hoisted_names:
+            return None  # a prepared name reassigned from the data: keep the forward as it is
+        known -= _writes(st)
+        kept.append(st)
+    if not hoisted:
+        return None
+    used = set().union(*(_reads(st) for st in kept)) if kept else set()
+    outputs = tuple(sorted(hoisted_names & used))
+    prep_args = ([LAYOUT_FLAG] if layout is not None else []) + weights
+    prepare = ast.FunctionDef(
+        name="prepare", args=_args(prep_args), decorator_list=[], returns=None, type_params=[],
+        body=hoisted + [ast.Return(ast.Tuple([ast.Name(n, ast.Load()) for n in outputs], ast.Load()))])
+    main = ast.FunctionDef(name="main", args=_args([data, *weights, *outputs]), decorator_list=[],
+                           returns=None, type_params=[], body=kept)
+    layout_src = None
+    if layout is not None:
+        body = [ast.Return(layout.value)]
+        layout_src = ast.unparse(ast.fix_missing_locations(ast.Module(
+            [ast.FunctionDef(name="layout", args=_args([data]), decorator_list=[], returns=None,
+                             type_params=[], body=body)], [])))
+    src = lambda f: ast.unparse(ast.fix_missing_locations(ast.Module([f], [])))  # noqa: E731
+    return PreparedSource(src(prepare), src(main), layout_src, outputs)
+
+
+def _hoistable(st: ast.stmt, known: set[str], weights: list[str]) -> bool:
+    """Reads nothing but weights, prepared names, the layout flag and module globals, and reads at
+    least one weight-derived name (``t = None`` is left where it is)."""
+    reads = _reads(st)
+    if not reads <= known | _GLOBALS:
+        return False
+    if not (reads & (known - {LAYOUT_FLAG})):
+        return False
+    if isinstance(st, ast.If):
+        return all(isinstance(s, ast.Assign) for s in st.body + st.orelse)
+    return True
+
+
+def _args(names: list[str]) -> ast.arguments:
+    return ast.arguments(posonlyargs=[], args=[ast.arg(n) for n in names], vararg=None, kwonlyargs=[],
+                         kw_defaults=[], kwarg=None, defaults=[])
+
+
+class PreparedForward:
+    """``forward(x, *weights)`` with the weight preparation cached at inference (module docstring).
+    ``hits``/``misses`` count cache use (tests, benchmarks)."""
+
+    def __init__(self, forward: Callable, split: PreparedSource, compile_source: Callable[..., Callable]):
+        self.forward = forward
+        self.prepare = compile_source(split.prepare, "prepare")
+        self.main = compile_source(split.main, "main")
+        self.layout = compile_source(split.layout, "layout") if split.layout else None
+        self._key: tuple | None = None
+        self._prepared: tuple = ()
+        self.hits = self.misses = 0
+
+    def __call__(self, x: torch.Tensor, *weights: torch.Tensor):
+        if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))):
+            self._key, self._prepared = None, ()  # training: the weights move, drop what was kept
+            return self.forward(x, *weights)
+        flag = (self.layout(x),) if self.layout is not None else ()
+        key = (flag, x.device, torch.is_autocast_enabled(x.device.type),
+               torch.get_autocast_dtype(x.device.type) if x.device.type in ("cuda", "cpu") else None,
+               tuple((w.data_ptr(), w._version, w.dtype, tuple(w.shape)) for w in weights))
+        if key != self._key:
+            if x.is_cuda and torch.cuda.is_current_stream_capturing():
+                return self.forward(x, *weights)  # a first call inside a capture: nothing kept
+            with torch.no_grad():
+                self._prepared = self.prepare(*flag, *weights)
+            self._key = key
+            self.misses += 1
+        else:
+            self.hits += 1
+        return self.main(x, *weights, *self._prepared)
+
+
+def with_prepared_weights(forward: Callable, source: str, compile_source: Callable[..., Callable]) -> Callable:
+    """``forward`` wrapped in a :class:`PreparedForward` when its source has weight preparation
+    to hoist, else ``forward`` itself (always, with ``SYNO_PREPARE_WEIGHTS=0`` at build time: the
+    switch for side-by-side measurements)."""
+    if os.environ.get("SYNO_PREPARE_WEIGHTS", "1") == "0":
+        return forward
+    split = split_prepare(source)
+    return forward if split is None else PreparedForward(forward, split, compile_source)
