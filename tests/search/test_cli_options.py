@@ -132,3 +132,23 @@ def test_cli_show_options():
     assert r.exit_code == 0, r.output
     o = json.loads(r.output)
     assert o["train"]["epochs"] == 3 and o["run"]["workers"] == 2 and o["dataset"] == "digits"
+
+
+def test_demo_defaults(tmp_path: Path, monkeypatch):
+    """`syno demo`'s options (issue #22): rungs of 5 and 15 epochs promoting the best eighth, one torch
+    thread per worker, latency of the whole model only (per-site timing cost a quarter of a rung-0
+    evaluation); --set still overrides each."""
+    import syno.search.cli as search_cli
+
+    seen = []
+    monkeypatch.setattr(search_cli, "_run", lambda options, **kw: seen.append(options))
+    res = runner.invoke(app, ["demo", "--budget", "90s", "--session", str(tmp_path / "d"), "-q"])
+    assert res.exit_code == 0, res.output
+    o = seen[-1]
+    assert o.fidelity.enabled and o.fidelity.rungs == [5, 15] and o.fidelity.reduction == 8
+    assert o.fidelity.schedule == "fresh" and o.run.threads == 1 and o.run.budget_seconds == 90
+    assert o.latency.enabled and not o.latency.sites and o.latency.scope == "model"
+    res = runner.invoke(app, ["demo", "--session", str(tmp_path / "e"), "-q", "--set", "latency.sites=true",
+                              "--set", "fidelity.enabled=false"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1].latency.sites and not seen[-1].fidelity.enabled
