@@ -133,22 +133,27 @@ class PreparedForward:
         self.layout = compile_source(split.layout, "layout") if split.layout else None
         self._key: tuple | None = None
         self._prepared: tuple = ()
+        self._held: tuple = ()
         self.hits = self.misses = 0
 
     def __call__(self, x: torch.Tensor, *weights: torch.Tensor):
         if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))):
-            self._key, self._prepared = None, ()  # training: the weights move, drop what was kept
+            self._key, self._prepared, self._held = None, (), ()  # training: the weights move, drop what was kept
             return self.forward(x, *weights)
         flag = (self.layout(x),) if self.layout is not None else ()
+        # the weights themselves are held with the key (identity, not addresses: a new tensor in a
+        # freed weight's memory, e.g. a dequantized copy per call, must not hit), and their
+        # version counters (in-place updates)
         key = (flag, x.device, torch.is_autocast_enabled(x.device.type),
                torch.get_autocast_dtype(x.device.type) if x.device.type in ("cuda", "cpu") else None,
-               tuple((w.data_ptr(), w._version, w.dtype, tuple(w.shape)) for w in weights))
-        if key != self._key:
+               tuple(w._version for w in weights))
+        if key != self._key or len(weights) != len(self._held) or any(
+                a is not b for a, b in zip(weights, self._held)):
             if x.is_cuda and torch.cuda.is_current_stream_capturing():
                 return self.forward(x, *weights)  # a first call inside a capture: nothing kept
             with torch.no_grad():
                 self._prepared = self.prepare(*flag, *weights)
-            self._key = key
+            self._key, self._held = key, weights
             self.misses += 1
         else:
             self.hits += 1

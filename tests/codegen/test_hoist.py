@@ -113,3 +113,20 @@ def test_split_keeps_a_forward_whose_prepared_name_is_reassigned_from_the_data()
     split = split_prepare(ok)
     assert split.outputs == ("t1",) and split.prepare.startswith("def prepare(cl, w1)")
     assert "if cl:" in split.prepare and "del" not in split.main
+
+
+def test_new_weight_tensors_are_never_mistaken_for_the_cached_ones(sampled):
+    # functional use: fresh weight tensors each call (same shapes, possibly the same memory)
+    op = next(op for op in sampled
+              if isinstance(build_module(op, MAPPING, implementation="fast:min")._select(torch.empty(0)),
+                            PreparedForward))
+    mod = build_module(op, MAPPING, implementation="fast:min").double()
+    fn = mod._select(torch.empty(0))
+    x = _inputs(mod)[0]
+    with torch.no_grad():
+        for k in range(3):
+            ws = [torch.randn_like(w) for w in mod.weights]
+            ref = reference_forward(op, MAPPING, [x] + ws)
+            assert (fn(x, *ws) - ref).abs().max() <= 1e-9 * (1 + ref.abs().max()), k
+            del ws
+    assert fn.misses == 3
