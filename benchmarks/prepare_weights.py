@@ -7,7 +7,7 @@ every placeholder, N=1, no-grad forward, one CPU thread: the model built with
 are cached), each timed right after the baseline model (speedup = baseline / operator, median of 3);
 peak = live storages during a forward (``syno.codegen.cost.measure_peak_bytes``) over the baseline's.
 
-    python benchmarks/prepare_weights.py 40 [results/space-speed/operators-resnet18-0.jsonl]
+    python benchmarks/prepare_weights.py 40 [benchmarks/data/operators-resnet18-0.jsonl]
 
 Without the file the operators are sampled now (``sample_operators("resnet18", COUNT, seed=0)``,
 the sample ``space_speed.py`` uses).
