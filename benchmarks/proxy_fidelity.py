@@ -11,7 +11,7 @@ with the compute each cost (wall seconds of training, summed over the whole sess
 
 ``--run`` first runs two searches with the same wall-time budget as `syno demo` (default 3m): the demo
 as it was before rungs (one epoch per kernel, ``fidelity.enabled=false``) and the demo's current default
-(the tiny preset's rungs: 3 epochs, the best quarter 15), both at once (so they share the machine's load),
+(the tiny preset's rungs: 5 epochs, the best eighth 15), both at once (so they share the machine's load),
 then measures the rung session and retrains both sessions' best kernels at 15 epochs, side by side.
 Retraining runs in ``--jobs`` processes.
 
@@ -158,7 +158,7 @@ def run_demo(session: Path, budget: str, fidelity: bool, workers: int | None, se
 
     cores = os.cpu_count() or 1
     w = workers or max(1, cores // 2)  # syno demo's defaults
-    over = {"run.workers": w, "run.threads": 1, "run.budget_seconds": parse_duration(budget),
+    over = {"run.workers": w, "run.threads": 1, "latency.sites": False, "run.budget_seconds": parse_duration(budget),
             "run.drain_seconds": 20.0, "mcts.seed": seed, "random.seed": seed, "session_dir": str(session)}
     over.update(sets or {})
     if not fidelity:
