@@ -57,13 +57,18 @@ def test_prepared_forwards_match_the_reference_and_follow_weight_updates(sampled
     assert prepared >= len(sampled)  # most sampled operators have weight-only work to hoist
 
 
-def test_training_runs_the_original_forward_and_drops_the_cache(sampled):
+def _prepared_module(sampled):
+    """The first sampled operator whose fast:min forward has weight preparation: (op, module, its
+    PreparedForward, an input)."""
     op = next(op for op in sampled
               if isinstance(build_module(op, MAPPING, implementation="fast:min")._select(torch.empty(0)),
                             PreparedForward))
     mod = build_module(op, MAPPING, implementation="fast:min").double()
-    fn = mod._select(torch.empty(0))
-    x = _inputs(mod)[0]
+    return op, mod, mod._select(torch.empty(0)), _inputs(mod)[0]
+
+
+def test_training_runs_the_original_forward_and_drops_the_cache(sampled):
+    op, mod, fn, x = _prepared_module(sampled)
     with torch.no_grad():
         mod(x), mod(x)
     assert (fn.misses, fn.hits) == (1, 1)
@@ -117,12 +122,7 @@ def test_split_keeps_a_forward_whose_prepared_name_is_reassigned_from_the_data()
 
 def test_new_weight_tensors_are_never_mistaken_for_the_cached_ones(sampled):
     # functional use: fresh weight tensors each call (same shapes, possibly the same memory)
-    op = next(op for op in sampled
-              if isinstance(build_module(op, MAPPING, implementation="fast:min")._select(torch.empty(0)),
-                            PreparedForward))
-    mod = build_module(op, MAPPING, implementation="fast:min").double()
-    fn = mod._select(torch.empty(0))
-    x = _inputs(mod)[0]
+    op, mod, fn, x = _prepared_module(sampled)
     with torch.no_grad():
         for k in range(3):
             ws = [torch.randn_like(w) for w in mod.weights]
