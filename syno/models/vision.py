@@ -18,8 +18,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models.resnet import Bottleneck, ResNet
 
 from .placeholder import replace_convs
 
@@ -36,7 +34,15 @@ def _conv_like(old: nn.Conv2d, *, in_channels: int, kernel_size: int, stride: in
     return conv
 
 
-def _adapt_resnet(model: ResNet, image_size: int, in_channels: int) -> ResNet:
+def _tvm():
+    # torchvision is imported where a torchvision model is built, not with this module: it costs
+    # ~2.5 s per process (5.8 s for `import torchvision` vs 3.3 s for torch on the 2-core VM), which
+    # every search worker of the tiny CNN (`syno demo`) paid at start without using it
+    from torchvision import models
+    return models
+
+
+def _adapt_resnet(model: nn.Module, image_size: int, in_channels: int) -> nn.Module:
     if image_size <= CIFAR_STEM_MAX_SIZE:
         model.conv1 = _conv_like(model.conv1, in_channels=in_channels, kernel_size=3, stride=1)
         model.maxpool = nn.Identity()
@@ -46,11 +52,11 @@ def _adapt_resnet(model: ResNet, image_size: int, in_channels: int) -> ResNet:
 
 
 def resnet18(num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    return _adapt_resnet(tvm.resnet18(num_classes=num_classes), image_size, in_channels)
+    return _adapt_resnet(_tvm().resnet18(num_classes=num_classes), image_size, in_channels)
 
 
 def resnet34(num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    return _adapt_resnet(tvm.resnet34(num_classes=num_classes), image_size, in_channels)
+    return _adapt_resnet(_tvm().resnet34(num_classes=num_classes), image_size, in_channels)
 
 
 def resnext29_2x64d(num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
@@ -60,6 +66,8 @@ def resnext29_2x64d(num_classes: int, image_size: int, in_channels: int = 3) -> 
     removed. (The original passed ``[3, 3, 3, 0]``, which makes torchvision build one 2048-channel
     ``layer4`` block anyway, and ignored ``num_classes``; see docs/models.md.)
     """
+    from torchvision.models.resnet import Bottleneck, ResNet
+
     model = ResNet(Bottleneck, [3, 3, 3, 1], num_classes=num_classes, groups=2, width_per_group=64)
     model.layer4 = nn.Identity()
     model.fc = nn.Linear(256 * Bottleneck.expansion, num_classes)
@@ -68,7 +76,7 @@ def resnext29_2x64d(num_classes: int, image_size: int, in_channels: int = 3) -> 
 
 
 def densenet121(num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    model = tvm.densenet121(num_classes=num_classes)
+    model = _tvm().densenet121(num_classes=num_classes)
     f = model.features
     if image_size <= CIFAR_STEM_MAX_SIZE:
         f.conv0 = _conv_like(f.conv0, in_channels=in_channels, kernel_size=3, stride=1)
@@ -79,7 +87,7 @@ def densenet121(num_classes: int, image_size: int, in_channels: int = 3) -> nn.M
 
 
 def efficientnet_v2_s(num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    model = tvm.efficientnet_v2_s(num_classes=num_classes)
+    model = _tvm().efficientnet_v2_s(num_classes=num_classes)
     stem: nn.Conv2d = model.features[0][0]
     stride = 1 if image_size <= CIFAR_STEM_MAX_SIZE else 2
     if stride != 2 or in_channels != 3:
