@@ -14,6 +14,8 @@ the rest, reading the prepared tensors as arguments. :class:`PreparedForward` ru
 weights), keyed by the weights' storage and version counters, the layout flag, the device and the
 autocast state, and the original forward otherwise (training, ``torch.compile``, CUDA-graph
 capture of a first call). The cut works on the source's syntax tree, so it serves every emitter.
+A CUDA graph captured at inference replays the prepared tensors it captured (like Inductor's
+freezing): weights changed in place afterwards need an eager no-grad call and a new capture.
 """
 
 from __future__ import annotations
