@@ -139,7 +139,8 @@ class PreparedForward:
         self.hits = self.misses = 0
 
     def __call__(self, x: torch.Tensor, *weights: torch.Tensor):
-        if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))):
+        if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
+                or any(w.is_inference() for w in weights)):  # inference tensors have no version counter
             self._key, self._prepared, self._held = None, (), ()  # training: the weights move, drop what was kept
             return self.forward(x, *weights)
         flag = (self.layout(x),) if self.layout is not None else ()

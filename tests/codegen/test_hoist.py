@@ -130,3 +130,14 @@ def test_new_weight_tensors_are_never_mistaken_for_the_cached_ones(sampled):
             assert (fn(x, *ws) - ref).abs().max() <= 1e-9 * (1 + ref.abs().max()), k
             del ws
     assert fn.misses == 3
+
+
+def test_inference_mode_and_inference_tensor_weights(sampled):
+    op, mod, fn, x = _prepared_module(sampled)
+    ref = reference_forward(op, MAPPING, [x] + [w.detach() for w in mod.weights])
+    tol = 1e-9 * (1 + ref.abs().max())
+    with torch.inference_mode():
+        assert (mod(x) - ref).abs().max() <= tol and (mod(x) - ref).abs().max() <= tol
+        assert fn.hits >= 1
+        frozen = [w.detach().clone() for w in mod.weights]  # inference tensors: no version counter
+        assert (fn(x, *frozen) - ref).abs().max() <= tol
