@@ -62,12 +62,13 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
     layout: ast.Assign | None = None
     hoisted_names: set[str] = set()
     for st in fn.body:
-        if isinstance(st, ast.Assign) and _writes(st) == {LAYOUT_FLAG} and layout is None:
+        if (isinstance(st, ast.Assign) and _writes(st) == {LAYOUT_FLAG} and layout is None
+                and _reads(st.value) <= {data} | _GLOBALS):  # layout(x) recomputes it outside the forward
             layout = st
             kept.append(st)
             known.add(LAYOUT_FLAG)
             continue
-        if isinstance(st, (ast.Assign, ast.If)) and _hoistable(st, known, weights):
+        if isinstance(st, (ast.Assign, ast.If)) and _hoistable(st, known):
             hoisted.append(st)
             names = _writes(st)
             known |= names
@@ -106,7 +107,7 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
     return PreparedSource(src(prepare), src(main), layout_src, outputs)
 
 
-def _hoistable(st: ast.stmt, known: set[str], weights: list[str]) -> bool:
+def _hoistable(st: ast.stmt, known: set[str]) -> bool:
     """Reads nothing but weights, prepared names, the layout flag and module globals, and reads at
     least one weight-derived name (``t = None`` is left where it is)."""
     reads = _reads(st)

@@ -141,3 +141,17 @@ def test_inference_mode_and_inference_tensor_weights(sampled):
         assert fn.hits >= 1
         frozen = [w.detach().clone() for w in mod.weights]  # inference tensors: no version counter
         assert (fn(x, *frozen) - ref).abs().max() <= tol
+
+
+def test_a_layout_flag_that_reads_more_than_the_input_is_not_hoisted_around():
+    src = ("def forward(x, w1):\n"
+           "    v_N = x.shape[0]\n"
+           "    cl = v_N > 1\n"
+           "    t1 = w1.t()\n"
+           "    if cl:\n"
+           "        t1 = t1.contiguous()\n"
+           "    return x @ t1\n")
+    # cl is not recomputable from x alone, so `if cl:` stays in the forward; it reassigns the prepared
+    # t1 there, so nothing is hoisted at all (the forward runs as written)
+    assert split_prepare(src) is None
+    assert split_prepare(src.replace("    cl = v_N > 1\n", "    cl = x.is_contiguous()\n")).layout
