@@ -296,21 +296,16 @@ class Emitter:
         """``name`` summed over the classes ``summed``. Classes of static size 1 are squeezed out
         (a view): summing over them would copy the whole tensor for nothing, and in the resnet18
         space such stages copied 300 MB intermediates at N=128."""
-        axes = self.axes[name]
         ones = [c for c in summed if c not in self.dyn_cls and self.plan.values[c] == 1]
-        dst = self.fresh()
-        src = name
-        if ones:
-            self.emit(f"{dst} = {src}.squeeze({tuple(axes.index(c) for c in ones)})")
-            axes = [c for c in axes if c not in ones]
-            src, dst = dst, None
         rest = [c for c in summed if c not in ones]
-        if rest:
-            dst = dst or self.fresh()
-            self.emit(f"{dst} = {src}.sum(dim={tuple(axes.index(c) for c in rest)})")
-            axes = [c for c in axes if c not in rest]
-            src = dst
-        self.axes[src] = axes
+        src = name
+        for call, classes in (("squeeze(", ones), ("sum(dim=", rest)):
+            if classes:
+                axes = self.axes[src]
+                dst = self.fresh()
+                self.emit(f"{dst} = {src}.{call}{tuple(axes.index(c) for c in classes)})")
+                self.axes[dst] = [c for c in axes if c not in classes]
+                src = dst
         return src
 
     def step_output(self, step: Step, srcs) -> str:

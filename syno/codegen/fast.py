@@ -511,12 +511,8 @@ def variant_source(module, name: str) -> str:
 
 
 def build_variant(module, name: str) -> Callable:
-    from .hoist import with_prepared_weights
-    from .torch import compile_source
-    source = variant_source(module, name)
-    tag = name.replace(":", "-")
-    return with_prepared_weights(compile_source(source, "forward", tag=tag), source,
-                                 lambda src, fn: compile_source(src, fn, tag=tag))
+    from .torch import compile_forward
+    return compile_forward(variant_source(module, name), tag=name.replace(":", "-"))
 
 
 def candidate_variants(module) -> list[str]:

@@ -74,14 +74,10 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
             known |= names
             hoisted_names |= names
             continue
-        if isinstance(st, ast.Delete):
-            gone = {t.id for t in st.targets if isinstance(t, ast.Name)}
+        if isinstance(st, ast.Delete):  # prepared names are main's arguments: not deleted there
             rest = [t for t in st.targets if not (isinstance(t, ast.Name) and t.id in hoisted_names)]
-            if rest and len(rest) < len(st.targets):
-                st = ast.Delete(targets=rest)
-            elif not rest and gone:
-                continue
-            kept.append(st)
+            if rest:
+                kept.append(ast.Delete(targets=rest) if len(rest) < len(st.targets) else st)
             continue
         if _writes(st) & hoisted_names:
             return None  # a prepared name reassigned from the data: keep the forward as it is
@@ -92,19 +88,12 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
     used = set().union(*(_reads(st) for st in kept)) if kept else set()
     outputs = tuple(sorted(hoisted_names & used))
     prep_args = ([LAYOUT_FLAG] if layout is not None else []) + weights
-    prepare = ast.FunctionDef(
-        name="prepare", args=_args(prep_args), decorator_list=[], returns=None, type_params=[],
-        body=hoisted + [ast.Return(ast.Tuple([ast.Name(n, ast.Load()) for n in outputs], ast.Load()))])
-    main = ast.FunctionDef(name="main", args=_args([data, *weights, *outputs]), decorator_list=[],
-                           returns=None, type_params=[], body=kept)
-    layout_src = None
-    if layout is not None:
-        body = [ast.Return(layout.value)]
-        layout_src = ast.unparse(ast.fix_missing_locations(ast.Module(
-            [ast.FunctionDef(name="layout", args=_args([data]), decorator_list=[], returns=None,
-                             type_params=[], body=body)], [])))
-    src = lambda f: ast.unparse(ast.fix_missing_locations(ast.Module([f], [])))  # noqa: E731
-    return PreparedSource(src(prepare), src(main), layout_src, outputs)
+    returned = ast.Return(ast.Tuple([ast.Name(n, ast.Load()) for n in outputs], ast.Load()))
+    return PreparedSource(
+        _function("prepare", prep_args, hoisted + [returned]),
+        _function("main", [data, *weights, *outputs], kept),
+        _function("layout", [data], [ast.Return(layout.value)]) if layout is not None else None,
+        outputs)
 
 
 def _hoistable(st: ast.stmt, known: set[str]) -> bool:
@@ -120,9 +109,12 @@ def _hoistable(st: ast.stmt, known: set[str]) -> bool:
     return True
 
 
-def _args(names: list[str]) -> ast.arguments:
-    return ast.arguments(posonlyargs=[], args=[ast.arg(n) for n in names], vararg=None, kwonlyargs=[],
+def _function(name: str, params: list[str], body: list[ast.stmt]) -> str:
+    """Source of ``def name(*params): body``."""
+    args = ast.arguments(posonlyargs=[], args=[ast.arg(n) for n in params], vararg=None, kwonlyargs=[],
                          kw_defaults=[], kwarg=None, defaults=[])
+    fn = ast.FunctionDef(name=name, args=args, decorator_list=[], returns=None, type_params=[], body=body)
+    return ast.unparse(ast.fix_missing_locations(ast.Module([fn], [])))
 
 
 class PreparedForward:
@@ -151,8 +143,7 @@ class PreparedForward:
         key = (flag, x.device, torch.is_autocast_enabled(x.device.type),
                torch.get_autocast_dtype(x.device.type) if x.device.type in ("cuda", "cpu") else None,
                tuple(w._version for w in weights))
-        if key != self._key or len(weights) != len(self._held) or any(
-                a is not b for a, b in zip(weights, self._held)):
+        if key != self._key or any(a is not b for a, b in zip(weights, self._held)):
             if x.is_cuda and torch.cuda.is_current_stream_capturing():
                 return self.forward(x, *weights)  # a first call inside a capture: nothing kept
             with torch.no_grad():
@@ -164,10 +155,11 @@ class PreparedForward:
         return self.main(x, *weights, *self._prepared)
 
 
-def with_prepared_weights(forward: Callable, source: str, compile_source: Callable[..., Callable]) -> Callable:
-    """``forward`` wrapped in a :class:`PreparedForward` when its source has weight preparation
-    to hoist, else ``forward`` itself (always, with ``SYNO_PREPARE_WEIGHTS=0`` at build time: the
-    switch for side-by-side measurements)."""
+def with_prepared_weights(source: str, compile_source: Callable[[str, str], Callable]) -> Callable:
+    """``source``'s ``forward`` compiled with ``compile_source(source, fn_name)``, wrapped in a
+    :class:`PreparedForward` when it has weight preparation to hoist (never with
+    ``SYNO_PREPARE_WEIGHTS=0`` at build time: the switch for side-by-side measurements)."""
+    forward = compile_source(source, "forward")
     if os.environ.get("SYNO_PREPARE_WEIGHTS", "1") == "0":
         return forward
     split = split_prepare(source)

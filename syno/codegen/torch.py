@@ -52,6 +52,13 @@ def compile_source(source: str, fn_name: str, tag: str = "syno") -> Callable:
     return fn
 
 
+def compile_forward(source: str, tag: str = "syno") -> Callable:
+    """A generated ``forward(x, *weights)``, its weight preparation cached at inference
+    (:mod:`syno.codegen.hoist`)."""
+    from .hoist import with_prepared_weights
+    return with_prepared_weights(source, lambda src, fn: compile_source(src, fn, tag=tag))
+
+
 class SynoModule(nn.Module):
     """A generated operator module. Build with :func:`build_module`."""
 
@@ -97,8 +104,7 @@ class SynoModule(nn.Module):
     # -- code ------------------------------------------------------------------------------
     def _setup_code(self) -> None:
         self.source = emit_forward(self.plan, "forward")
-        from .hoist import with_prepared_weights
-        self._reference = with_prepared_weights(compile_source(self.source, "forward"), self.source, compile_source)
+        self._reference = compile_forward(self.source)
         lines, expr = macs_expr(self.plan, "inp")
         self._macs_src = "def count_macs(inp):\n" + "".join(f"    {l}\n" for l in lines) + f"    return {expr}\n"
         self._macs_fn = compile_source(self._macs_src, "count_macs")
