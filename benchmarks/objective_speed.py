@@ -47,7 +47,7 @@ def _overrides(args, kind: str, root: Path) -> dict[str, Any]:
         "train.epochs": 1, "train.max_steps_per_epoch": args.steps, "train.progress": False,
         "latency.budget_ms": args.timing_ms,
     }
-    from syno.search.options import SearchOptions
+    from syno.search.options import SearchOptions, parse_value
 
     if "fidelity" in SearchOptions.model_fields:  # one proxy budget per kernel in both runs (no promotions)
         o["fidelity.enabled"] = False
@@ -55,10 +55,7 @@ def _overrides(args, kind: str, root: Path) -> dict[str, Any]:
         o["implementation"] = args.implementation
     for item in args.sets:
         key, _, value = item.partition("=")
-        try:
-            o[key] = json.loads(value)
-        except ValueError:
-            o[key] = value
+        o[key] = parse_value(value)  # as `syno search --set`
     if kind == "speed" and args.min_speedup is not None:
         o["objective.min_speedup"] = args.min_speedup
     if args.gpu:
