@@ -39,6 +39,7 @@ CPU smoke test (tiny preset and tiny model, seconds)::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -214,6 +215,14 @@ def peak_bytes(model, x) -> int:
     return measure_peak_bytes(lambda x: model(x), x)
 
 
+def traffic(model_name: str, batch: int, factory=None) -> dict:
+    """Kernels, bytes moved and the roofline estimate of one eager forward, counted per ATen op on
+    the meta device (:mod:`syno.bench.traffic`): what the measured time is compared with besides MACs."""
+    from syno.bench.traffic import count_forward
+    counted = count_forward(build(model_name, batch, factory), example(model_name, batch, "cpu"))
+    return {"kernels": counted.kernels, "bytes_moved": counted.bytes, "roofline_ms": counted.seconds() * 1e3}
+
+
 def measure(model, x, mode: str, reps: int) -> float:
     from syno.codegen.registry import compile_model
 
@@ -262,19 +271,25 @@ def summarize(rows: list[dict], device_name: str) -> str:
         if r.get("kind") == "operator":
             groups.setdefault((r["planner"], r["batch"], r["mode"]), []).append(r)
     out.append("| planner | N | mode | ok / total | too_costly | errors | median speedup | p10 | p90 | "
-               "faster | worst | Spearman(MACs ratio, time ratio) | max peak / baseline |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+               "faster | worst | Spearman(MACs ratio, time ratio) | Spearman(bytes moved, time) | Spearman(roofline, time) | "
+               "Spearman(MACs ratio, roofline) | max peak / baseline | max (peak + prepared weights) / baseline |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     details = []
     for (planner, batch, mode), rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "ok"]
         sp = sorted(r["speedup"] for r in ok)
         q = (lambda p: sp[min(len(sp) - 1, int(p * len(sp)))]) if sp else (lambda p: math.nan)
         rho = spearman([r["macs_ratio"] for r in ok], [1 / r["speedup"] for r in ok])
+        counted = [r for r in ok if "roofline_ms" in r]
+        rho_bytes = spearman([r["bytes_moved"] for r in counted], [1 / r["speedup"] for r in counted])
+        rho_roof = spearman([r["roofline_ms"] for r in counted], [1 / r["speedup"] for r in counted])
+        rho_macs_roof = spearman([r["macs_ratio"] for r in counted], [r["roofline_ms"] for r in counted])
         peak = max((r["peak_ratio"] for r in ok), default=math.nan)
+        held = max((r.get("held_ratio", r["peak_ratio"]) for r in ok), default=math.nan)
         out.append(f"| {planner} | {batch} | {mode} | {len(ok)} / {len(rs)} | "
                    f"{sum(r['status'] == 'too_costly' for r in rs)} | {sum(r['status'] == 'error' for r in rs)} | "
                    f"{statistics.median(sp) if sp else math.nan:.3f}x | {q(0.1):.3f}x | {q(0.9):.3f}x | "
-                   f"{sum(s > 1 for s in sp)} / {len(sp)} | {sp[0] if sp else math.nan:.3f}x | {rho:.2f} | {peak:.2f}x |")
+                   f"{sum(s > 1 for s in sp)} / {len(sp)} | {sp[0] if sp else math.nan:.3f}x | {rho:.2f} | {rho_bytes:.2f} | {rho_roof:.2f} | {rho_macs_roof:.2f} | {peak:.2f}x | {held:.2f}x |")
         best = sorted(ok, key=lambda r: -r["speedup"])[:5]
         worst = sorted(ok, key=lambda r: r["speedup"])[:1]
         details.append(f"\n## {planner}, N={batch}, {mode}\n")
@@ -335,6 +350,7 @@ def main(argv=None) -> int:
         with rows_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 
+    from syno.codegen.hoist import live_prepared_bytes
     ops = load_operators(out, preset, count, args.seed, log)
     base: dict[tuple, dict] = {(r["batch"], r["mode"]): r for r in rows if r.get("kind") == "baseline"}
     for batch in batches:
@@ -344,7 +360,8 @@ def main(argv=None) -> int:
             model = build(model_name, batch).to(device)
             x = example(model_name, batch, device)
             row = {"kind": "baseline", "batch": batch, "mode": mode, "device": dev_name,
-                   "ms": measure(model, x, mode, reps), "peak_bytes": peak_bytes(model, x)}
+                   "ms": measure(model, x, mode, reps), "peak_bytes": peak_bytes(model, x),
+                   **traffic(model_name, batch)}
             record(row)
             base[(batch, mode)] = row
             log(f"baseline N={batch} {mode}: {row['ms']:.3f} ms, peak {row['peak_bytes'] / 2**20:.1f} MB")
@@ -372,8 +389,13 @@ def main(argv=None) -> int:
                 x = example(model_name, batch, device)
                 row["ms"] = measure(model, x, mode, reps)
                 row["peak_bytes"] = peak_bytes(model, x)
+                # weights prepared once at inference (syno.codegen.hoist) live outside the forward's
+                # peak: recorded so the memory a model keeps is reported too
+                row["prepared_bytes"] = live_prepared_bytes()
+                row.update(traffic(model_name, batch, factory_for(op, planner, args.implementation)))
                 b = base[(batch, mode)]
-                row.update(status="ok", speedup=b["ms"] / row["ms"], peak_ratio=row["peak_bytes"] / b["peak_bytes"])
+                row.update(status="ok", speedup=b["ms"] / row["ms"], peak_ratio=row["peak_bytes"] / b["peak_bytes"],
+                           held_ratio=(row["peak_bytes"] + row["prepared_bytes"]) / b["peak_bytes"])
             except Exception as exc:  # noqa: BLE001 - one failing operator is a row, not the end of the run
                 from syno.codegen.cost import PlanTooCostly
                 row["status"] = "too_costly" if isinstance(exc, PlanTooCostly) else "error"
@@ -382,6 +404,7 @@ def main(argv=None) -> int:
                     row["traceback"] = traceback.format_exc(limit=4)[-2000:]
             finally:
                 del model
+                gc.collect()  # the next row's prepared-weight count must not see this model's caches
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             row["wall_s"] = time.monotonic() - t0

@@ -7,8 +7,9 @@ step, so that work belongs to each forward (and to autograd). At inference it re
 tensors on every call: measured on an H100 (benchmarks/README.md, space speed), the slowest
 ResNet-18 operators at N=1 rolled a 56 MB weight per layer per forward.
 
-:func:`split_prepare` cuts a forward's source into ``prepare(cl, w1, ...)``, the statements that
-read only weights (and the input's memory layout flag ``cl``), and ``main(x, w1, ..., p1, ...)``,
+:func:`split_prepare` cuts a forward's source into ``prepare(cl, x_device, x_dtype, w1, ...)``, the
+statements that read only weights, constants (a selection tensor built on the input's device in its
+dtype) and the input's memory layout flag ``cl``, and ``main(x, w1, ..., p1, ...)``,
 the rest, reading the prepared tensors as arguments. :class:`PreparedForward` runs ``main`` with
 ``prepare``'s result cached while no weight needs a gradient (``torch.no_grad`` or frozen
 weights), keyed by the weights' storage and version counters, the layout flag, the device and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,11 +31,26 @@ import torch
 
 _GLOBALS = {"torch", "F", "math", "None", "True", "False"}
 LAYOUT_FLAG = "cl"
+#: the data's attributes a prepared statement may read (``x.device`` -> ``x_device``): constants
+#: such as selection tensors are built on the data's device in its dtype; both are in the cache key
+DATA_META = ("device", "dtype")
+
+
+class _DataMeta(ast.NodeTransformer):
+    """Rewrites ``<data>.device`` / ``<data>.dtype`` into the names ``<data>_device`` / ``<data>_dtype``."""
+
+    def __init__(self, data: str):
+        self.data = data
+
+    def visit_Attribute(self, node: ast.Attribute):
+        if isinstance(node.value, ast.Name) and node.value.id == self.data and node.attr in DATA_META:
+            return ast.copy_location(ast.Name(f"{self.data}_{node.attr}", ast.Load()), node)
+        return self.generic_visit(node)
 
 
 @dataclass(frozen=True)
 class PreparedSource:
-    prepare: str          # def prepare(cl, w1, ...) -> tuple of the prepared names
+    prepare: str          # def prepare(cl, x_device, x_dtype, w1, ...) -> tuple of the prepared names
     main: str             # def main(x, w1, ..., <prepared names>)
     layout: str | None    # def layout(x) -> the forward's ``cl`` flag (None: the forward has none)
     outputs: tuple[str, ...]
@@ -56,7 +73,8 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
         return None
     params = [a.arg for a in fn.args.args]
     data, weights = params[0], params[1:]
-    known = set(weights)              # names whose value depends on weights (and the layout) only
+    meta = [f"{data}_{a}" for a in DATA_META]
+    known = set(weights) | set(meta)  # names whose value depends on weights, the layout, device and dtype only
     hoisted: list[ast.stmt] = []
     kept: list[ast.stmt] = []
     layout: ast.Assign | None = None
@@ -68,8 +86,9 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
             kept.append(st)
             known.add(LAYOUT_FLAG)
             continue
-        if isinstance(st, (ast.Assign, ast.If)) and _hoistable(st, known):
-            hoisted.append(st)
+        lifted = _DataMeta(data).visit(ast.parse(ast.unparse(st)).body[0])  # a copy: st stays as it is
+        if isinstance(st, (ast.Assign, ast.If)) and _hoistable(lifted, known):
+            hoisted.append(lifted)
             names = _writes(st)
             known |= names
             hoisted_names |= names
@@ -87,7 +106,7 @@ def split_prepare(source: str, fn_name: str = "forward") -> PreparedSource | Non
         return None
     used = set().union(*(_reads(st) for st in kept)) if kept else set()
     outputs = tuple(sorted(hoisted_names & used))
-    prep_args = ([LAYOUT_FLAG] if layout is not None else []) + weights
+    prep_args = ([LAYOUT_FLAG] if layout is not None else []) + meta + weights
     returned = ast.Return(ast.Tuple([ast.Name(n, ast.Load()) for n in outputs], ast.Load()))
     return PreparedSource(
         _function("prepare", prep_args, hoisted + [returned]),
@@ -130,6 +149,12 @@ class PreparedForward:
         self._prepared: tuple = ()
         self._held: tuple = ()
         self.hits = self.misses = 0
+        _LIVE.add(self)
+
+    @property
+    def prepared_bytes(self) -> int:
+        """Bytes of the distinct storages this forward keeps prepared (0 before the first call)."""
+        return sum(_storages(self._prepared).values())
 
     def __call__(self, x: torch.Tensor, *weights: torch.Tensor):
         if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
@@ -140,19 +165,38 @@ class PreparedForward:
         # the weights themselves are held with the key (identity, not addresses: a new tensor in a
         # freed weight's memory, e.g. a dequantized copy per call, must not hit), and their
         # version counters (in-place updates)
-        key = (flag, x.device, torch.is_autocast_enabled(x.device.type),
-               torch.get_autocast_dtype(x.device.type) if x.device.type in ("cuda", "cpu") else None,
+        amp = x.device.type in ("cuda", "cpu")  # autocast has no state for other devices (meta, mps)
+        key = (flag, x.device, x.dtype, amp and torch.is_autocast_enabled(x.device.type),
+               torch.get_autocast_dtype(x.device.type) if amp else None,
                tuple(w._version for w in weights))
         if key != self._key or any(a is not b for a, b in zip(weights, self._held)):
             if x.is_cuda and torch.cuda.is_current_stream_capturing():
                 return self.forward(x, *weights)  # a first call inside a capture: nothing kept
             with torch.no_grad():
-                self._prepared = self.prepare(*flag, *weights)
+                self._prepared = self.prepare(*flag, x.device, x.dtype, *weights)
             self._key, self._held = key, weights
             self.misses += 1
         else:
             self.hits += 1
         return self.main(x, *weights, *self._prepared)
+
+
+#: every live prepared forward, so a benchmark can count what the caches hold
+_LIVE: "weakref.WeakSet[PreparedForward]" = weakref.WeakSet()
+
+
+def _storages(tensors) -> dict[int, int]:
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in tensors if isinstance(t, torch.Tensor)}
+
+
+def live_prepared_bytes() -> int:
+    """Bytes held by the weight caches of every live :class:`PreparedForward` (distinct storages):
+    memory a model keeps besides its parameters once it has run at inference."""
+    held: dict[int, int] = {}
+    for fwd in list(_LIVE):
+        held.update(_storages(fwd._prepared))
+    return sum(held.values())
 
 
 def with_prepared_weights(source: str, compile_source: Callable[[str, str], Callable]) -> Callable:

@@ -116,8 +116,31 @@ def test_split_keeps_a_forward_whose_prepared_name_is_reassigned_from_the_data()
           "    del t1\n"
           "    return t2\n")
     split = split_prepare(ok)
-    assert split.outputs == ("t1",) and split.prepare.startswith("def prepare(cl, w1)")
+    assert split.outputs == ("t1",) and split.prepare.startswith("def prepare(cl, x_device, x_dtype, w1)")
     assert "if cl:" in split.prepare and "del" not in split.main
+
+
+def test_constants_built_on_the_data_device_are_prepared_once():
+    # a selection tensor reads only x.device / x.dtype: hoisted with the weight it is folded into,
+    # so an inference forward is the data statements alone
+    src = ("def forward(x, w1):\n"
+           "    e1 = (torch.arange(4, device=x.device)[:, None] == torch.arange(4, device=x.device)[None, :]).to(x.dtype)\n"
+           "    t2 = torch.einsum('ab,bc->ac', w1, e1)\n"
+           "    del e1\n"
+           "    t3 = x @ t2\n"
+           "    return t3\n")
+    split = split_prepare(src)
+    assert split.outputs == ("t2",) and "arange" in split.prepare and "arange" not in split.main
+    assert "x_device" in split.prepare and "x.device" not in split.prepare
+    from syno.codegen.torch import compile_forward
+    fwd = compile_forward(src)
+    w = torch.randn(4, 4)
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.float64):  # the dtype is part of the key
+            x, wd = torch.randn(3, 4, dtype=dtype), w.to(dtype)
+            assert torch.allclose(fwd(x, wd), x @ wd)
+            assert fwd(x, wd).dtype == dtype
+    assert fwd.misses == 2
 
 
 def test_new_weight_tensors_are_never_mistaken_for_the_cached_ones(sampled):
