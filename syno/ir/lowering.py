@@ -423,6 +423,13 @@ class _Searcher:
         return (m not in t[0] and any(w in s[0] for s in side)
                 and not any(u in s[0] or m in s[0] for s in side))
 
+    @staticmethod
+    def on_windows(tensors, f: FwdOp) -> bool:
+        """The view reshapes a tensor that still has lazy (conv) windows: it would copy them out
+        (a merge of the unfolded axis with its neighbour, before the contraction). Such a view is
+        a choice, not an eager step: done after the contraction, it reshapes the conv's result."""
+        return any(t[2] and any(c in t[0] for c in f.tops) for t in tensors)
+
     def view(self, tensors: tuple[Tensor, ...], pending: frozenset, fi: int, inverse: bool):
         """Apply forward op ``fi`` (or its inverse) to all holders; None if not applicable.
         Returns (new tensors, terms of the numels created (peak), increasing?, terms of the
@@ -486,7 +493,7 @@ class _Searcher:
             progress = False
             for fi in sorted(pending):
                 f = self.an.fops[fi]
-                if f.kind not in _EAGER:
+                if f.kind not in _EAGER or self.on_windows(tensors, f):
                     continue
                 r = self.view(tensors, pending, fi, False)
                 if r is None or r[2]:
@@ -517,7 +524,7 @@ class _Searcher:
         for fi in sorted(pending):
             f = self.an.fops[fi]
             r = self.view(tensors, pending, fi, False)
-            if r is not None and (r[2] or f.kind not in _EAGER):
+            if r is not None and (r[2] or f.kind not in _EAGER or self.on_windows(tensors, f)):
                 yield Action("fwd", fi), r[0], pending - {fi}, None, r[1], r[3]
             if f.kind in ("split", "merge"):
                 r = self.view(tensors, pending, fi, True)
