@@ -194,15 +194,55 @@ class Emitter:
         if (prev is not None and prev[1] == name and prev[0] < len(self.lines)
                 and all(l.lstrip().startswith("#") for l in self.lines[prev[0] + 1:])):
             # a shift of a fresh roll's result (consumed only here): one roll, one copy
-            at, _, base, dims = prev
-            dims = dims + (i,)
-            self.lines[at] = f"    {dst} = torch.roll({base}, {(-1,) * len(dims)}, {dims})"
-            self._last_roll = (at, dst, base, dims)
+            at, _, base, dims, shifts = prev
+            dims, shifts = dims + (i,), shifts + (-1,)
+            self.lines[at] = f"    {dst} = torch.roll({base}, {shifts}, {dims})"
+            self._last_roll = (at, dst, base, dims, shifts)
+        elif (folded := self._roll_through_reshapes(prev, name, i)) is not None:
+            # a shift of a reshape of a fresh roll's result, on the outer factor of one of the
+            # rolled tensor's axes: the same roll, one copy (rolling the outer factor of a size
+            # A*B axis by 1 is rolling the axis by B)
+            at, rolled, base, dims, shifts = prev
+            dims, shifts = dims + (folded[0],), shifts + (-folded[1],)
+            self.lines[at] = f"    {rolled} = torch.roll({base}, {shifts}, {dims})"
+            self._last_roll = (at, rolled, base, dims, shifts)
+            self.axes[name] = new_axes  # the reshape of the new roll is the shifted tensor
+            return name
         else:
             self.emit(f"{dst} = torch.roll({name}, -1, {i})")
-            self._last_roll = (len(self.lines) - 1, dst, name, (i,))
+            self._last_roll = (len(self.lines) - 1, dst, name, (i,), (-1,))
         self.axes[dst] = new_axes
         return dst
+
+    _RESHAPE = re.compile(r"^\s*(\w+) = (\w+)\.reshape\(.*\)$")
+
+    def _roll_through_reshapes(self, prev, name: str, i: int) -> tuple[int, int] | None:
+        """``(axis of the roll's result, elements per step)`` when ``name`` is reached from the last
+        roll's result through reshapes alone (nothing else emitted since) and its axis ``i`` is the
+        outer factor of one axis of the rolled tensor; None otherwise."""
+        if prev is None or prev[0] >= len(self.lines):
+            return None
+        cur = prev[1]
+        for line in self.lines[prev[0] + 1:]:
+            if line.lstrip().startswith("#"):
+                continue
+            m = self._RESHAPE.match(line)
+            if m is None or m.group(2) != cur:
+                return None
+            cur = m.group(1)
+        if cur != name or cur == prev[1]:
+            return None
+        size = self.plan.values
+        outer = [size[c] for c in self.axes[prev[1]]]
+        inner = [size[c] for c in self.axes[name]]
+        start = math.prod(inner[:i])
+        for j in range(len(outer)):
+            if math.prod(outer[:j]) == start and outer[j] % inner[i] == 0 and inner[i] > 1:
+                end = math.prod(outer[:j + 1])
+                if any(math.prod(inner[:k]) == end for k in range(i + 1, len(inner) + 1)):
+                    return j, outer[j] // inner[i]
+                return None
+        return None
 
     def step_stride(self, step: Step, srcs) -> str:
         self._view_comment(step)

@@ -166,3 +166,32 @@ def test_every_alternative_lowering_equals_reference(op):
             y = mod._get_impl(v)(x, *ws)
             assert y.shape == ref.shape
             assert ref.numel() == 0 or (y - ref).abs().max().item() <= tol, (opts, v)
+
+
+# resnet18-preset operator #10 of the shipped sample (benchmarks/data/operators-resnet18-0.jsonl):
+# shift H, split W = 8 x 7, shift the 8-axis, unfold 3 taps over the 7-axis, merge back, contract.
+# Before: two rolls, the windows copied out by the merge (3x the input) and a 192-channel 1x1 conv;
+# now one roll over both axes and a (1, 3) conv over the W blocks, nothing else.
+SHIFT_SPLIT_UNFOLD = DATA / "shift_split_unfold_merge.json"
+
+
+def test_merge_of_windows_waits_for_the_conv_and_rolls_fold_into_one():
+    op = Operator.from_json(SHIFT_SPLIT_UNFOLD.read_text())
+    m = {"N": 2, "C_in": 64, "C_out": 64, "H": 14}
+    mod = build_module(op, m, implementation="fast:min").double()
+    for w in mod.weights:
+        torch.nn.init.normal_(w)
+    from syno.codegen.fast import variant_source
+    src = variant_source(mod, "fast:min")
+    assert src.count("torch.roll(") == 1 and "(-1, -7), (2, 3)" in src, src
+    assert src.count("F.conv2d(") == 1 and ".unfold(" not in src, src
+    x = torch.randn(2, 64, 14, 14, dtype=torch.float64)
+    ref = reference_forward(op, m, [x] + list(mod.weights))
+    with torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
+    # what the emitter copies: one input-sized roll, no window copies (counted on meta, N=128)
+    from syno.bench.traffic import count_forward
+    big = build_module(op, {"N": 128, "C_in": 64, "C_out": 64, "H": 56}, implementation="fast:min")
+    names = [o.name for o in count_forward(big, torch.empty(128, 64, 56, 56, device="meta")).ops]
+    assert names == ["roll", "convolution"], names
