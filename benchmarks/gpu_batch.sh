@@ -15,6 +15,7 @@
 #   objective issue #16: --objective speed vs accuracy                      (benchmarks/objective_speed.py)
 #   ncu      issue #15: Nsight Compute per-kernel time/bytes, conv vs ours   (benchmarks/profile_layer.py)
 #   notune   issue #18: no tuning inside forward on CUDA                     (pytest -m gpu)
+# Knobs (environment): SPACE_COUNT, SPACE_WALL, SPACE_COMPILED, OBJ_BUDGET (seconds, both searches).
 # Each part writes under $OUT/<part>/ and its log to $OUT/<part>.log; a part that fails or runs out
 # of time does not stop the others.
 #
@@ -65,15 +66,16 @@ for p in $PARTS; do
         part gputest 420 python -m pytest -m gpu -x -q tests/codegen/test_triton_gpu.py ;;
     space)  # the shipped sample (sampling 200 on the device's CPU would cost minutes of device time)
         mkdir -p "$OUT/space" && cp benchmarks/data/operators-resnet18-0.jsonl "$OUT/space/"
-        part space 460 python benchmarks/space_speed.py --out "$OUT/space" --planner cost --count 200 \
-            --implementation fast:min --compiled-count 4 --wall 400 ;;
+        part space $((${SPACE_WALL:-400} + 60)) python benchmarks/space_speed.py --out "$OUT/space" --planner cost \
+            --count "${SPACE_COUNT:-200}" --implementation fast:min --compiled-count "${SPACE_COMPILED:-4}" \
+            --wall "${SPACE_WALL:-400}" ;;
     before)  # the min-MAC planner of before #21 on the first operators of the same sample
         mkdir -p "$OUT/before" && cp benchmarks/data/operators-resnet18-0.jsonl "$OUT/before/"
         part before 130 python benchmarks/space_speed.py --out "$OUT/before" --planner macs --count 200 \
             --implementation fast:min --compiled-count 0 --modes eager --wall 100 ;;
     objective)
-        part objective 400 python benchmarks/objective_speed.py --gpu --evals 30 --implementation fast:min \
-            --budget-s 350 --out "$OUT/objective/objective_speed.json" ;;
+        part objective $((${OBJ_BUDGET:-350} + 50)) python benchmarks/objective_speed.py --gpu --evals 30 \
+            --implementation fast:min --budget-s "${OBJ_BUDGET:-350}" --out "$OUT/objective/objective_speed.json" ;;
     ncu)
         for L in 64@56 512@7; do
             part "ncu-$L" 100 ncu --profile-from-start off --clock-control none --csv \
