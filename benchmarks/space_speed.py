@@ -234,7 +234,10 @@ def measure(model, x, mode: str, reps: int) -> float:
     # the registry's explicit tuning step (forward never tunes): every candidate timed, as the
     # "auto" first call did before, Triton at its cached or default tiles
     compile_model(model, x, backward=False, tune_tiles=False)
-    fn_model = torch.compile(model) if mode == "compiled" else model
+    # inference compile as `syno bench` does it: Inductor freezing constant-folds what depends on
+    # weights alone (an operator's weight preparation; the baseline's BatchNorm folding), which a
+    # plain compile would recompute on every call
+    fn_model = torch.compile(model, dynamic=False, options={"freezing": True}) if mode == "compiled" else model
 
     def fn():
         with torch.no_grad():
