@@ -190,6 +190,12 @@ def _storages(tensors) -> dict[int, int]:
             for t in tensors if isinstance(t, torch.Tensor)}
 
 
+def live_prepared() -> tuple[torch.Tensor, ...]:
+    """The tensors every live :class:`PreparedForward` keeps prepared now (what a CUDA graph
+    captured at inference reads, and must keep alive)."""
+    return tuple(t for fwd in list(_LIVE) for t in fwd._prepared if isinstance(t, torch.Tensor))
+
+
 def live_prepared_bytes() -> int:
     """Bytes held by the weight caches of every live :class:`PreparedForward` (distinct storages):
     memory a model keeps besides its parameters once it has run at inference."""

@@ -196,9 +196,12 @@ def _capture(module, x) -> Callable[[], object] | None:
             pass
         return None
 
-    def replay(graph=g, keep=(module, x)):
-        # The graph reads the parameters' and the input's addresses: ``keep`` holds them alive
-        # for as long as the replay can be called. Without it, a baseline graph cached across
+    from syno.codegen.hoist import live_prepared
+
+    def replay(graph=g, keep=(module, x, live_prepared())):
+        # The graph reads the parameters', the input's and the prepared weights' addresses
+        # (syno.codegen.hoist: a later grad-mode call drops a module's cache): ``keep`` holds them
+        # alive for as long as the replay can be called. Without it, a baseline graph cached across
         # kernels replayed into memory that empty_cache() had returned to the driver (an illegal
         # memory access in every kernel of a CUDA search).
         graph.replay()
