@@ -31,6 +31,16 @@ def test_space_speed_cpu_smoke_and_resume(tmp_path):
     # a rerun measures nothing again
     assert bench.main(["--cpu", "--out", str(out), "--count", "2", "--reps", "1"]) == 0
     assert len((out / "rows.jsonl").read_text().splitlines()) == len(rows)
+    # traffic counted with the timing (--cpu), and the same numbers by --add-traffic afterwards
+    # (how rows measured on a GPU without it get them)
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    assert all(r["kernels"] > 0 and r["bytes_moved"] > 0 and r["roofline_ms"] > 0 for r in ok)
+    stripped = [{k: v for k, v in r.items() if k not in ("kernels", "bytes_moved", "roofline_ms")} for r in rows]
+    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    assert bench.main(["--cpu", "--out", str(out), "--count", "2", "--add-traffic"]) == 0
+    again = [json.loads(l) for l in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r.get("kernels"), r.get("bytes_moved")) for r in again] == [(r.get("kernels"), r.get("bytes_moved")) for r in rows]
+    assert "Spearman(roofline, time)" in (out / "summary.md").read_text()
 
 
 def test_spearman():
