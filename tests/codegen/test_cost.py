@@ -1,6 +1,5 @@
 """Cost model and memory guard: predicted peak vs measured, the blown-up family, PlanTooCostly."""
 
-import json
 import re
 from pathlib import Path
 
