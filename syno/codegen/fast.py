@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -399,12 +400,33 @@ class FastEmitter(Emitter):
             return src if perm == sorted(perm) else f"{src}.permute({', '.join(map(str, perm))})"
 
         prev = getattr(self, "_last_roll", None)
-        if (prev is None or prev[1] != src or prev[0] >= len(self.lines)
-                or not all(l.lstrip().startswith("#") for l in self.lines[prev[0] + 1:])):
+        if prev is None or prev[0] >= len(self.lines):
             return plain
-        at, _, base, dims, shifts = prev
-        self.lines[at] = f"    # roll of {base} taken into the copy below"
+        at, cur, base, dims, shifts = prev
+        # the roll's result may have been squeezed since (views): squeeze the base the same way
+        squeezes: list[int] = []
+        taken = [at]
+        for k in range(at + 1, len(self.lines)):
+            line = self.lines[k]
+            if line.lstrip().startswith("#"):
+                continue
+            m = _SQUEEZE.match(line)
+            if m is None or m.group(2) != cur:
+                return plain
+            gone = sorted(int(d) for d in m.group(3).split(",") if d.strip())
+            kept = [d for d in range(len(self.axes[cur])) if d not in gone]
+            if any(d in gone for d in dims):
+                return plain
+            dims = tuple(kept.index(d) for d in dims)
+            squeezes.append(m.group(3))
+            cur = m.group(1)
+            taken.append(k)
+        if cur != src:
+            return plain
+        for k in taken:
+            self.lines[k] = "    # roll taken into the copy below" if k == at else "    # (squeeze, below)"
         self._last_roll = None
+        base = base + "".join(f".squeeze(({g}))" for g in squeezes)
 
         def rolled(perm: list[int]) -> str:
             view = base if perm == sorted(perm) else f"{base}.permute({', '.join(map(str, perm))})"
@@ -484,6 +506,9 @@ class FastEmitter(Emitter):
         self.emit(f"{out} = F.conv{len(cs.dims)}d({inp}, {wt}, None, 1, {tuple(padding)}, 1, {conv_groups})")
         self.stats["conv"] += 1
         return out
+
+
+_SQUEEZE = re.compile(r"^\s*(\w+) = (\w+)\.squeeze\(\(([\d, ]+)\)\)$")
 
 
 @dataclass

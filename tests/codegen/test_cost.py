@@ -200,20 +200,22 @@ def test_merge_of_windows_waits_for_the_conv_and_rolls_fold_into_one():
 # resnet18-preset operator #117 of the shipped sample: unfold 3 taps, then shift the window's
 # output axis, then a grouped conv. The roll of the window view used to be copied a second time
 # into the conv's layout; the roll now writes that layout itself.
-ROLL_OF_WINDOWS = DATA / "roll_of_windows_into_conv.json"
+# #26 squeezes a size-1 axis between the roll and the conv.
+ROLL_OF_WINDOWS = [DATA / "roll_of_windows_into_conv.json", DATA / "roll_of_squeezed_windows_into_conv.json"]
 
 
-def test_roll_of_a_window_view_is_the_copy_into_the_conv_layout():
+@pytest.mark.parametrize("path", ROLL_OF_WINDOWS, ids=lambda p: p.stem)
+def test_roll_of_a_window_view_is_the_copy_into_the_conv_layout(path):
     from syno.bench.traffic import count_forward
     from syno.codegen.fast import variant_source
 
-    op = Operator.from_json(ROLL_OF_WINDOWS.read_text())
+    op = Operator.from_json(path.read_text())
     m = {"N": 2, "C_in": 64, "C_out": 64, "H": 56}
     mod = build_module(op, m, implementation="fast:min").double()
     for w in mod.weights:
         torch.nn.init.normal_(w)
     src = variant_source(mod, "fast:min")
-    assert re.search(r"torch\.roll\(t\d+\.permute\(", src), src  # rolled after the permute, in one copy
+    assert re.search(r"torch\.roll\(t\d+(\.squeeze\(\([\d, ]+\)\))?\.permute\(", src), src  # rolled after the permute, in one copy
     x = torch.randn(2, 64, 56, 56, dtype=torch.float64)
     ref = reference_forward(op, m, [x] + list(mod.weights))
     with torch.no_grad():
@@ -221,5 +223,5 @@ def test_roll_of_a_window_view_is_the_copy_into_the_conv_layout():
             assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
     big = build_module(op, {"N": 128, "C_in": 64, "C_out": 64, "H": 56}, implementation="fast:min")
     ops = [o.name for o in count_forward(big, torch.empty(128, 64, 56, 56, device="meta")).ops]
-    # roll of the input, sum, pad, roll of the windows into the conv layout, conv, output copy
-    assert ops.index("convolution") == ops.index("roll", 1) + 1, ops
+    # ... the roll of the windows writes the conv's layout: the conv follows it directly
+    assert ops.index("convolution") == len(ops) - 1 - ops[::-1].index("roll") + 1, ops
