@@ -17,6 +17,8 @@ import re
 import string
 from typing import Sequence
 
+from dataclasses import dataclass
+
 from syno.ir.lowering import Plan, Step
 
 LETTERS = string.ascii_letters
@@ -25,6 +27,20 @@ LETTERS = string.ascii_letters
 def ident(name: str) -> str:
     out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
     return out if out[:1].isalpha() else "v_" + out
+
+
+_RESHAPE = re.compile(r"^\s*(\w+) = (\w+)\.reshape\(.*\)$")
+
+
+@dataclass(frozen=True)
+class _Roll:
+    """An emitted ``dst = torch.roll(base, shifts, dims)`` at ``line`` (later shifts may fold in)."""
+
+    line: int
+    dst: str
+    base: str
+    dims: tuple
+    shifts: tuple
 
 
 class Emitter:
@@ -190,51 +206,92 @@ class Emitter:
         i = axes.index(f.tops[0])
         dst = self.fresh()
         new_axes = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
-        prev = getattr(self, "_last_roll", None)
-        if (prev is not None and prev[1] == name and prev[0] < len(self.lines)
-                and all(l.lstrip().startswith("#") for l in self.lines[prev[0] + 1:])):
-            # a shift of a fresh roll's result (consumed only here): one roll, one copy
-            at, _, base, dims, shifts = prev
-            dims, shifts = dims + (i,), shifts + (-1,)
-            self.lines[at] = f"    {dst} = torch.roll({base}, {shifts}, {dims})"
-            self._last_roll = (at, dst, base, dims, shifts)
-        elif (folded := self._roll_through_reshapes(prev, name, i)) is not None:
-            # a shift of a reshape of a fresh roll's result, on the outer factor of one of the
-            # rolled tensor's axes: the same roll, one copy (rolling the outer factor of a size
-            # A*B axis by 1 is rolling the axis by B)
-            at, rolled, base, dims, shifts = prev
-            dims, shifts = dims + (folded[0],), shifts + (-folded[1],)
-            self.lines[at] = f"    {rolled} = torch.roll({base}, {shifts}, {dims})"
-            self._last_roll = (at, rolled, base, dims, shifts)
-            self.axes[name] = new_axes  # the reshape of the new roll is the shifted tensor
-            return name
-        else:
-            self.emit(f"{dst} = torch.roll({name}, -1, {i})")
-            self._last_roll = (len(self.lines) - 1, dst, name, (i,), (-1,))
+        rolls = getattr(self, "_rolls", None)
+        if rolls is None:
+            rolls = self._rolls = {}
+        for roll in reversed(list(rolls.values())):  # the most recent roll first
+            chain = self.view_chain(roll, name, _RESHAPE)
+            if chain is None:
+                continue
+            if not chain:
+                # a shift of a fresh roll's result (consumed only here): one roll, one copy
+                self._roll_line(roll, dst, roll.base, roll.dims + (i,), roll.shifts + (-1,))
+                self.axes[dst] = new_axes
+                return dst
+            mapped = self._whole_axes(roll.dst, name, roll.dims)
+            if mapped is not None:
+                # the earlier roll's axes survive the reshapes whole: reshape the unrolled tensor
+                # and roll the result once, over all the axes
+                k = chain[0][0]
+                self.lines[k] = self.lines[k].replace(f"= {roll.dst}.reshape(", f"= {roll.base}.reshape(", 1)
+                self.lines[roll.line] = f"    # roll of {roll.base} moved below its reshapes"
+                del rolls[roll.dst]
+                self.emit(f"{dst} = torch.roll({name}, {roll.shifts + (-1,)}, {mapped + (i,)})")
+                rolls[dst] = _Roll(len(self.lines) - 1, dst, name, mapped + (i,), roll.shifts + (-1,))
+                self.axes[dst] = new_axes
+                return dst
+            outer = self._outer_factor(roll.dst, name, i)
+            if outer is not None:
+                # the shifted axis is the outer factor of a rolled axis (rolling the outer factor
+                # of a size A*B axis by 1 is rolling the axis by B): one roll, and its reshapes
+                # are the shifted tensor
+                self._roll_line(roll, roll.dst, roll.base, roll.dims + (outer[0],), roll.shifts + (-outer[1],))
+                self.axes[name] = new_axes
+                return name
+            break
+        self.emit(f"{dst} = torch.roll({name}, -1, {i})")
+        rolls[dst] = _Roll(len(self.lines) - 1, dst, name, (i,), (-1,))
         self.axes[dst] = new_axes
         return dst
 
-    _RESHAPE = re.compile(r"^\s*(\w+) = (\w+)\.reshape\(.*\)$")
+    def _roll_line(self, roll: "_Roll", dst: str, base: str, dims: tuple, shifts: tuple) -> None:
+        """Rewrite ``roll``'s line as ``dst = torch.roll(base, shifts, dims)``."""
+        self.lines[roll.line] = f"    {dst} = torch.roll({base}, {shifts}, {dims})"
+        del self._rolls[roll.dst]
+        self._rolls[dst] = _Roll(roll.line, dst, base, dims, shifts)
 
-    def _roll_through_reshapes(self, prev, name: str, i: int) -> tuple[int, int] | None:
-        """``(axis of the roll's result, elements per step)`` when ``name`` is reached from the last
-        roll's result through reshapes alone (nothing else emitted since) and its axis ``i`` is the
-        outer factor of one axis of the rolled tensor; None otherwise."""
-        if prev is None or prev[0] >= len(self.lines):
-            return None
-        cur = prev[1]
-        for line in self.lines[prev[0] + 1:]:
+    def view_chain(self, roll: "_Roll", name: str, view: re.Pattern) -> list[tuple[int, re.Match]] | None:
+        """The lines (index, match of ``view``) that lead from ``roll``'s result to ``name``, each
+        a view of the previous one, when no other line emitted since reads any of them (the roll's
+        result is consumed by this chain alone); None otherwise."""
+        chain: list[tuple[int, re.Match]] = []
+        names = {roll.dst}
+        cur = roll.dst
+        for k in range(roll.line + 1, len(self.lines)):
+            line = self.lines[k]
             if line.lstrip().startswith("#"):
                 continue
-            m = self._RESHAPE.match(line)
+            rhs = line.split("=", 1)[1] if "=" in line else line
+            if not any(re.search(rf"\b{n}\b", rhs) for n in names):
+                continue
+            m = view.match(line)
             if m is None or m.group(2) != cur:
                 return None
             cur = m.group(1)
-        if cur != name or cur == prev[1]:
-            return None
+            names.add(cur)
+            chain.append((k, m))
+        return chain if cur == name else None
+
+    def _whole_axes(self, src: str, dst: str, dims: tuple) -> tuple | None:
+        """Where each axis ``dims`` of ``src`` is in its reshape ``dst``, when each is kept whole
+        (same size at the same flat offset); None otherwise."""
         size = self.plan.values
-        outer = [size[c] for c in self.axes[prev[1]]]
-        inner = [size[c] for c in self.axes[name]]
+        a = [size[c] for c in self.axes[src]]
+        b = [size[c] for c in self.axes[dst]]
+        out = []
+        for d in dims:
+            at = [k for k in range(len(b)) if b[k] == a[d] and math.prod(b[:k]) == math.prod(a[:d])]
+            if not at:
+                return None
+            out.append(at[0])
+        return tuple(out)
+
+    def _outer_factor(self, src: str, dst: str, i: int) -> tuple[int, int] | None:
+        """``(axis of src, elements per step)`` when axis ``i`` of the reshape ``dst`` is the outer
+        factor of one axis of ``src``; None otherwise."""
+        size = self.plan.values
+        outer = [size[c] for c in self.axes[src]]
+        inner = [size[c] for c in self.axes[dst]]
         start = math.prod(inner[:i])
         for j in range(len(outer)):
             if math.prod(outer[:j]) == start and outer[j] % inner[i] == 0 and inner[i] > 1:
