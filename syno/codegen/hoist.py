@@ -151,11 +151,6 @@ class PreparedForward:
         self.hits = self.misses = 0
         _LIVE.add(self)
 
-    @property
-    def prepared_bytes(self) -> int:
-        """Bytes of the distinct storages this forward keeps prepared (0 before the first call)."""
-        return sum(_storages(self._prepared).values())
-
     def __call__(self, x: torch.Tensor, *weights: torch.Tensor):
         if (torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
                 or any(w.is_inference() for w in weights)):  # inference tensors have no version counter
@@ -185,11 +180,6 @@ class PreparedForward:
 _LIVE: "weakref.WeakSet[PreparedForward]" = weakref.WeakSet()
 
 
-def _storages(tensors) -> dict[int, int]:
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-            for t in tensors if isinstance(t, torch.Tensor)}
-
-
 def live_prepared() -> tuple[torch.Tensor, ...]:
     """The tensors every live :class:`PreparedForward` keeps prepared now (what a CUDA graph
     captured at inference reads, and must keep alive)."""
@@ -199,10 +189,8 @@ def live_prepared() -> tuple[torch.Tensor, ...]:
 def live_prepared_bytes() -> int:
     """Bytes held by the weight caches of every live :class:`PreparedForward` (distinct storages):
     memory a model keeps besides its parameters once it has run at inference."""
-    held: dict[int, int] = {}
-    for fwd in list(_LIVE):
-        held.update(_storages(fwd._prepared))
-    return sum(held.values())
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in live_prepared()}
+    return sum(storages.values())
 
 
 def with_prepared_weights(source: str, compile_source: Callable[[str, str], Callable]) -> Callable:
