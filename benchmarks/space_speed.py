@@ -11,7 +11,12 @@ every ResNet-18 placeholder (224x224, 1000 classes, ``build_model(..., mapping_b
   captured, else CUDA events around back-to-back calls), on CPU the median wall time;
   ``speedup`` = baseline time / operator time;
 * peak memory of a no-grad forward (CUDA: ``max_memory_allocated``; CPU: live storages counted
-  by :func:`syno.codegen.cost.measure_peak_bytes`) and its ratio to the baseline's.
+  by :func:`syno.codegen.cost.measure_peak_bytes`) and its ratio to the baseline's, and the bytes
+  of weights prepared once at inference (:mod:`syno.codegen.hoist`), which the model keeps;
+* with ``--traffic`` (default on the CPU) or afterwards with ``--add-traffic`` (CPU, no timing:
+  run it on the commit that was measured), the eager forward's kernels, bytes moved and roofline
+  time counted on the meta device (:mod:`syno.bench.traffic`), and Spearman of the measured time
+  against them next to Spearman against MACs.
 
 Modules use ``implementation="auto"`` (on CUDA: the fastest variant by the autotuner, disk
 cached; on CPU the guard's emitter) — the best implementation this codebase offers. ``--planner
@@ -78,7 +83,8 @@ def parse_args(argv=None):
                    help="count each forward's kernels, bytes moved and roofline time on the meta device "
                         "(~1 s per row of CPU; default on for --cpu, off on CUDA: add them later with --add-traffic)")
     p.add_argument("--add-traffic", action="store_true",
-                   help="only count traffic for the rows of --out that lack it (CPU, no timing), then rewrite summary.md")
+                   help="only count traffic for the rows of --out that lack it (CPU, no timing; with this checkout's "
+                        "plans: run it on the commit that measured the rows), then rewrite summary.md")
     p.add_argument("--family", action="store_true",
                    help="only the CPU row of issue #21: the unfold-of-unfold-over-channels operator at N=4, "
                         "C=64, H=56 vs nn.Conv2d(64, 64, 3), one thread, before and after")
