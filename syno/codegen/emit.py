@@ -157,9 +157,11 @@ class Emitter:
         major, minor = f.tops
         b = f.bottoms[0]
         axes = self.axes[name]
+        permuted = False
         if major in axes and minor in axes:
             order = [c for c in axes if c != minor]
             order.insert(order.index(major) + 1, minor)
+            permuted = order != axes
             name = self.permute_to(name, order)
         else:  # broadcast the missing part (repeat_interleave / tile)
             present = major if major in axes else minor
@@ -173,7 +175,29 @@ class Emitter:
         axes = self.axes[name]
         i = axes.index(major)
         groups = [[c] for c in axes[:i]] + [[major, minor]] + [[c] for c in axes[i + 2:]]
-        return self.reshape(name, groups, axes[:i] + [b] + axes[i + 2:])
+        return self._merging_reshape(name, groups, axes[:i] + [b] + axes[i + 2:], i, permuted)
+
+    def _shift_of_copied_merge(self, name: str, i: int, dst: str) -> bool:
+        """Emit ``dst``, the shift of axis ``i`` of ``name``, when ``name`` is the reshape just
+        emitted that merges axes ``(i, i + 1)`` of a permuted view (a copy) and is read by nothing
+        else: rolling the merged axis by 1 moves each minor index up by one and the last one to the
+        next major index, so ``cat(v[.., 1:], roll(v[.., :1], -1, major), minor)`` is the rolled
+        tensor in one copy (plus one minor slice), and its reshape is a view; the reshape-copy and
+        the roll made two copies."""
+        src = getattr(self, "_copied_merges", {}).get(name)
+        if src is None:
+            return False
+        view, j, at = src
+        if j != i or any(not l.lstrip().startswith("#") for l in self.lines[at + 1:]):
+            return False
+        minor = self.plan.values[self.axes[view][j + 1]]
+        if minor < 2:
+            return False
+        reshape = self.lines[at].split(".reshape", 1)[1]
+        self.lines[at] = f"    # merge of {view}: taken into the shift below"
+        self.emit(f"{dst} = torch.cat(({view}.narrow({j + 1}, 1, {minor - 1}), "
+                  f"torch.roll({view}.narrow({j + 1}, 0, 1), -1, {j})), {j + 1}).reshape{reshape}")
+        return True
 
     def step_inv_split(self, step: Step, srcs) -> str:
         self._view_comment(step)
@@ -183,11 +207,23 @@ class Emitter:
         axes = self.axes[name]
         order = [c for c in axes if c != r]
         order.insert(order.index(l) + 1, r)
+        permuted = order != axes
         name = self.permute_to(name, order)
         axes = self.axes[name]
         i = axes.index(l)
         groups = [[c] for c in axes[:i]] + [[l, r]] + [[c] for c in axes[i + 2:]]
-        return self.reshape(name, groups, axes[:i] + [f.tops[0]] + axes[i + 2:])
+        return self._merging_reshape(name, groups, axes[:i] + [f.tops[0]] + axes[i + 2:], i, permuted)
+
+    def _merging_reshape(self, name: str, groups, new_axes, i: int, permuted: bool) -> str:
+        """The reshape merging axes ``(i, i + 1)`` of ``name``; when ``name`` is a permuted view
+        the reshape copies, and a shift of the merged axis right after may take its place
+        (:meth:`_shift_of_copied_merge`)."""
+        permuted = permuted or any(re.match(rf"\s*{name} = \w+\.permute\(", line) for line in self.lines)
+        dst = self.reshape(name, groups, new_axes)
+        if permuted:
+            self._copied_merges = getattr(self, "_copied_merges", {})
+            self._copied_merges[dst] = (name, i, len(self.lines) - 1)
+        return dst
 
     def step_inv_merge(self, step: Step, srcs) -> str:
         self._view_comment(step)
@@ -206,6 +242,9 @@ class Emitter:
         i = axes.index(f.tops[0])
         dst = self.fresh()
         new_axes = axes[:i] + [f.bottoms[0]] + axes[i + 1:]
+        if self._shift_of_copied_merge(name, i, dst):
+            self.axes[dst] = new_axes
+            return dst
         rolls = getattr(self, "_rolls", None)
         if rolls is None:
             rolls = self._rolls = {}
