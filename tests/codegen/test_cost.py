@@ -169,6 +169,33 @@ def test_every_alternative_lowering_equals_reference(op):
             assert ref.numel() == 0 or (y - ref).abs().max().item() <= tol, (opts, v)
 
 
+def _fast_matches_reference(op, H: int):
+    """The fast:min module of ``op`` at N=2, C=64, ``H``: its source, after checking its forward
+    against the reference evaluator in float64, contiguous and channels_last, no-grad (prepared
+    weights) and grad mode."""
+    from syno.codegen.fast import variant_source
+
+    m = {"N": 2, "C_in": 64, "C_out": 64, "H": H}
+    mod = build_module(op, m, implementation="fast:min").double()
+    for w in mod.weights:
+        torch.nn.init.normal_(w)
+    x = torch.randn(2, 64, H, H, dtype=torch.float64)
+    ref = reference_forward(op, m, [x] + list(mod.weights))
+    with torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
+    assert torch.allclose(mod(x), ref, atol=1e-9)
+    return variant_source(mod, "fast:min")
+
+
+def _kernels_at_56(op) -> list[str]:
+    """The ATen ops one N=128, C=64, H=56 inference forward runs (counted on meta)."""
+    from syno.bench.traffic import count_forward
+
+    big = build_module(op, {"N": 128, "C_in": 64, "C_out": 64, "H": 56}, implementation="fast:min")
+    return [o.name for o in count_forward(big, torch.empty(128, 64, 56, 56, device="meta")).ops]
+
+
 # resnet18-preset operator #10 of the shipped sample (benchmarks/data/operators-resnet18-0.jsonl):
 # shift H, split W = 8 x 7, shift the 8-axis, unfold 3 taps over the 7-axis, merge back, contract.
 # Before: two rolls, the windows copied out by the merge (3x the input) and a 192-channel 1x1 conv;
@@ -178,24 +205,11 @@ SHIFT_SPLIT_UNFOLD = DATA / "shift_split_unfold_merge.json"
 
 
 def test_merge_of_windows_waits_for_the_conv_and_rolls_fold_into_one():
-    op = Operator.from_json(SHIFT_SPLIT_UNFOLD.read_text())
-    m = {"N": 2, "C_in": 64, "C_out": 64, "H": 14}
-    mod = build_module(op, m, implementation="fast:min").double()
-    for w in mod.weights:
-        torch.nn.init.normal_(w)
-    from syno.codegen.fast import variant_source
-    src = variant_source(mod, "fast:min")
+    src = _fast_matches_reference(Operator.from_json(SHIFT_SPLIT_UNFOLD.read_text()), 14)
     assert "(-1, -1)" in src, src  # both shifts in one roll (counted as run below)
     assert src.count("F.conv2d(") == 1 and ".unfold(" not in src, src
-    x = torch.randn(2, 64, 14, 14, dtype=torch.float64)
-    ref = reference_forward(op, m, [x] + list(mod.weights))
-    with torch.no_grad():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
-    # what the emitter copies: one input-sized roll, no window copies (counted on meta, N=128)
-    from syno.bench.traffic import count_forward
-    big = build_module(op, {"N": 128, "C_in": 64, "C_out": 64, "H": 56}, implementation="fast:min")
-    names = [o.name for o in count_forward(big, torch.empty(128, 64, 56, 56, device="meta")).ops]
+    # what the emitter copies: one input-sized roll, no window copies
+    names = _kernels_at_56(Operator.from_json(SHIFT_SPLIT_UNFOLD.read_text()))
     assert names == ["roll", "convolution"], names
 
 
@@ -208,24 +222,12 @@ ROLL_OF_WINDOWS = [DATA / "roll_of_windows_into_conv.json", DATA / "roll_of_sque
 
 @pytest.mark.parametrize("path", ROLL_OF_WINDOWS, ids=lambda p: p.stem)
 def test_roll_of_a_window_view_is_the_copy_into_the_conv_layout(path):
-    from syno.bench.traffic import count_forward
-    from syno.codegen.fast import variant_source
-
     op = Operator.from_json(path.read_text())
-    m = {"N": 2, "C_in": 64, "C_out": 64, "H": 56}
-    mod = build_module(op, m, implementation="fast:min").double()
-    for w in mod.weights:
-        torch.nn.init.normal_(w)
-    src = variant_source(mod, "fast:min")
-    assert re.search(r"torch\.roll\(t\d+(\.squeeze\(\([\d, ]+\)\))?\.permute\(", src), src  # rolled after the permute, in one copy
-    x = torch.randn(2, 64, 56, 56, dtype=torch.float64)
-    ref = reference_forward(op, m, [x] + list(mod.weights))
-    with torch.no_grad():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
-    big = build_module(op, {"N": 128, "C_in": 64, "C_out": 64, "H": 56}, implementation="fast:min")
-    ops = [o.name for o in count_forward(big, torch.empty(128, 64, 56, 56, device="meta")).ops]
-    # ... the roll of the windows writes the conv's layout: the conv follows it directly
+    src = _fast_matches_reference(op, 56)
+    # rolled after the permute, in one copy
+    assert re.search(r"torch\.roll\(t\d+(\.squeeze\(\([\d, ]+\)\))?\.permute\(", src), src
+    ops = _kernels_at_56(op)
+    # the roll of the windows writes the conv's layout: the conv follows it directly
     assert ops.index("convolution") == len(ops) - 1 - ops[::-1].index("roll") + 1, ops
 
 
@@ -236,14 +238,4 @@ ROLL_FOLDING = [json.loads(line) for line in (DATA / "roll_folding_ops.jsonl").r
 
 @pytest.mark.parametrize("entry", ROLL_FOLDING, ids=lambda e: f"sample{e['index']}")
 def test_folded_rolls_equal_the_reference(entry):
-    op = Operator.from_json(entry["operator"])
-    m = {"N": 2, "C_in": 64, "C_out": 64, "H": 14}
-    mod = build_module(op, m, implementation="fast:min").double()
-    for w in mod.weights:
-        torch.nn.init.normal_(w)
-    x = torch.randn(2, 64, 14, 14, dtype=torch.float64)
-    ref = reference_forward(op, m, [x] + list(mod.weights))
-    with torch.no_grad():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            assert torch.allclose(mod(x.contiguous(memory_format=layout)), ref, atol=1e-9), layout
-    assert torch.allclose(mod(x), ref, atol=1e-9)  # grad mode: the forward without prepared weights
+    _fast_matches_reference(Operator.from_json(entry["operator"]), 14)
