@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 import re
 import string
-from typing import Sequence
-
 from dataclasses import dataclass
+from typing import Sequence
 
 from syno.ir.lowering import Plan, Step
 
@@ -54,6 +53,8 @@ class Emitter:
         an = plan.analysis
         self.dyn_cls = {cid: "v_" + ident(v) for v, (_, cid) in an.dynamic.items()}
         self.counter = 0
+        self._rolls: dict[str, _Roll] = {}            # emitted rolls by result name (shifts fold into them)
+        self._copied_merges: dict[str, tuple] = {}    # merged name -> (permuted view, axis, line)
 
     # -- helpers ---------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -157,11 +158,9 @@ class Emitter:
         major, minor = f.tops
         b = f.bottoms[0]
         axes = self.axes[name]
-        permuted = False
         if major in axes and minor in axes:
             order = [c for c in axes if c != minor]
             order.insert(order.index(major) + 1, minor)
-            permuted = order != axes
             name = self.permute_to(name, order)
         else:  # broadcast the missing part (repeat_interleave / tile)
             present = major if major in axes else minor
@@ -175,7 +174,7 @@ class Emitter:
         axes = self.axes[name]
         i = axes.index(major)
         groups = [[c] for c in axes[:i]] + [[major, minor]] + [[c] for c in axes[i + 2:]]
-        return self._merging_reshape(name, groups, axes[:i] + [b] + axes[i + 2:], i, permuted)
+        return self._merging_reshape(name, groups, axes[:i] + [b] + axes[i + 2:], i)
 
     def _shift_of_copied_merge(self, name: str, i: int, dst: str) -> bool:
         """Emit ``dst``, the shift of axis ``i`` of ``name``, when ``name`` is the reshape just
@@ -184,7 +183,7 @@ class Emitter:
         next major index, so ``cat(v[.., 1:], roll(v[.., :1], -1, major), minor)`` is the rolled
         tensor in one copy (plus one minor slice), and its reshape is a view; the reshape-copy and
         the roll made two copies."""
-        src = getattr(self, "_copied_merges", {}).get(name)
+        src = self._copied_merges.get(name)
         if src is None:
             return False
         view, j, at = src
@@ -207,21 +206,19 @@ class Emitter:
         axes = self.axes[name]
         order = [c for c in axes if c != r]
         order.insert(order.index(l) + 1, r)
-        permuted = order != axes
         name = self.permute_to(name, order)
         axes = self.axes[name]
         i = axes.index(l)
         groups = [[c] for c in axes[:i]] + [[l, r]] + [[c] for c in axes[i + 2:]]
-        return self._merging_reshape(name, groups, axes[:i] + [f.tops[0]] + axes[i + 2:], i, permuted)
+        return self._merging_reshape(name, groups, axes[:i] + [f.tops[0]] + axes[i + 2:], i)
 
-    def _merging_reshape(self, name: str, groups, new_axes, i: int, permuted: bool) -> str:
+    def _merging_reshape(self, name: str, groups, new_axes, i: int) -> str:
         """The reshape merging axes ``(i, i + 1)`` of ``name``; when ``name`` is a permuted view
-        the reshape copies, and a shift of the merged axis right after may take its place
-        (:meth:`_shift_of_copied_merge`)."""
-        permuted = permuted or any(re.match(rf"\s*{name} = \w+\.permute\(", line) for line in self.lines)
+        (its line is a ``permute``) the reshape copies, and a shift of the merged axis right after
+        may take its place (:meth:`_shift_of_copied_merge`)."""
+        permuted = any(re.match(rf"\s*{name} = \w+\.permute\(", line) for line in self.lines)
         dst = self.reshape(name, groups, new_axes)
         if permuted:
-            self._copied_merges = getattr(self, "_copied_merges", {})
             self._copied_merges[dst] = (name, i, len(self.lines) - 1)
         return dst
 
@@ -245,9 +242,7 @@ class Emitter:
         if self._shift_of_copied_merge(name, i, dst):
             self.axes[dst] = new_axes
             return dst
-        rolls = getattr(self, "_rolls", None)
-        if rolls is None:
-            rolls = self._rolls = {}
+        rolls = self._rolls
         for roll in reversed(list(rolls.values())):  # the most recent roll first
             chain = self.view_chain(roll, name, _RESHAPE)
             if chain is None:
@@ -263,8 +258,7 @@ class Emitter:
                 # and roll the result once, over all the axes
                 k = chain[0][0]
                 self.lines[k] = self.lines[k].replace(f"= {roll.dst}.reshape(", f"= {roll.base}.reshape(", 1)
-                self.lines[roll.line] = f"    # roll of {roll.base} moved below its reshapes"
-                del rolls[roll.dst]
+                self.retire_roll(roll, f"roll of {roll.base} moved below its reshapes")
                 self.emit(f"{dst} = torch.roll({name}, {roll.shifts + (-1,)}, {mapped + (i,)})")
                 rolls[dst] = _Roll(len(self.lines) - 1, dst, name, mapped + (i,), roll.shifts + (-1,))
                 self.axes[dst] = new_axes
@@ -282,6 +276,11 @@ class Emitter:
         rolls[dst] = _Roll(len(self.lines) - 1, dst, name, (i,), (-1,))
         self.axes[dst] = new_axes
         return dst
+
+    def retire_roll(self, roll: "_Roll", why: str) -> None:
+        """Replace ``roll``'s line by a comment saying where the roll went; forget it."""
+        self.lines[roll.line] = f"    # {why}"
+        del self._rolls[roll.dst]
 
     def _roll_line(self, roll: "_Roll", dst: str, base: str, dims: tuple, shifts: tuple) -> None:
         """Rewrite ``roll``'s line as ``dst = torch.roll(base, shifts, dims)``."""

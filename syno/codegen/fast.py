@@ -396,11 +396,13 @@ class FastEmitter(Emitter):
         its result contiguous in the permuted order, so the reshape into the conv's layout is a
         view and the windows are copied once, not twice (37 of 200 sampled resnet18-preset
         operators rolled a window view and then copied the roll into the conv's layout)."""
-        def plain(perm: list[int]) -> str:
-            return src if perm == sorted(perm) else f"{src}.permute({', '.join(map(str, perm))})"
+        def permuted(name: str, perm: list[int]) -> str:
+            return name if perm == sorted(perm) else f"{name}.permute({', '.join(map(str, perm))})"
 
-        rolls = getattr(self, "_rolls", {})
-        for roll in reversed(list(rolls.values())):
+        def plain(perm: list[int]) -> str:
+            return permuted(src, perm)
+
+        for roll in reversed(list(self._rolls.values())):
             chain = self.view_chain(roll, src, _SQUEEZE)  # squeezes of the roll's result (views)
             if chain is not None:
                 break
@@ -416,14 +418,12 @@ class FastEmitter(Emitter):
             cur = m.group(1)
         for k, _ in chain:
             self.lines[k] = "    # (squeeze, below)"
-        self.lines[roll.line] = "    # roll taken into the copy below"
-        del rolls[roll.dst]
+        self.retire_roll(roll, "roll taken into the copy below")
         base = roll.base + "".join(f".squeeze(({m.group(3)}))" for _, m in chain)
         shifts = roll.shifts
 
         def rolled(perm: list[int]) -> str:
-            view = base if perm == sorted(perm) else f"{base}.permute({', '.join(map(str, perm))})"
-            return f"torch.roll({view}, {shifts}, {tuple(perm.index(d) for d in dims)})"
+            return f"torch.roll({permuted(base, perm)}, {shifts}, {tuple(perm.index(d) for d in dims)})"
         return rolled
 
     def _emit_conv_weight(self, cs: "ConvStage", w: str) -> tuple[str, list]:
